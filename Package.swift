@@ -1,0 +1,66 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "vigil",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Vigil", targets: ["Vigil"]),
+        .executable(name: "vigil", targets: ["vigil"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries, each wrapped by exactly one Swift module.
+        .systemLibrary(name: "CXGBoost", path: "Sources/CXGBoost", pkgConfig: "xgboost",
+                       providers: [.apt(["libxgboost-dev"])]),
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", pkgConfig: "hiredis",
+                       providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CRdKafka", path: "Sources/CRdKafka", pkgConfig: "rdkafka",
+                       providers: [.apt(["librdkafka-dev"])]),
+
+        // The pipeline, in order.
+        .target(name: "VigilCore", dependencies: [.product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
+        .target(name: "VigilExpression", dependencies: ["VigilCore"], swiftSettings: strict),
+        .target(name: "VigilFeatures",
+                dependencies: ["VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
+        .target(name: "VigilRules",
+                dependencies: ["VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
+        .target(name: "VigilModels", dependencies: ["VigilCore", "CXGBoost"], swiftSettings: strict),
+        .target(name: "VigilDecision",
+                dependencies: ["VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams")],
+                swiftSettings: strict),
+        .target(name: "Vigil",
+                dependencies: [
+                    "VigilCore", "VigilFeatures", "VigilRules", "VigilModels", "VigilDecision",
+                    .product(name: "Logging", package: "swift-log"),
+                ],
+                swiftSettings: strict),
+        .executableTarget(name: "vigil",
+                          dependencies: [
+                            "Vigil",
+                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                            .product(name: "Logging", package: "swift-log"),
+                          ],
+                          swiftSettings: strict),
+
+        .testTarget(name: "VigilCoreTests", dependencies: ["VigilCore"], swiftSettings: strict),
+        .testTarget(name: "VigilExpressionTests", dependencies: ["VigilExpression"], swiftSettings: strict),
+        .testTarget(name: "VigilFeaturesTests", dependencies: ["VigilFeatures"], swiftSettings: strict),
+        .testTarget(name: "VigilRulesTests", dependencies: ["VigilRules"], swiftSettings: strict),
+        .testTarget(name: "VigilModelsTests", dependencies: ["VigilModels"], swiftSettings: strict),
+        .testTarget(name: "VigilDecisionTests", dependencies: ["VigilDecision"], swiftSettings: strict),
+        .testTarget(name: "VigilTests", dependencies: ["Vigil"], resources: [.copy("Fixtures")],
+                    swiftSettings: strict),
+    ]
+)

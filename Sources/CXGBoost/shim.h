@@ -1,0 +1,2 @@
+#pragma once
+#include <xgboost/c_api.h>

@@ -1,0 +1,43 @@
+import Foundation
+import Yams
+
+/// Small helpers for reading configuration files with precise errors.
+public enum TextFile {
+    public static func read(_ path: String) throws(ConfigurationError) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(file: path, line: nil, message: "cannot read file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(file: path, line: nil, message: "not UTF-8 text")
+        }
+        return text
+    }
+}
+
+public enum YAMLSupport {
+    /// The 1-based line of a Yams parse error, when it carries one.
+    public static func line(of error: any Error) -> Int? {
+        if let e = error as? YamlError {
+            switch e {
+            case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
+                return mark.line
+            default: return nil
+            }
+        }
+        return nil
+    }
+
+    /// Composes a YAML document, turning parse errors into ``ConfigurationError`` with a line.
+    public static func compose(_ text: String, file: String?) throws(ConfigurationError) -> Node {
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                throw ConfigurationError(file: file, line: nil, message: "empty document")
+            }
+            return node
+        } catch let e as ConfigurationError {
+            throw e
+        } catch {
+            throw ConfigurationError(file: file, line: line(of: error), message: "invalid YAML: \(error)")
+        }
+    }
+}

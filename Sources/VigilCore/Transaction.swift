@@ -1,0 +1,138 @@
+/// One payment transaction in Vigil's canonical form.
+///
+/// Produced by ``TransactionDecoder`` (JSON) or ``CSVTransactionReader`` and consumed by every stage.
+/// Optional fields that are absent stay `nil`; features that need them become missing values (NaN).
+///
+/// - Important: `cardID`, `email` and `ip` hold raw, sensitive values. They never leave the process:
+///   store keys use ``KeyedHasher`` and verdicts carry only the transaction id.
+public struct Transaction: Sendable, Hashable {
+    public var id: String
+    /// Event time, milliseconds since the Unix epoch (UTC).
+    public var timestamp: Int64
+    /// Amount in major units of `currency` (≥ 0).
+    public var amount: Double
+    public var currency: String?
+    public var cardID: String?
+    public var customerID: String?
+    public var merchantID: String?
+    public var terminalID: String?
+    public var deviceID: String?
+    public var ip: String?
+    public var email: String?
+    public var country: String?
+    public var mcc: String?
+    public var channel: String?
+    public var lat: Double?
+    public var lon: Double?
+    /// Ground truth (1 = fraud), used only for training and backtests; never read by the scorer.
+    public var label: Int8?
+
+    public init(
+        id: String, timestamp: Int64, amount: Double, currency: String? = nil, cardID: String? = nil,
+        customerID: String? = nil, merchantID: String? = nil, terminalID: String? = nil,
+        deviceID: String? = nil, ip: String? = nil, email: String? = nil, country: String? = nil,
+        mcc: String? = nil, channel: String? = nil, lat: Double? = nil, lon: Double? = nil,
+        label: Int8? = nil
+    ) {
+        self.id = id
+        self.timestamp = timestamp
+        self.amount = amount
+        self.currency = currency
+        self.cardID = cardID
+        self.customerID = customerID
+        self.merchantID = merchantID
+        self.terminalID = terminalID
+        self.deviceID = deviceID
+        self.ip = ip
+        self.email = email
+        self.country = country
+        self.mcc = mcc
+        self.channel = channel
+        self.lat = lat
+        self.lon = lon
+        self.label = label
+    }
+
+    /// The value of a string-typed canonical field.
+    @inlinable
+    public func string(_ field: TransactionField) -> String? {
+        switch field {
+        case .id: id
+        case .currency: currency
+        case .cardID: cardID
+        case .customerID: customerID
+        case .merchantID: merchantID
+        case .terminalID: terminalID
+        case .deviceID: deviceID
+        case .ip: ip
+        case .email: email
+        case .country: country
+        case .mcc: mcc
+        case .channel: channel
+        case .timestamp, .amount, .lat, .lon, .label: nil
+        }
+    }
+
+    /// The value of a numeric canonical field, NaN when absent.
+    @inlinable
+    public func number(_ field: TransactionField) -> Double {
+        switch field {
+        case .timestamp: Double(timestamp)
+        case .amount: amount
+        case .lat: lat ?? .nan
+        case .lon: lon ?? .nan
+        case .label: label.map(Double.init) ?? .nan
+        default: .nan
+        }
+    }
+}
+
+/// The canonical transaction fields, by their JSON names.
+public enum TransactionField: String, CaseIterable, Sendable, Hashable {
+    case id
+    case timestamp
+    case amount
+    case currency
+    case cardID = "card_id"
+    case customerID = "customer_id"
+    case merchantID = "merchant_id"
+    case terminalID = "terminal_id"
+    case deviceID = "device_id"
+    case ip
+    case email
+    case country
+    case mcc
+    case channel
+    case lat
+    case lon
+    case label
+
+    public enum Kind: Sendable { case string, number, timestamp, label }
+
+    public var kind: Kind {
+        switch self {
+        case .timestamp: .timestamp
+        case .amount, .lat, .lon: .number
+        case .label: .label
+        default: .string
+        }
+    }
+
+    /// Fields whose raw value is personal or card data and must be hashed before it leaves the process.
+    public var isSensitive: Bool {
+        switch self {
+        case .cardID, .email, .ip, .customerID, .deviceID: true
+        default: false
+        }
+    }
+}
+
+/// A fraud label for an earlier transaction (a chargeback, a confirmed review outcome).
+public struct Label: Sendable, Hashable {
+    public var transactionID: String
+    public var isFraud: Bool
+    public init(transactionID: String, isFraud: Bool) {
+        self.transactionID = transactionID
+        self.isFraud = isFraud
+    }
+}

@@ -1,0 +1,517 @@
+/// One thing wrong with an input transaction: which field, what value, and why.
+public struct DecodeProblem: Sendable, Hashable, CustomStringConvertible {
+    public var field: String?
+    /// The offending value, shortened to at most 64 characters; never a raw sensitive value.
+    public var value: String?
+    public var reason: String
+
+    public init(field: String?, value: String?, reason: String) {
+        self.field = field
+        self.value = value
+        self.reason = reason
+    }
+
+    public var description: String {
+        var s = field.map { "\($0): " } ?? ""
+        s += reason
+        if let value { s += " (got \(value))" }
+        return s
+    }
+}
+
+/// A transaction that could not be decoded. Carries every problem found, not only the first.
+public struct TransactionDecodingError: Error, Sendable, CustomStringConvertible {
+    public var problems: [DecodeProblem]
+    public init(problems: [DecodeProblem]) { self.problems = problems }
+    public var description: String { problems.map(\.description).joined(separator: "; ") }
+}
+
+/// Bounds on what the decoder accepts. Defaults suit card payments.
+public struct DecoderLimits: Sendable, Hashable {
+    /// Largest accepted message. Default: 64 KiB.
+    public var maxBytes: Int = 64 * 1024
+    /// Longest accepted string value (id and optional fields). Default: 256 characters.
+    public var maxStringLength: Int = 256
+    /// Deepest nesting accepted inside ignored (unknown) fields. Default: 8.
+    public var maxDepth: Int = 8
+    /// Largest accepted amount. Default: 1e9.
+    public var maxAmount: Double = 1e9
+    /// Earliest accepted event time. Default: 2000-01-01T00:00:00Z.
+    public var minTimestamp: Int64 = 946_684_800_000
+    /// Latest accepted event time. Default: 2100-01-01T00:00:00Z.
+    public var maxTimestamp: Int64 = 4_102_444_800_000
+
+    public init() {}
+}
+
+/// Decodes Vigil's canonical transaction JSON, validating every field.
+///
+/// A hand-written single-pass scanner over the UTF-8 bytes: no intermediate dictionary, no
+/// `Foundation` bridging. Unknown fields are skipped (bounded by ``DecoderLimits/maxDepth``).
+/// A syntax error stops decoding; field problems are all collected and thrown together.
+public struct TransactionDecoder: Sendable {
+    public var limits: DecoderLimits
+
+    public init(limits: DecoderLimits = DecoderLimits()) { self.limits = limits }
+
+    public func decode(_ text: String) throws(TransactionDecodingError) -> Transaction {
+        var text = text
+        let result = text.withUTF8 { buf in Result { () throws(TransactionDecodingError) in try decode(bytes: buf) } }
+        return try result.get()
+    }
+
+    public func decode(_ bytes: [UInt8]) throws(TransactionDecodingError) -> Transaction {
+        let result = bytes.withUnsafeBufferPointer { buf in Result { () throws(TransactionDecodingError) in try decode(bytes: buf) } }
+        return try result.get()
+    }
+
+    public func decode(bytes: UnsafeBufferPointer<UInt8>) throws(TransactionDecodingError) -> Transaction {
+        guard bytes.count <= limits.maxBytes else {
+            throw TransactionDecodingError(problems: [
+                DecodeProblem(field: nil, value: "\(bytes.count) bytes", reason: "message larger than \(limits.maxBytes) bytes")
+            ])
+        }
+        var scanner = JSONScanner(bytes: bytes, limits: limits)
+        do {
+            return try scanner.transaction()
+        } catch let error as JSONScanner.Syntax {
+            throw TransactionDecodingError(problems: [
+                DecodeProblem(field: nil, value: nil, reason: "malformed JSON at byte \(error.offset): \(error.message)")
+            ])
+        } catch {
+            throw TransactionDecodingError(problems: scanner.problems)
+        }
+    }
+}
+
+/// Decodes a label message: `{"id": "…", "label": 0|1}`.
+public func decodeLabel(_ bytes: UnsafeBufferPointer<UInt8>, limits: DecoderLimits = DecoderLimits()) throws(TransactionDecodingError) -> Label {
+    var scanner = JSONScanner(bytes: bytes, limits: limits)
+    do {
+        return try scanner.label()
+    } catch let error as JSONScanner.Syntax {
+        throw TransactionDecodingError(problems: [
+            DecodeProblem(field: nil, value: nil, reason: "malformed JSON at byte \(error.offset): \(error.message)")
+        ])
+    } catch {
+        throw TransactionDecodingError(problems: scanner.problems)
+    }
+}
+
+struct JSONScanner {
+    struct Syntax: Error {
+        var offset: Int
+        var message: String
+    }
+    struct Invalid: Error {}
+
+    typealias Value = JSONValue
+
+    let b: UnsafeBufferPointer<UInt8>
+    let limits: DecoderLimits
+    var i = 0
+    var problems: [DecodeProblem] = []
+
+    init(bytes: UnsafeBufferPointer<UInt8>, limits: DecoderLimits) {
+        self.b = bytes
+        self.limits = limits
+    }
+
+    mutating func transaction() throws -> Transaction {
+        var assembler = TransactionAssembler(limits: limits)
+        var seen = Set<String>()
+        try object { key, scanner in
+            let v = try scanner.value(depth: 1)
+            if !seen.insert(key).inserted {
+                assembler.problem(key, nil, "duplicate key")
+            } else if let field = TransactionField(rawValue: key) {
+                assembler.set(field, v)
+            }
+        }
+        guard let tx = assembler.finish() else {
+            problems = assembler.problems
+            throw Invalid()
+        }
+        return tx
+    }
+
+    mutating func label() throws -> Label {
+        var id: String?
+        var fraud: Bool?
+        try object { key, scanner in
+            let v = try scanner.value(depth: 1)
+            switch (key, v) {
+            case ("id", .string(let s)) where !s.isEmpty && s.utf8.count <= scanner.limits.maxStringLength: id = s
+            case ("id", _): scanner.problem("id", JSONValue.show(v), "must be a non-empty string")
+            case ("label", .bool(let f)): fraud = f
+            case ("label", .number(let d, _)) where d == 0 || d == 1: fraud = d == 1
+            case ("label", _): scanner.problem("label", JSONValue.show(v), "must be 0 or 1")
+            default: break
+            }
+        }
+        if id == nil, !problems.contains(where: { $0.field == "id" }) { problem("id", nil, "required field missing") }
+        if fraud == nil, !problems.contains(where: { $0.field == "label" }) { problem("label", nil, "required field missing") }
+        guard let id, let fraud, problems.isEmpty else { throw Invalid() }
+        return Label(transactionID: id, isFraud: fraud)
+    }
+
+    mutating func problem(_ field: String?, _ value: String?, _ reason: String) {
+        problems.append(DecodeProblem(field: field, value: value, reason: reason))
+    }
+
+    // MARK: - Syntax
+
+    func fail(_ message: String) -> Syntax { Syntax(offset: i, message: message) }
+
+    mutating func skipSpace() {
+        while i < b.count {
+            let c = b[i]
+            guard c == 32 || c == 10 || c == 13 || c == 9 else { return }
+            i += 1
+        }
+    }
+
+    /// Parses a top-level object, calling `member` for each key with the scanner positioned at its value.
+    mutating func object(_ member: (String, inout JSONScanner) throws -> Void) throws {
+        skipSpace()
+        guard i < b.count, b[i] == 123 else { throw fail(i < b.count ? "expected an object" : "empty input") }
+        i += 1
+        skipSpace()
+        if i < b.count, b[i] == 125 {
+            i += 1
+        } else {
+            while true {
+                skipSpace()
+                guard i < b.count, b[i] == 34 else { throw fail("expected a key") }
+                let key = try string()
+                skipSpace()
+                guard i < b.count, b[i] == 58 else { throw fail("expected ':'") }
+                i += 1
+                try member(key, &self)
+                skipSpace()
+                guard i < b.count else { throw fail("unterminated object") }
+                if b[i] == 44 {
+                    i += 1
+                    continue
+                }
+                guard b[i] == 125 else { throw fail("expected ',' or '}'") }
+                i += 1
+                break
+            }
+        }
+        skipSpace()
+        guard i == b.count else { throw fail("trailing data after the object") }
+    }
+
+    mutating func value(depth: Int) throws -> Value {
+        skipSpace()
+        guard i < b.count else { throw fail("unexpected end of input") }
+        switch b[i] {
+        case 34: return .string(try string())
+        case 123, 91:
+            guard depth < limits.maxDepth else { throw fail("nested deeper than \(limits.maxDepth)") }
+            let close: UInt8 = b[i] == 123 ? 125 : 93
+            let kind = b[i] == 123 ? "an object" : "an array"
+            i += 1
+            skipSpace()
+            if i < b.count, b[i] == close {
+                i += 1
+                return .composite(kind)
+            }
+            while true {
+                if close == 125 {
+                    skipSpace()
+                    guard i < b.count, b[i] == 34 else { throw fail("expected a key") }
+                    _ = try string()
+                    skipSpace()
+                    guard i < b.count, b[i] == 58 else { throw fail("expected ':'") }
+                    i += 1
+                }
+                _ = try value(depth: depth + 1)
+                skipSpace()
+                guard i < b.count else { throw fail("unterminated \(kind)") }
+                if b[i] == 44 {
+                    i += 1
+                    continue
+                }
+                guard b[i] == close else { throw fail("expected ',' in \(kind)") }
+                i += 1
+                return .composite(kind)
+            }
+        case 116: try literal("true"); return .bool(true)
+        case 102: try literal("false"); return .bool(false)
+        case 110: try literal("null"); return .null
+        case 45, 48...57: return try number()
+        default: throw fail("unexpected character")
+        }
+    }
+
+    mutating func literal(_ word: StaticString) throws {
+        let n = word.utf8CodeUnitCount
+        guard i + n <= b.count else { throw fail("invalid literal") }
+        let p = word.utf8Start
+        for k in 0..<n where b[i + k] != p[k] { throw fail("invalid literal") }
+        i += n
+    }
+
+    mutating func number() throws -> Value {
+        let start = i
+        if b[i] == 45 { i += 1 }
+        guard i < b.count, b[i] >= 48, b[i] <= 57 else { throw fail("invalid number") }
+        if b[i] == 48 {
+            i += 1
+        } else {
+            while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+        }
+        if i < b.count, b[i] == 46 {
+            i += 1
+            guard i < b.count, b[i] >= 48, b[i] <= 57 else { throw fail("invalid number") }
+            while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+        }
+        if i < b.count, b[i] == 101 || b[i] == 69 {
+            i += 1
+            if i < b.count, b[i] == 43 || b[i] == 45 { i += 1 }
+            guard i < b.count, b[i] >= 48, b[i] <= 57 else { throw fail("invalid number") }
+            while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+        }
+        guard i - start <= 64 else { throw fail("number longer than 64 characters") }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+        return .number(Double(text) ?? .nan, text: text)
+    }
+
+    mutating func string() throws -> String {
+        i += 1  // opening quote
+        let start = i
+        var simple = true
+        while i < b.count {
+            let c = b[i]
+            if c == 34 { break }
+            if c == 92 {
+                simple = false
+                i += 2
+                continue
+            }
+            guard c >= 0x20 else { throw fail("control character in string") }
+            i += 1
+        }
+        guard i < b.count else { throw fail("unterminated string") }
+        let raw = UnsafeBufferPointer(rebasing: b[start..<i])
+        i += 1
+        guard raw.count <= limits.maxBytes else { throw fail("string too long") }
+        if simple {
+            guard let s = String(validating: raw, as: UTF8.self) else { throw Syntax(offset: start, message: "invalid UTF-8") }
+            return s
+        }
+        return try unescape(raw, at: start)
+    }
+
+    func unescape(_ raw: UnsafeBufferPointer<UInt8>, at start: Int) throws -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(raw.count)
+        var k = 0
+        func hex4() throws -> UInt32 {
+            guard k + 4 <= raw.count else { throw Syntax(offset: start + k, message: "bad \\u escape") }
+            var v: UInt32 = 0
+            for j in 0..<4 {
+                let c = raw[k + j]
+                let d: UInt8
+                switch c {
+                case 48...57: d = c - 48
+                case 65...70: d = c - 55
+                case 97...102: d = c - 87
+                default: throw Syntax(offset: start + k + j, message: "bad \\u escape")
+                }
+                v = v << 4 | UInt32(d)
+            }
+            k += 4
+            return v
+        }
+        while k < raw.count {
+            let c = raw[k]
+            guard c == 92 else {
+                out.append(c)
+                k += 1
+                continue
+            }
+            guard k + 1 < raw.count else { throw Syntax(offset: start + k, message: "bad escape") }
+            let e = raw[k + 1]
+            k += 2
+            switch e {
+            case 34, 92, 47: out.append(e)
+            case 98: out.append(8)
+            case 102: out.append(12)
+            case 110: out.append(10)
+            case 114: out.append(13)
+            case 116: out.append(9)
+            case 117:
+                var scalar = try hex4()
+                if (0xD800..<0xDC00).contains(scalar) {
+                    guard k + 1 < raw.count, raw[k] == 92, raw[k + 1] == 117 else {
+                        throw Syntax(offset: start + k, message: "unpaired surrogate")
+                    }
+                    k += 2
+                    let low = try hex4()
+                    guard (0xDC00..<0xE000).contains(low) else { throw Syntax(offset: start + k, message: "unpaired surrogate") }
+                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                } else if (0xDC00..<0xE000).contains(scalar) {
+                    throw Syntax(offset: start + k, message: "unpaired surrogate")
+                }
+                guard let u = Unicode.Scalar(scalar) else { throw Syntax(offset: start + k, message: "bad \\u escape") }
+                out.append(contentsOf: Array(String(Character(u)).utf8))
+            default: throw Syntax(offset: start + k - 1, message: "bad escape")
+            }
+        }
+        guard let s = String(validating: out, as: UTF8.self) else { throw Syntax(offset: start, message: "invalid UTF-8") }
+        return s
+    }
+}
+
+
+/// A scalar JSON value as the decoder sees it (composites are skipped, named only for errors).
+enum JSONValue {
+    case string(String)
+    case number(Double, text: String)
+    case bool(Bool)
+    case null
+    case composite(String)
+
+    static func show(_ v: JSONValue) -> String {
+        let s: String
+        switch v {
+        case .string(let x): s = "\"\(x)\""
+        case .number(_, let text): s = text
+        case .bool(let f): s = f ? "true" : "false"
+        case .null: s = "null"
+        case .composite(let kind): s = kind
+        }
+        return s.count > 64 ? String(s.prefix(61)) + "..." : s
+    }
+}
+
+/// Validates canonical fields one at a time, whatever the source format (JSON or a CSV row), so
+/// every reader applies the same rules and reports problems the same way.
+struct TransactionAssembler {
+    let limits: DecoderLimits
+    var tx = Transaction(id: "", timestamp: 0, amount: 0)
+    var problems: [DecodeProblem] = []
+    var present = Set<TransactionField>()
+
+    init(limits: DecoderLimits) { self.limits = limits }
+
+    mutating func problem(_ field: String?, _ value: String?, _ reason: String) {
+        problems.append(DecodeProblem(field: field, value: value, reason: reason))
+    }
+
+    mutating func set(_ field: TransactionField, _ v: JSONValue, timestampScale: Int64 = 1) {
+        present.insert(field)
+        let key = field.rawValue
+        let shown = field.isSensitive ? nil : JSONValue.show(v)
+        switch field {
+        case .id:
+            if case .string(let s) = v, !s.isEmpty, s.utf8.count <= limits.maxStringLength {
+                tx.id = s
+            } else if case .string(let s) = v {
+                problem(key, nil, s.isEmpty ? "must not be empty" : "longer than \(limits.maxStringLength) bytes")
+            } else {
+                problem(key, shown, "must be a string")
+            }
+        case .timestamp:
+            if let ms = timestamp(v, scale: timestampScale) { tx.timestamp = ms }
+        case .amount:
+            if let a = number(v, key: key, range: 0...limits.maxAmount) { tx.amount = a }
+        case .lat: tx.lat = number(v, key: key, range: -90...90, optional: true)
+        case .lon: tx.lon = number(v, key: key, range: -180...180, optional: true)
+        case .label:
+            switch v {
+            case .null: break
+            case .bool(let f): tx.label = f ? 1 : 0
+            case .number(let d, _) where d == 0 || d == 1: tx.label = Int8(d)
+            default: problem(key, shown, "must be 0 or 1")
+            }
+        default:
+            switch v {
+            case .null: break
+            case .string(let s) where s.utf8.count <= limits.maxStringLength:
+                tx.setString(field, s.isEmpty ? nil : s)
+            case .string: problem(key, nil, "longer than \(limits.maxStringLength) bytes")
+            default: problem(key, shown, "must be a string")
+            }
+        }
+    }
+
+    /// The transaction, or nil when a problem was found (then `problems` says what).
+    mutating func finish() -> Transaction? {
+        for required in [TransactionField.id, .timestamp, .amount] where !present.contains(required) {
+            problem(required.rawValue, nil, "required field missing")
+        }
+        return problems.isEmpty ? tx : nil
+    }
+
+    mutating func number(_ v: JSONValue, key: String, range: ClosedRange<Double>, optional: Bool = false) -> Double? {
+        switch v {
+        case .null where optional: return nil
+        case .number(let d, _):
+            guard d.isFinite else {
+                problem(key, JSONValue.show(v), "must be finite")
+                return nil
+            }
+            guard range.contains(d) else {
+                problem(key, JSONValue.show(v), d < range.lowerBound ? "must be ≥ \(range.lowerBound)" : "must be ≤ \(range.upperBound)")
+                return nil
+            }
+            return d
+        default:
+            problem(key, JSONValue.show(v), "must be a number")
+            return nil
+        }
+    }
+
+    /// `scale` converts a numeric timestamp to milliseconds (1000 for epoch seconds).
+    mutating func timestamp(_ v: JSONValue, scale: Int64) -> Int64? {
+        let key = TransactionField.timestamp.rawValue
+        let ms: Int64
+        switch v {
+        case .string(let s):
+            guard let t = Timestamp.parseISO8601(s) else {
+                problem(key, JSONValue.show(v), "not an RFC 3339 timestamp")
+                return nil
+            }
+            ms = t
+        case .number(let d, _):
+            guard d.isFinite, d == d.rounded(), abs(d) < 9e15 / Double(scale) else {
+                problem(key, JSONValue.show(v), "epoch \(scale == 1 ? "milliseconds" : "seconds") must be an integer")
+                return nil
+            }
+            ms = Int64(d) * scale
+        default:
+            problem(key, JSONValue.show(v), "must be an RFC 3339 string or epoch milliseconds")
+            return nil
+        }
+        guard ms >= limits.minTimestamp, ms < limits.maxTimestamp else {
+            problem(key, JSONValue.show(v), "outside \(Timestamp.formatISO8601(limits.minTimestamp)) … \(Timestamp.formatISO8601(limits.maxTimestamp))")
+            return nil
+        }
+        return ms
+    }
+}
+
+extension Transaction {
+    /// Sets a string-typed canonical field.
+    public mutating func setString(_ field: TransactionField, _ value: String?) {
+        switch field {
+        case .id: id = value ?? ""
+        case .currency: currency = value
+        case .cardID: cardID = value
+        case .customerID: customerID = value
+        case .merchantID: merchantID = value
+        case .terminalID: terminalID = value
+        case .deviceID: deviceID = value
+        case .ip: ip = value
+        case .email: email = value
+        case .country: country = value
+        case .mcc: mcc = value
+        case .channel: channel = value
+        case .timestamp, .amount, .lat, .lon, .label: break
+        }
+    }
+}
