@@ -34,7 +34,7 @@ let package = Package(
                 dependencies: ["VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
         .target(name: "VigilRules",
-                dependencies: ["VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams")],
+                dependencies: ["VigilCore", "VigilExpression", "VigilFeatures", .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
         .target(name: "VigilModels", dependencies: ["VigilCore", "CXGBoost"], swiftSettings: strict),
         .target(name: "VigilDecision",

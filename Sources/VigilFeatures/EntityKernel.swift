@@ -1,0 +1,200 @@
+import Foundation
+
+/// The events recorded for one entity, sorted by (time, id), as parallel columns.
+///
+/// Both stores keep (or rebuild) exactly this layout and call the same ``EntityKernel``, which is
+/// what makes their features identical bit for bit.
+public struct EntityEvents: Sendable {
+    public var times: [Int64] = []
+    public var ids: [UInt64] = []
+    public var amounts: [Double] = []
+    public var lats: [Double] = []
+    public var lons: [Double] = []
+    public var filterBits: [UInt8] = []
+    /// 0 unknown, 1 legitimate, 2 fraud.
+    public var labels: [UInt8] = []
+    /// `tracked[k][i]`: hashed value of tracked field `k` for event `i`, 0 when absent.
+    public var tracked: [[UInt64]]
+
+    public init(trackedCount: Int) { tracked = Array(repeating: [], count: trackedCount) }
+
+    public var count: Int { times.count }
+
+    /// The index of the first event at or after `(time, id)`.
+    public func lowerBound(time: Int64, id: UInt64 = 0) -> Int {
+        var lo = 0, hi = times.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if times[mid] < time || (times[mid] == time && ids[mid] < id) { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The index of an event by id, searching around its time.
+    public func index(time: Int64, id: UInt64) -> Int? {
+        let i = lowerBound(time: time, id: id)
+        return i < count && times[i] == time && ids[i] == id ? i : nil
+    }
+
+    /// Inserts an event keeping (time, id) order; appends in the common in-order case.
+    public mutating func insert(
+        time: Int64, id: UInt64, amount: Double, lat: Double, lon: Double, filterBits f: UInt8, label: UInt8,
+        tracked values: UnsafeBufferPointer<UInt64>
+    ) {
+        let i = (times.last.map { $0 < time || ($0 == time && ids[ids.count - 1] < id) } ?? true) ? count : lowerBound(time: time, id: id)
+        times.insert(time, at: i)
+        ids.insert(id, at: i)
+        amounts.insert(amount, at: i)
+        lats.insert(lat, at: i)
+        lons.insert(lon, at: i)
+        filterBits.insert(f, at: i)
+        labels.insert(label, at: i)
+        for k in tracked.indices { tracked[k].insert(values[k], at: i) }
+    }
+
+    /// Drops events older than `cutoff`.
+    public mutating func trim(before cutoff: Int64) {
+        let n = lowerBound(time: cutoff)
+        guard n > 0 else { return }
+        times.removeFirst(n)
+        ids.removeFirst(n)
+        amounts.removeFirst(n)
+        lats.removeFirst(n)
+        lons.removeFirst(n)
+        filterBits.removeFirst(n)
+        labels.removeFirst(n)
+        for k in tracked.indices { tracked[k].removeFirst(n) }
+    }
+}
+
+/// What the kernel needs to know about the transaction being scored.
+public struct CurrentEvent {
+    public var time: Int64
+    public var amount: Double
+    public var lat: Double
+    public var lon: Double
+    /// Hashed values of the entity's tracked fields for this transaction, 0 when absent.
+    public var tracked: UnsafeBufferPointer<UInt64>
+}
+
+/// Computes an entity's features at time `t` from its events strictly before `t`.
+public enum EntityKernel {
+    /// Writes every feature of `plan` for the current event into `row` (at the plan's columns).
+    /// `events` may hold events at or after `t`; they are ignored.
+    public static func evaluate(
+        _ events: EntityEvents, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>
+    ) {
+        let t = c.time
+        let end = events.lowerBound(time: t)
+        let lanes = plan.lanes
+        let zero = SIMD8<Double>(repeating: 0)
+        let groups = plan.filterCount + 1
+        // Accumulators per filter group (0 = unfiltered).
+        var count = [SIMD8<Double>](repeating: zero, count: groups)
+        var sum = count
+        var sumsq = count
+        var maxv = [SIMD8<Double>](repeating: SIMD8(repeating: -.infinity), count: groups)
+        var fraud = zero
+        var distinct = [Set<UInt64>](repeating: [], count: plan.distinct.count)
+        var seen = [Bool](repeating: false, count: plan.firstSeen.count)
+        var lastTime: Int64?
+        var lastLat = Double.nan, lastLon = Double.nan, lastLocTime: Int64 = 0
+        var homeCountry: UInt64 = 0
+        let historyLane = plan.historyLane ?? 0
+        let horizon = Double(plan.retention)
+
+        var i = end - 1
+        while i >= 0 {
+            let age = Double(t - events.times[i])
+            if age > horizon { break }
+            let inLane = SIMD8<Double>(repeating: age) .<= lanes
+            let one = zero.replacing(with: 1, where: inLane)
+            let a = events.amounts[i]
+            let av = SIMD8<Double>(repeating: a)
+            count[0] += one
+            sum[0] += one * av
+            sumsq[0] += one * av * av
+            maxv[0] = maxv[0].replacing(with: pointwiseMax(maxv[0], av), where: inLane)
+            let bits = events.filterBits[i]
+            if bits != 0 {
+                for g in 1..<groups where bits & (1 << UInt8(g - 1)) != 0 {
+                    count[g] += one
+                    sum[g] += one * av
+                    sumsq[g] += one * av * av
+                    maxv[g] = maxv[g].replacing(with: pointwiseMax(maxv[g], av), where: inLane)
+                }
+            }
+            if events.labels[i] == 2 { fraud += one }
+            for (r, req) in plan.distinct.enumerated() where inLane[req.lane] {
+                let h = events.tracked[req.tracked][i]
+                if h != 0 { distinct[r].insert(h) }
+            }
+            if plan.historyLane != nil, inLane[historyLane] {
+                if lastTime == nil { lastTime = events.times[i] }
+                if lastLat.isNaN, !events.lats[i].isNaN, !events.lons[i].isNaN {
+                    lastLat = events.lats[i]
+                    lastLon = events.lons[i]
+                    lastLocTime = events.times[i]
+                }
+                for (k, tr) in plan.firstSeen.enumerated() where !seen[k] {
+                    let h = c.tracked[tr]
+                    if h != 0, events.tracked[tr][i] == h { seen[k] = true }
+                }
+                if let ct = plan.countryTracked, events.tracked[ct][i] != 0 { homeCountry = events.tracked[ct][i] }
+            }
+            i -= 1
+        }
+
+        // Unfiltered history statistics for the profile features.
+        let hCount = count[0][historyLane]
+        let hMean = hCount > 0 ? sum[0][historyLane] / hCount : .nan
+        let hStd = hCount > 1 ? max(0, sumsq[0][historyLane] / hCount - hMean * hMean).squareRoot() : .nan
+
+        for o in plan.outputs {
+            let v: Double
+            switch o.kind {
+            case .count(let g, let l): v = count[g][l]
+            case .sum(let g, let l): v = sum[g][l]
+            case .mean(let g, let l): v = count[g][l] > 0 ? sum[g][l] / count[g][l] : .nan
+            case .std(let g, let l):
+                let n = count[g][l]
+                let m = sum[g][l] / n
+                v = n > 0 ? max(0, sumsq[g][l] / n - m * m).squareRoot() : .nan
+            case .max(let g, let l): v = count[g][l] > 0 ? maxv[g][l] : .nan
+            case .distinct(let r): v = Double(distinct[r].count)
+            case .zscore: v = hStd > 0 ? (c.amount - hMean) / hStd : .nan
+            case .ratio: v = hMean > 0 ? c.amount / hMean : .nan
+            case .secondsSinceLast: v = lastTime.map { Double(t - $0) / 1000 } ?? .nan
+            case .distance: v = haversineKm(lastLat, lastLon, c.lat, c.lon)
+            case .speed:
+                let d = haversineKm(lastLat, lastLon, c.lat, c.lon)
+                // At least a minute apart, so two swipes at one terminal are not "infinitely fast".
+                let hours = max(Double(t - lastLocTime), 60_000) / 3_600_000
+                v = d / hours
+            case .crossBorder:
+                let here = plan.countryTracked.map { c.tracked[$0] } ?? 0
+                v = here == 0 || homeCountry == 0 ? .nan : (here == homeCountry ? 0 : 1)
+            case .newValue(let tr):
+                let k = plan.firstSeen.firstIndex(of: tr)!
+                v = c.tracked[tr] == 0 || hCount == 0 ? .nan : (seen[k] ? 0 : 1)
+            case .fraudRate(let l): v = count[0][l] > 0 ? fraud[l] / count[0][l] : .nan
+            }
+            row[o.column] = Float(v)
+        }
+    }
+
+    /// Great-circle distance in km; NaN when a coordinate is missing.
+    @inlinable
+    public static func haversineKm(_ lat1: Double, _ lon1: Double, _ lat2: Double, _ lon2: Double) -> Double {
+        let r = 6371.0088
+        let p1 = lat1 * .pi / 180, p2 = lat2 * .pi / 180
+        let dp = p2 - p1, dl = (lon2 - lon1) * .pi / 180
+        let h = sin(dp / 2) * sin(dp / 2) + cos(p1) * cos(p2) * sin(dl / 2) * sin(dl / 2)
+        return 2 * r * asin(min(1, h.squareRoot()))
+    }
+
+    /// Marks every output of the entity missing (the entity's key is absent from the transaction).
+    public static func missing(plan: EntityPlan, row: UnsafeMutablePointer<Float>) {
+        for o in plan.outputs { row[o.column] = .nan }
+    }
+}

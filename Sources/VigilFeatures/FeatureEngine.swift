@@ -1,0 +1,80 @@
+import VigilCore
+
+/// Turns a batch of transactions into its feature matrix, reading and updating a ``VelocityStore``.
+///
+/// Stateless apart from the store: the same engine serves the daemon, the library and backtests.
+public struct FeatureEngine: Sendable {
+    public let plan: FeaturePlan
+    public let hasher: KeyedHasher
+
+    public init(plan: FeaturePlan, hasher: KeyedHasher) {
+        self.plan = plan
+        self.hasher = hasher
+    }
+
+    public var schema: FeatureSchema { plan.schema }
+
+    /// The hashed form of a transaction id, as the stores and labels know it.
+    public func idHash(_ id: String) -> UInt64 { hasher.hash(id) | 1 }
+
+    /// Hashes identifiers and evaluates filters: what the store records of each transaction.
+    public func events(for transactions: [Transaction]) -> EventBatch {
+        var b = EventBatch(plan: plan, capacity: transactions.count)
+        for tx in transactions {
+            b.ids.append(idHash(tx.id))
+            b.times.append(tx.timestamp)
+            b.amounts.append(tx.amount)
+            b.lats.append(tx.lat ?? .nan)
+            b.lons.append(tx.lon ?? .nan)
+            for e in plan.entities {
+                // 0 means absent, so a real hash is never 0.
+                b.keys.append(tx.string(e.field).map { hasher.hash($0) | 1 } ?? 0)
+                var bits: UInt8 = 0
+                for (k, f) in e.filters.enumerated() where f(tx) { bits |= 1 << UInt8(k) }
+                b.filterBits.append(bits)
+                for f in e.tracked { b.tracked.append(tx.string(f).map { hasher.hash($0) | 1 } ?? 0) }
+            }
+        }
+        return b
+    }
+
+    /// Computes the features of a batch in order, recording each transaction in the store.
+    ///
+    /// - Throws: ``StoreError`` when the store fails; the caller decides how to degrade (see
+    ///   ``transactionFeatures(_:into:)`` for the features that need no store).
+    public func features(_ transactions: [Transaction], store: any VelocityStore) throws(StoreError) -> FeatureMatrix {
+        var m = FeatureMatrix(schema: plan.schema, rows: transactions.count)
+        try store.process(events(for: transactions), into: &m)
+        transactionFeatures(transactions, into: &m)
+        return m
+    }
+
+    /// Fills the columns computed from the transaction alone (fields, calendar) and then the
+    /// derived features. Store columns are left as they are (NaN when the store was unavailable).
+    public func transactionFeatures(_ transactions: [Transaction], into m: inout FeatureMatrix) {
+        let columns = m.columns
+        m.values.withUnsafeMutableBufferPointer { values in
+            for (i, tx) in transactions.enumerated() {
+                let row = values.baseAddress! + i * columns
+                for (f, col) in plan.fieldColumns { row[col] = Float(tx.number(f)) }
+                if !plan.calendarColumns.isEmpty {
+                    let cal = Timestamp.calendar(tx.timestamp)
+                    for (c, col) in plan.calendarColumns {
+                        switch c {
+                        case .hour: row[col] = Float(cal.hour)
+                        case .weekday: row[col] = Float(cal.weekday)
+                        case .night: row[col] = cal.hour < 6 ? 1 : 0
+                        case .weekend: row[col] = cal.weekday >= 5 ? 1 : 0
+                        }
+                    }
+                }
+                if !plan.derived.isEmpty {
+                    for (col, f) in plan.derived {
+                        let ctx = RowContext(transaction: tx, row: UnsafeBufferPointer(start: row, count: columns))
+                        row[col] = Float(f(ctx))
+                    }
+                }
+            }
+        }
+    }
+}

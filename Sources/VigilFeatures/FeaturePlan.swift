@@ -1,0 +1,283 @@
+import VigilCore
+import VigilExpression
+
+/// The ordered feature names a spec produces, which is the model's column order.
+public struct FeatureSchema: Sendable, Hashable {
+    public let names: [String]
+    public init(names: [String]) { self.names = names }
+
+    public var count: Int { names.count }
+
+    public func index(of name: String) -> Int? { names.firstIndex(of: name) }
+
+    /// A stable fingerprint of the names and their order (SipHash with a fixed key, 16 hex digits).
+    public var hash: String {
+        KeyedHasher.hex(KeyedHasher.insecureDevelopmentKey.hash(names.joined(separator: "\n")))
+    }
+}
+
+/// A ``FeatureSpec`` compiled for evaluation: column positions, window lanes and compiled
+/// expressions. Built once at load time.
+public struct FeaturePlan: Sendable {
+    public let spec: FeatureSpec
+    public let schema: FeatureSchema
+    /// One per entity of the spec, in spec order.
+    public let entities: [EntityPlan]
+    let fieldColumns: [(TransactionField, Int)]
+    let calendarColumns: [(FeatureSpec.CalendarFeature, Int)]
+    let derived: [(column: Int, evaluate: @Sendable (borrowing RowContext) -> Double)]
+    /// The longest window any entity keeps, which bounds how long a transaction id is remembered.
+    public let retention: Int64
+
+    public init(spec: FeatureSpec) throws(ConfigurationError) {
+        self.spec = spec
+        var names: [String] = []
+        var fieldColumns: [(TransactionField, Int)] = []
+        for f in spec.fields {
+            fieldColumns.append((f, names.count))
+            names.append(f.rawValue)
+        }
+        var calendarColumns: [(FeatureSpec.CalendarFeature, Int)] = []
+        for c in spec.calendar {
+            calendarColumns.append((c, names.count))
+            names.append(c.featureName)
+        }
+        var entities: [EntityPlan] = []
+        for e in spec.entities {
+            entities.append(try EntityPlan(entity: e, spec: spec, names: &names))
+        }
+        var seen = Set<String>()
+        for n in names where !seen.insert(n).inserted {
+            throw ConfigurationError(file: nil, line: nil, message: "feature '\(n)' is defined twice")
+        }
+        // Derived features: expressions over transaction fields and earlier features.
+        var derived: [(Int, @Sendable (borrowing RowContext) -> Double)] = []
+        for d in spec.derived {
+            guard seen.insert(d.name).inserted else {
+                throw ConfigurationError(file: nil, line: d.line, message: "feature '\(d.name)' is defined twice")
+            }
+            let scope = RowContext.scope(features: names)
+            do {
+                let f = try Expression.parse(d.expression).compileNumber(in: scope, for: RowContext.self)
+                derived.append((names.count, f))
+            } catch {
+                throw ConfigurationError(file: nil, line: d.line, message: "derived feature '\(d.name)': \(error)")
+            }
+            names.append(d.name)
+        }
+        self.schema = FeatureSchema(names: names)
+        self.entities = entities
+        self.fieldColumns = fieldColumns
+        self.calendarColumns = calendarColumns
+        self.derived = derived
+        self.retention = entities.map(\.retention).max() ?? 0
+    }
+
+    /// The number of columns the store writes (all entity features).
+    public var storeColumns: [Int] { entities.flatMap { $0.outputs.map(\.column) } }
+}
+
+/// How one entity's features are computed from its events.
+///
+/// Every window the entity uses is one lane of a `SIMD8<Double>`, so one backward pass over the
+/// entity's events updates every window, every filter and every label count at once.
+public struct EntityPlan: Sendable {
+    public let name: String
+    public let field: TransactionField
+    /// Window lengths in ms, one per lane; unused lanes are -1 (never match).
+    public let lanes: SIMD8<Double>
+    public let laneCount: Int
+    /// Filters, compiled over the transaction; bit `i` of an event's filter mask is filter `i`.
+    let filters: [@Sendable (borrowing Transaction) -> Bool]
+    public let filterCount: Int
+    /// Fields whose hashed values are kept per event (distinct counts, first-seen, home country).
+    public let tracked: [TransactionField]
+    let outputs: [Output]
+    /// Distinct-count requests: (tracked index, lane).
+    let distinct: [(tracked: Int, lane: Int)]
+    /// The lane of the profile history, if the entity has a profile.
+    let historyLane: Int?
+    let firstSeen: [Int]
+    let countryTracked: Int?
+    /// How long events are kept: the longest lane.
+    public let retention: Int64
+
+    enum Kind: Sendable {
+        /// `filter` is 0 for unfiltered, i + 1 for filter i.
+        case count(filter: Int, lane: Int)
+        case sum(filter: Int, lane: Int)
+        case mean(filter: Int, lane: Int)
+        case std(filter: Int, lane: Int)
+        case max(filter: Int, lane: Int)
+        case distinct(request: Int)
+        case zscore, ratio, secondsSinceLast, distance, speed, crossBorder
+        case newValue(tracked: Int)
+        case fraudRate(lane: Int)
+    }
+
+    struct Output: Sendable {
+        let column: Int
+        let kind: Kind
+    }
+
+    init(entity: FeatureSpec.Entity, spec: FeatureSpec, names: inout [String]) throws(ConfigurationError) {
+        name = entity.name
+        field = entity.field
+        var windows: [Int64] = []
+        func lane(_ w: Int64, line: Int?) throws(ConfigurationError) -> Int {
+            if let i = windows.firstIndex(of: w) { return i }
+            guard windows.count < 8 else {
+                throw ConfigurationError(file: nil, line: line, message: "entity '\(entity.name)' uses more than 8 distinct windows")
+            }
+            windows.append(w)
+            return windows.count - 1
+        }
+        var tracked: [TransactionField] = []
+        func track(_ f: TransactionField) -> Int {
+            if let i = tracked.firstIndex(of: f) { return i }
+            tracked.append(f)
+            return tracked.count - 1
+        }
+        var filters: [@Sendable (borrowing Transaction) -> Bool] = []
+        var outputs: [Output] = []
+        var distinct: [(Int, Int)] = []
+        for agg in spec.aggregates where agg.entity == entity.name {
+            var filterID = 0
+            if let text = agg.filter {
+                guard filters.count < 8 else {
+                    throw ConfigurationError(file: nil, line: agg.line, message: "entity '\(entity.name)' has more than 8 filters")
+                }
+                do {
+                    filters.append(try Expression.parse(text).compilePredicate(in: Transaction.scope, for: Transaction.self))
+                } catch {
+                    throw ConfigurationError(file: nil, line: agg.line, message: "filter '\(text)': \(error)")
+                }
+                filterID = filters.count
+            }
+            let prefix = agg.name.map { "\(entity.name)_\($0)" } ?? entity.name
+            for w in agg.windows {
+                let l = try lane(w, line: agg.line)
+                for op in agg.ops {
+                    let kind: Kind
+                    switch op {
+                    case .count: kind = .count(filter: filterID, lane: l)
+                    case .sum: kind = .sum(filter: filterID, lane: l)
+                    case .mean: kind = .mean(filter: filterID, lane: l)
+                    case .std: kind = .std(filter: filterID, lane: l)
+                    case .max: kind = .max(filter: filterID, lane: l)
+                    case .distinct(let f):
+                        guard filterID == 0 else {
+                            throw ConfigurationError(file: nil, line: agg.line, message: "distinct cannot be combined with a filter")
+                        }
+                        distinct.append((track(f), l))
+                        kind = .distinct(request: distinct.count - 1)
+                    }
+                    outputs.append(Output(column: names.count, kind: kind))
+                    names.append("\(prefix)_\(op.label)_\(DurationText.format(w))")
+                }
+            }
+        }
+        var historyLane: Int?
+        var firstSeen: [Int] = []
+        var countryTracked: Int?
+        for p in spec.profiles where p.entity == entity.name {
+            guard historyLane == nil else {
+                throw ConfigurationError(file: nil, line: nil, message: "entity '\(entity.name)' has more than one profile")
+            }
+            historyLane = try lane(p.history, line: nil)
+            for f in p.features {
+                let kind: Kind
+                switch f {
+                case .amountZScore: kind = .zscore
+                case .amountRatio: kind = .ratio
+                case .secondsSinceLast: kind = .secondsSinceLast
+                case .distanceKm: kind = .distance
+                case .speedKmh: kind = .speed
+                case .crossBorder:
+                    countryTracked = track(.country)
+                    kind = .crossBorder
+                }
+                outputs.append(Output(column: names.count, kind: kind))
+                names.append("\(entity.name)_\(f.rawValue)")
+            }
+            for f in p.firstSeen {
+                let t = track(f)
+                firstSeen.append(t)
+                outputs.append(Output(column: names.count, kind: .newValue(tracked: t)))
+                names.append("\(entity.name)_new_\(f.rawValue)")
+            }
+        }
+        for r in spec.risk where r.entity == entity.name {
+            for w in r.windows {
+                outputs.append(Output(column: names.count, kind: .fraudRate(lane: try lane(w, line: nil))))
+                names.append("\(entity.name)_fraud_rate_\(DurationText.format(w))")
+            }
+        }
+        var lanes = SIMD8<Double>(repeating: -1)
+        for (i, w) in windows.enumerated() { lanes[i] = Double(w) }
+        self.lanes = lanes
+        self.laneCount = windows.count
+        self.filters = filters
+        self.filterCount = filters.count
+        self.tracked = tracked
+        self.outputs = outputs
+        self.distinct = distinct
+        self.historyLane = historyLane
+        self.firstSeen = firstSeen
+        self.countryTracked = countryTracked
+        self.retention = windows.max() ?? 0
+    }
+}
+
+extension Transaction: ExpressionContext {
+    static let numberFields = TransactionField.allCases
+    /// Transaction fields by name: numeric fields as numbers, the rest as strings. The label is
+    /// not visible: nothing that scores may read it.
+    public static let scope: Scope = {
+        var b: [String: Binding] = [:]
+        for (i, f) in TransactionField.allCases.enumerated() where f != .label {
+            switch f.kind {
+            case .number, .timestamp, .label: b[f.rawValue] = .number(slot: i)
+            case .string: b[f.rawValue] = .string(slot: i)
+            }
+        }
+        return Scope(b)
+    }()
+
+    public func number(_ slot: Int) -> Double { number(Transaction.numberFields[slot]) }
+    public func string(_ slot: Int) -> String? { string(Transaction.numberFields[slot]) }
+    public func list(_ slot: Int, contains value: String) -> Bool { false }
+}
+
+/// What derived features and rules read: the transaction and its feature row.
+/// Number slots ≥ 0 are feature columns; slots < 0 are transaction fields (-1 - field index).
+public struct RowContext: ExpressionContext {
+    public let transaction: Transaction
+    public let row: UnsafeBufferPointer<Float>
+
+    public init(transaction: Transaction, row: UnsafeBufferPointer<Float>) {
+        self.transaction = transaction
+        self.row = row
+    }
+
+    /// Transaction fields plus the given feature names. A feature may shadow a field of the same name.
+    public static func scope(features: [String]) -> Scope {
+        var b: [String: Binding] = [:]
+        for (i, f) in TransactionField.allCases.enumerated() {
+            switch f.kind {
+            case .number, .timestamp, .label: b[f.rawValue] = .number(slot: -1 - i)
+            case .string: b[f.rawValue] = .string(slot: i)
+            }
+        }
+        b.removeValue(forKey: TransactionField.label.rawValue)  // never visible to scoring
+        for (i, n) in features.enumerated() { b[n] = .number(slot: i) }
+        return Scope(b)
+    }
+
+    @inline(__always)
+    public func number(_ slot: Int) -> Double {
+        slot >= 0 ? Double(row[slot]) : transaction.number(Transaction.numberFields[-1 - slot])
+    }
+    public func string(_ slot: Int) -> String? { transaction.string(Transaction.numberFields[slot]) }
+    public func list(_ slot: Int, contains value: String) -> Bool { false }
+}

@@ -1,0 +1,202 @@
+import Synchronization
+import VigilCore
+
+/// The batch's features: one contiguous row-major `Float` matrix in the model's column order.
+/// Missing values are NaN.
+public struct FeatureMatrix: Sendable {
+    public let schema: FeatureSchema
+    public let rows: Int
+    public var values: [Float]
+
+    public init(schema: FeatureSchema, rows: Int) {
+        self.schema = schema
+        self.rows = rows
+        self.values = [Float](repeating: .nan, count: rows * schema.count)
+    }
+
+    public var columns: Int { schema.count }
+
+    public subscript(row: Int, column: Int) -> Float {
+        get { values[row * schema.count + column] }
+        set { values[row * schema.count + column] = newValue }
+    }
+
+    public func row(_ r: Int) -> ArraySlice<Float> { values[(r * columns)..<((r + 1) * columns)] }
+
+    public subscript(row: Int, name: String) -> Float? { schema.index(of: name).map { self[row, $0] } }
+}
+
+/// What the stores record of each transaction, already hashed: no raw identifier in here.
+///
+/// Flat columns for the whole batch; entity `e` of event `i` is at `i * entityCount + e`.
+public struct EventBatch: Sendable {
+    public var count: Int { times.count }
+    public let entityCount: Int
+    public let trackedOffsets: [Int]
+    public let trackedTotal: Int
+    public var ids: [UInt64] = []
+    public var times: [Int64] = []
+    public var amounts: [Double] = []
+    public var lats: [Double] = []
+    public var lons: [Double] = []
+    /// Keyed hash of each entity's value, 0 when the transaction has none.
+    public var keys: [UInt64] = []
+    public var filterBits: [UInt8] = []
+    public var tracked: [UInt64] = []
+
+    public init(plan: FeaturePlan, capacity: Int = 0) {
+        entityCount = plan.entities.count
+        var offsets: [Int] = []
+        var total = 0
+        for e in plan.entities {
+            offsets.append(total)
+            total += e.tracked.count
+        }
+        trackedOffsets = offsets
+        trackedTotal = total
+        ids.reserveCapacity(capacity)
+        times.reserveCapacity(capacity)
+        amounts.reserveCapacity(capacity)
+        keys.reserveCapacity(capacity * entityCount)
+        tracked.reserveCapacity(capacity * total)
+    }
+}
+
+/// A store failure. The scorer turns it into degraded verdicts, never a crash.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        /// The store cannot be reached (connection refused, breaker open).
+        case unavailable
+        /// The store did not answer within its deadline.
+        case timeout
+        /// The store answered something unexpected.
+        case protocolError
+    }
+    public var code: Code
+    public var message: String
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { "\(code.rawValue): \(message)" }
+}
+
+/// Where entity events live between transactions.
+///
+/// Semantics every implementation keeps (and the parity tests check):
+/// - The features of an event come only from events of the same entity strictly before its time.
+/// - Events are processed in batch order: the second transaction of a card in a batch sees the first.
+/// - Recording is idempotent on the transaction id: a redelivered transaction changes nothing.
+/// - Events older than the entity's longest window are dropped.
+public protocol VelocityStore: AnyObject, Sendable {
+    var plan: FeaturePlan { get }
+
+    /// For each event in order, writes its entity features into `matrix` (row = event index) from
+    /// the events strictly before it, then records it.
+    func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError)
+
+    /// Applies fraud labels to recorded transactions (by hashed id). Returns how many matched.
+    @discardableResult
+    func apply(labels: [(id: UInt64, fraud: Bool)]) throws(StoreError) -> Int
+}
+
+/// The in-process store: per-entity sorted event columns, no I/O.
+///
+/// The default for embedded use, backtests and tests; the reference the Redis store is checked
+/// against. Thread-safe (one lock; batches are processed one at a time).
+public final class InMemoryVelocityStore: VelocityStore {
+    public let plan: FeaturePlan
+
+    struct State: ~Copyable {
+        var entities: [[UInt64: EntityEvents]]
+        /// Transaction id → (time, entity keys): idempotence and label lookup.
+        var transactions: [UInt64: (time: Int64, keys: [UInt64])] = [:]
+        var newest: Int64 = .min
+        var sinceSweep = 0
+    }
+
+    let state: Mutex<State>
+
+    public init(plan: FeaturePlan) {
+        self.plan = plan
+        state = Mutex(State(entities: Array(repeating: [:], count: plan.entities.count)))
+    }
+
+    public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
+        let plan = self.plan
+        let columns = matrix.columns
+        state.withLock { s in
+            matrix.values.withUnsafeMutableBufferPointer { values in
+                batch.tracked.withUnsafeBufferPointer { tracked in
+                    for i in 0..<batch.count {
+                        let row = values.baseAddress! + i * columns
+                        let id = batch.ids[i]
+                        let t = batch.times[i]
+                        let duplicate = s.transactions[id] != nil
+                        var keys: [UInt64] = []
+                        for (e, ep) in plan.entities.enumerated() {
+                            let key = batch.keys[i * batch.entityCount + e]
+                            keys.append(key)
+                            guard key != 0 else {
+                                EntityKernel.missing(plan: ep, row: row)
+                                continue
+                            }
+                            let own = UnsafeBufferPointer(
+                                rebasing: tracked[(i * batch.trackedTotal + batch.trackedOffsets[e])...].prefix(ep.tracked.count))
+                            let current = CurrentEvent(time: t, amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i], tracked: own)
+                            if let events = s.entities[e][key] {
+                                EntityKernel.evaluate(events, plan: ep, current: current, row: row)
+                            } else {
+                                EntityKernel.evaluate(EntityEvents(trackedCount: ep.tracked.count), plan: ep, current: current, row: row)
+                            }
+                            guard !duplicate else { continue }
+                            s.entities[e][key, default: EntityEvents(trackedCount: ep.tracked.count)].insert(
+                                time: t, id: id, amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i],
+                                filterBits: batch.filterBits[i * batch.entityCount + e], label: 0, tracked: own)
+                            if s.entities[e][key]!.times[0] < t - ep.retention {
+                                s.entities[e][key]!.trim(before: t - ep.retention)
+                            }
+                        }
+                        if !duplicate {
+                            s.transactions[id] = (t, keys)
+                            s.newest = max(s.newest, t)
+                            s.sinceSweep += 1
+                        }
+                    }
+                }
+            }
+            if s.sinceSweep >= 65_536 { sweep(&s) }
+        }
+    }
+
+    /// Forgets idle entities and old transaction ids (the in-memory analogue of Redis TTLs).
+    func sweep(_ s: inout State) {
+        s.sinceSweep = 0
+        let newest = s.newest
+        for (e, ep) in plan.entities.enumerated() {
+            let cutoff = newest - ep.retention
+            s.entities[e] = s.entities[e].filter { ($0.value.times.last ?? .min) >= cutoff }
+        }
+        let cutoff = newest - plan.retention
+        s.transactions = s.transactions.filter { $0.value.time >= cutoff }
+    }
+
+    @discardableResult
+    public func apply(labels: [(id: UInt64, fraud: Bool)]) throws(StoreError) -> Int {
+        state.withLock { s in
+            var matched = 0
+            for l in labels {
+                guard let tx = s.transactions[l.id] else { continue }
+                matched += 1
+                for (e, key) in tx.keys.enumerated() where key != 0 {
+                    guard let i = s.entities[e][key]?.index(time: tx.time, id: l.id) else { continue }
+                    s.entities[e][key]!.labels[i] = l.fraud ? 2 : 1
+                }
+            }
+            return matched
+        }
+    }
+
+    /// Entities currently held, per entity type (for tests and sizing).
+    public var entityCounts: [Int] { state.withLock { s in s.entities.map(\.count) } }
+}
