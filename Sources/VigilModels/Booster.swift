@@ -1,0 +1,110 @@
+import CXGBoost
+import Foundation
+import VigilCore
+
+/// An XGBoost C-API failure, with the library's own message.
+public struct XGBoostError: Error, Sendable, CustomStringConvertible {
+    public var operation: String
+    public var message: String
+    public var description: String { "XGBoost \(operation): \(message)" }
+
+    static func check(_ rc: Int32, _ operation: String) throws(XGBoostError) {
+        guard rc != 0 else { return }
+        throw XGBoostError(operation: operation, message: String(cString: XGBGetLastError()))
+    }
+}
+
+/// One XGBoost model, owned: the handle is freed in `deinit`.
+///
+/// Prediction goes through `XGBoosterPredictFromDense` (in-place prediction over the batch's
+/// matrix, no DMatrix per call), one call per batch, with `nthread` set explicitly.
+/// - Note: Calls on one handle are serialised by a lock; XGBoost's predictor keeps per-handle
+///   scratch state.
+public final class Booster: @unchecked Sendable {
+    // Unchecked: the handle is immutable after init and every use goes through `lock`.
+    private let handle: BoosterHandle?
+    private let lock = NSLock()
+    public let featureCount: Int
+
+    /// Loads a model file (`.json` or `.ubj`).
+    public init(path: String, threads: Int = 1) throws(XGBoostError) {
+        var h: BoosterHandle?
+        try XGBoostError.check(XGBoosterCreate(nil, 0, &h), "create")
+        do {
+            try XGBoostError.check(XGBoosterLoadModel(h, path), "load \(path)")
+            try XGBoostError.check(XGBoosterSetParam(h, "nthread", String(threads)), "set nthread")
+        } catch {
+            XGBoosterFree(h)
+            throw error
+        }
+        var n: bst_ulong = 0
+        XGBoosterGetNumFeature(h, &n)
+        featureCount = Int(n)
+        handle = h
+    }
+
+    /// Takes ownership of a handle.
+    init(handle h: BoosterHandle?) {
+        var n: bst_ulong = 0
+        XGBoosterGetNumFeature(h, &n)
+        featureCount = Int(n)
+        handle = h
+    }
+
+    deinit {
+        XGBoosterFree(handle)
+    }
+
+    private func withHandle<T>(_ body: (BoosterHandle?) throws(XGBoostError) -> T) throws(XGBoostError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(handle)
+    }
+
+    /// Raw margins (log-odds for `binary:logistic`) of `rows` rows of `columns` features.
+    public func margins(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int) throws(XGBoostError) -> [Float] {
+        guard rows > 0 else { return [] }
+        let array = "{\"data\":[\(UInt(bitPattern: values.baseAddress)),true],\"shape\":[\(rows),\(columns)],\"typestr\":\"<f4\",\"version\":3}"
+        let config = "{\"type\":1,\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false,\"missing\":NaN}"
+        return try withHandle { h throws(XGBoostError) -> [Float] in
+            var shape: UnsafePointer<bst_ulong>?
+            var dim: bst_ulong = 0
+            var out: UnsafePointer<Float>?
+            try XGBoostError.check(XGBoosterPredictFromDense(h, array, config, nil, &shape, &dim, &out), "predict")
+            guard let out else { throw XGBoostError(operation: "predict", message: "no output") }
+            return Array(UnsafeBufferPointer(start: out, count: rows))
+        }
+    }
+
+    /// SHAP contributions per feature (last column: bias), `rows × (columns + 1)`.
+    public func contributions(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int) throws(XGBoostError) -> [Float] {
+        guard rows > 0 else { return [] }
+        var dm: DMatrixHandle?
+        try XGBoostError.check(XGDMatrixCreateFromMat(values.baseAddress, bst_ulong(rows), bst_ulong(columns), .nan, &dm), "DMatrix")
+        defer { XGDMatrixFree(dm) }
+        let config = "{\"type\":2,\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false}"
+        return try withHandle { h throws(XGBoostError) -> [Float] in
+            var shape: UnsafePointer<bst_ulong>?
+            var dim: bst_ulong = 0
+            var out: UnsafePointer<Float>?
+            try XGBoostError.check(XGBoosterPredictFromDMatrix(h, dm, config, &shape, &dim, &out), "contributions")
+            guard let out else { throw XGBoostError(operation: "contributions", message: "no output") }
+            return Array(UnsafeBufferPointer(start: out, count: rows * (columns + 1)))
+        }
+    }
+
+    /// Saves the model; the format follows the extension (`.json` or `.ubj`).
+    public func save(path: String) throws(XGBoostError) {
+        try withHandle { h throws(XGBoostError) in try XGBoostError.check(XGBoosterSaveModel(h, path), "save \(path)") }
+    }
+
+    /// The model as XGBoost's JSON, which the native evaluator reads.
+    public func json() throws(XGBoostError) -> String {
+        try withHandle { h throws(XGBoostError) -> String in
+            var len: bst_ulong = 0
+            var out: UnsafePointer<CChar>?
+            try XGBoostError.check(XGBoosterSaveModelToBuffer(h, "{\"format\":\"json\"}", &len, &out), "serialise")
+            return String(decoding: UnsafeRawBufferPointer(start: out, count: Int(len)), as: UTF8.self)
+        }
+    }
+}
