@@ -46,9 +46,10 @@ let package = Package(
                     .product(name: "Logging", package: "swift-log"),
                 ],
                 swiftSettings: strict),
+        .target(name: "VigilSimulator", dependencies: ["VigilCore"], swiftSettings: strict),
         .executableTarget(name: "vigil",
                           dependencies: [
-                            "Vigil",
+                            "Vigil", "VigilSimulator",
                             .product(name: "ArgumentParser", package: "swift-argument-parser"),
                             .product(name: "Logging", package: "swift-log"),
                           ],
@@ -60,7 +61,7 @@ let package = Package(
         .testTarget(name: "VigilRulesTests", dependencies: ["VigilRules"], swiftSettings: strict),
         .testTarget(name: "VigilModelsTests", dependencies: ["VigilModels"], swiftSettings: strict),
         .testTarget(name: "VigilDecisionTests", dependencies: ["VigilDecision"], swiftSettings: strict),
-        .testTarget(name: "VigilTests", dependencies: ["Vigil"], resources: [.copy("Fixtures")],
+        .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"], resources: [.copy("Fixtures")],
                     swiftSettings: strict),
     ]
 )

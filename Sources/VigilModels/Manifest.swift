@@ -10,6 +10,11 @@ public struct Manifest: Codable, Sendable, Hashable {
         public var hash: String
         /// The feature spec file in the bundle that produces these columns.
         public var spec: String
+        public init(names: [String], hash: String, spec: String) {
+            self.names = names
+            self.hash = hash
+            self.spec = spec
+        }
     }
 
     public struct Member: Codable, Sendable, Hashable {
@@ -18,6 +23,12 @@ public struct Manifest: Codable, Sendable, Hashable {
         public var weight: Double
         /// Hyper-parameters it was trained with, for the model card.
         public var params: [String: String]?
+        public init(name: String, file: String, weight: Double, params: [String: String]? = nil) {
+            self.name = name
+            self.file = file
+            self.weight = weight
+            self.params = params
+        }
     }
 
     public var format: Int = 1
@@ -31,6 +42,20 @@ public struct Manifest: Codable, Sendable, Hashable {
     public var provenance: [String: String]
     /// Held-out metrics (AUC, average precision, …).
     public var metrics: [String: Double]
+
+    public init(
+        name: String, version: String, created: String, features: Features, members: [Member], calibration: Calibration,
+        provenance: [String: String], metrics: [String: Double]
+    ) {
+        self.name = name
+        self.version = version
+        self.created = created
+        self.features = features
+        self.members = members
+        self.calibration = calibration
+        self.provenance = provenance
+        self.metrics = metrics
+    }
 
     public static func load(directory: String) throws(ConfigurationError) -> Manifest {
         let path = directory + "/manifest.json"

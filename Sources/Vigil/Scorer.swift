@@ -1,0 +1,202 @@
+@_exported import VigilCore
+@_exported import VigilDecision
+@_exported import VigilFeatures
+@_exported import VigilModels
+@_exported import VigilRules
+import Logging
+import Synchronization
+
+/// What to do when the velocity store fails (down, slow, breaker open).
+public enum DegradationPolicy: String, Sendable, Hashable, CaseIterable {
+    /// Score with the features that need no store (store features missing), rules and model.
+    case scoreWithAvailable = "score"
+    /// Send every transaction of the batch to `review`.
+    case failClosed = "review"
+}
+
+/// How a ``Scorer`` is put together. Paths are read at init and on ``Scorer/reload(_:)``.
+public struct ScorerConfiguration: Sendable {
+    /// Model bundle directory (`manifest.json`, members, `features.yaml`).
+    public var modelDirectory: String
+    /// Feature spec; default: the bundle's own. Must produce the bundle's schema.
+    public var featureSpecPath: String?
+    /// Rule file; default: no rules.
+    public var rulesPath: String?
+    /// Decision costs; default: ``CostMatrix/default``.
+    public var costsPath: String?
+    /// Keys entity values before they reach the store. Default: the insecure development key —
+    /// the daemon refuses to start with it unless told to.
+    public var hasher: KeyedHasher = .insecureDevelopmentKey
+    /// Default: ``DegradationPolicy/scoreWithAvailable``.
+    public var degradation: DegradationPolicy = .scoreWithAvailable
+    /// How many top features to name as reasons on non-approve verdicts. Default: 3.
+    public var explainTop: Int = 3
+    /// XGBoost threads per call. Default: 1 (batches are the parallelism).
+    public var modelThreads: Int = 1
+
+    public init(modelDirectory: String, featureSpecPath: String? = nil, rulesPath: String? = nil, costsPath: String? = nil) {
+        self.modelDirectory = modelDirectory
+        self.featureSpecPath = featureSpecPath
+        self.rulesPath = rulesPath
+        self.costsPath = costsPath
+    }
+}
+
+/// The public pipeline: features → rules → ensemble → decision, one batch at a time.
+///
+/// One code path for the daemon, embedded use and backtests. Thread-safe; ``reload(_:)`` swaps
+/// rules, model and costs atomically between batches, and a failed reload keeps what runs.
+///
+/// ```swift
+/// let scorer = try Scorer(configuration: .init(modelDirectory: "models/default"))
+/// let verdicts = scorer.score(batch)
+/// ```
+public final class Scorer: Sendable {
+    /// What can be hot-reloaded, swapped as one.
+    struct Components: Sendable {
+        var ensemble: Ensemble
+        var rules: RuleSet
+        var decider: Decider
+        var configuration: ScorerConfiguration
+    }
+
+    public let engine: FeatureEngine
+    public let store: any VelocityStore
+    let components: Mutex<Components>
+    let logger: Logger
+
+    /// - Parameters:
+    ///   - store: where velocity windows live; default: a new ``InMemoryVelocityStore``.
+    ///   - logger: the library logs through it; it never bootstraps logging itself.
+    public init(
+        configuration: ScorerConfiguration, store: ((FeaturePlan) -> any VelocityStore)? = nil,
+        logger: Logger = Logger(label: "vigil.scorer")
+    ) throws(ConfigurationError) {
+        let specPath = configuration.featureSpecPath ?? (configuration.modelDirectory + "/features.yaml")
+        let plan = try FeaturePlan(spec: FeatureSpec.load(path: specPath))
+        engine = FeatureEngine(plan: plan, hasher: configuration.hasher)
+        self.store = store?(plan) ?? InMemoryVelocityStore(plan: plan)
+        self.logger = logger
+        components = Mutex(try Scorer.load(configuration, schema: plan.schema))
+    }
+
+    static func load(_ c: ScorerConfiguration, schema: FeatureSchema) throws(ConfigurationError) -> Components {
+        let ensemble = try Ensemble(
+            directory: c.modelDirectory, expecting: FeatureSchemaDescription(names: schema.names, hash: schema.hash),
+            threads: c.modelThreads)
+        let rules = try c.rulesPath.map { (p) throws(ConfigurationError) in try RuleSet.load(path: p, schema: schema) } ?? .empty(schema: schema)
+        let costs = try c.costsPath.map { (p) throws(ConfigurationError) in try CostMatrix.load(path: p) } ?? .default
+        return Components(ensemble: ensemble, rules: rules, decider: Decider(costs: costs), configuration: c)
+    }
+
+    /// Loads new rules, model and costs, and swaps them in between batches.
+    /// - Throws: the load error; what was running keeps running.
+    public func reload(_ configuration: ScorerConfiguration) throws(ConfigurationError) {
+        let next = try Scorer.load(configuration, schema: engine.schema)
+        components.withLock { $0 = next }
+        logger.info("reloaded", metadata: ["model": "\(next.ensemble.version)", "rules": "\(next.rules.version)", "costs": "\(next.decider.costs.version)"])
+    }
+
+    /// Versions currently in use: (model, rules, costs).
+    public var versions: (model: String, rules: String, costs: String) {
+        components.withLock { ($0.ensemble.version, $0.rules.version, $0.decider.costs.version) }
+    }
+
+    public var configuration: ScorerConfiguration { components.withLock { $0.configuration } }
+
+    /// Scores one transaction (a batch of one).
+    public func score(_ transaction: Transaction) -> Verdict { score([transaction])[0] }
+
+    /// Scores a batch in order: the features of each transaction see the ones before it.
+    public func score(_ batch: [Transaction]) -> [Verdict] {
+        evaluate(batch).verdicts
+    }
+
+    /// A scored batch with its feature matrix (for training sets, explanations, `vigil features`).
+    public struct Result: Sendable {
+        public var verdicts: [Verdict]
+        public var features: FeatureMatrix
+        public var storeError: StoreError?
+    }
+
+    /// Scores a batch and returns the feature matrix with the verdicts.
+    public func evaluate(_ batch: [Transaction]) -> Result {
+        let c = components.withLock { $0 }
+        let clock = ContinuousClock()
+        var latency = StageLatency()
+        var start = clock.now
+        func lap() -> Double {
+            let now = clock.now
+            let d = now - start
+            start = now
+            return Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+        }
+
+        var storeError: StoreError?
+        var matrix: FeatureMatrix
+        do {
+            matrix = try engine.features(batch, store: store)
+        } catch {
+            storeError = error
+            logger.warning("velocity store failed; scoring degraded", metadata: ["error": "\(error)", "policy": "\(c.configuration.degradation.rawValue)"])
+            matrix = FeatureMatrix(schema: engine.schema, rows: batch.count)
+            engine.transactionFeatures(batch, into: &matrix)
+        }
+        latency.features = lap()
+
+        let outcomes = c.rules.evaluate(batch, features: matrix)
+        latency.rules = lap()
+
+        let scores = c.ensemble.score(matrix.values, rows: batch.count)
+        if scores.degraded {
+            logger.warning("ensemble member failed; dropped for this batch", metadata: ["failures": "\(scores.failures.map(\.member))"])
+        }
+        latency.model = lap()
+
+        var decisions: [Decision] = []
+        decisions.reserveCapacity(batch.count)
+        for (i, tx) in batch.enumerated() {
+            var d = c.decider.decide(probability: scores.probabilities[i], transaction: tx, forced: outcomes[i].forced, floor: outcomes[i].floor)
+            if storeError != nil, c.configuration.degradation == .failClosed, outcomes[i].forced == nil {
+                d.action = max(d.action, .review)
+            }
+            decisions.append(d)
+        }
+        // Explanations only where someone will look: rows that are not approved.
+        let explain = c.configuration.explainTop > 0 ? batch.indices.filter { decisions[$0].action != .approve } : []
+        let contributions = c.ensemble.contributions(matrix.values, rows: explain)
+        latency.decide = lap()
+
+        let names = engine.schema.names
+        let memberNames = c.ensemble.memberNames
+        var verdicts: [Verdict] = []
+        verdicts.reserveCapacity(batch.count)
+        var explained = 0
+        for (i, tx) in batch.enumerated() {
+            var reasons = outcomes[i].hits.map { ReasonCode(kind: .rule, code: $0.id, detail: $0.reason) }
+            if explained < explain.count, explain[explained] == i {
+                let top = contributions[explained].enumerated().filter { $0.element > 0 }
+                    .sorted { $0.element > $1.element || ($0.element == $1.element && $0.offset < $1.offset) }
+                    .prefix(c.configuration.explainTop)
+                reasons += top.map { ReasonCode(kind: .feature, code: names[$0.offset], value: ($0.element * 1e6).rounded() / 1e6) }
+                explained += 1
+            }
+            if let storeError { reasons.append(ReasonCode(kind: .degraded, code: "store_\(storeError.code.rawValue)")) }
+            for f in scores.failures { reasons.append(ReasonCode(kind: .degraded, code: "member_failed", detail: f.member)) }
+            verdicts.append(Verdict(
+                transactionID: tx.id, action: decisions[i].action, probability: scores.probabilities[i],
+                memberScores: zip(memberNames, scores.memberProbabilities).map { .init(name: $0, probability: $1[i]) },
+                reasons: reasons, tags: outcomes[i].hits.filter { $0.action == .tag }.map(\.id),
+                modelVersion: c.ensemble.version, rulesVersion: c.rules.version,
+                degraded: storeError != nil || scores.degraded, latency: latency, timestamp: tx.timestamp))
+        }
+        return Result(verdicts: verdicts, features: matrix, storeError: storeError)
+    }
+
+    /// Applies fraud labels (chargebacks, review outcomes): they feed the entity risk features of
+    /// later transactions. Returns how many matched a recorded transaction.
+    @discardableResult
+    public func apply(labels: [Label]) throws(StoreError) -> Int {
+        try store.apply(labels: labels.map { (engine.idHash($0.transactionID), $0.isFraud) })
+    }
+}

@@ -1,0 +1,106 @@
+import ArgumentParser
+import Foundation
+import Vigil
+
+struct Score: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Score transactions (JSONL or CSV) and write one verdict JSON per line.")
+
+    @Option(help: "Model bundle directory.") var model: String = "models/default"
+    @Option(help: "Rule file (YAML).") var rules: String?
+    @Option(help: "Decision costs (YAML).") var costs: String?
+    @Option(help: "Transactions file; '-' or absent reads standard input.") var data: String?
+    @Option(help: "CSV mapping file (YAML); the input is then CSV with a header.") var map: String?
+    @Option(help: "Verdicts file; default standard output.") var out: String?
+    @Option(help: "Transactions per batch.") var batch: Int = 256
+    @Flag(help: "Print throughput, latency and the verdict mix to standard error at the end.") var summary = false
+
+    func validate() throws {
+        guard (1...10_000).contains(batch) else { throw ValidationError("--batch must be 1…10000") }
+    }
+
+    func run() throws {
+        var config = ScorerConfiguration(modelDirectory: model, rulesPath: rules, costsPath: costs)
+        config.hasher = try HashSecret.fromEnvironment()
+        let scorer = try Scorer(configuration: config)
+        let output: FileHandle
+        if let out {
+            guard FileManager.default.createFile(atPath: out, contents: nil), let h = FileHandle(forWritingAtPath: out) else {
+                throw ValidationError("cannot write \(out)")
+            }
+            output = h
+        } else {
+            output = .standardOutput
+        }
+        var reader = InputReader(source: data ?? "<stdin>", mapPath: map)
+        var pending: [Transaction] = []
+        var stats = ScoreStats()
+        let progress = Progress(label: "scoring")
+        let started = Date()
+        func flush() throws {
+            guard !pending.isEmpty else { return }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let verdicts = scorer.score(pending)
+            stats.record(verdicts, batchMicros: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000)
+            var text = ""
+            for v in verdicts { text += v.json() + "\n" }
+            try output.write(contentsOf: Data(text.utf8))
+            pending.removeAll(keepingCapacity: true)
+            progress.show(count: stats.count)
+        }
+        for line in try InputReader.lines(data) {
+            if let tx = try reader.decode(line) {
+                pending.append(tx)
+                if pending.count >= batch { try flush() }
+            }
+        }
+        try flush()
+        try output.synchronize()
+        progress.done("\(stats.count) verdicts, \(reader.rejected) rejected")
+        if summary { stderr(stats.report(seconds: Date().timeIntervalSince(started), rejected: reader.rejected)) }
+    }
+}
+
+struct ScoreStats {
+    var count = 0
+    var mix: [Action: Int] = [:]
+    var degraded = 0
+    var batchMicros: [Double] = []
+
+    mutating func record(_ verdicts: [Verdict], batchMicros us: Double) {
+        count += verdicts.count
+        for v in verdicts {
+            mix[v.action, default: 0] += 1
+            if v.degraded { degraded += 1 }
+        }
+        batchMicros.append(us)
+    }
+
+    func report(seconds: Double, rejected: Int) -> String {
+        let sorted = batchMicros.sorted()
+        func pct(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        var s = "summary: \(count) transactions in \(String(format: "%.2f", seconds)) s (\(Int(Double(count) / max(seconds, 1e-9))) tx/s end to end, I/O included)\n"
+        s += "  batch latency µs: p50 \(Int(pct(0.5)))  p99 \(Int(pct(0.99)))  max \(Int(sorted.last ?? 0))  (\(sorted.count) batches)\n"
+        s += "  verdicts: " + Action.allCases.map { a in
+            let n = mix[a] ?? 0
+            return "\(a.rawValue) \(n) (\(String(format: "%.2f", 100 * Double(n) / Double(max(count, 1))))%)"
+        }.joined(separator: ", ")
+        s += "\n  degraded: \(degraded)  rejected inputs: \(rejected)"
+        return s
+    }
+}
+
+/// The store-key secret: `VIGIL_HASH_SECRET`, or a file named by `VIGIL_HASH_SECRET_FILE`.
+/// Without either, the development key (fine for simulated data, never for real cards).
+enum HashSecret {
+    static func fromEnvironment() throws -> KeyedHasher {
+        let env = ProcessInfo.processInfo.environment
+        if let file = env["VIGIL_HASH_SECRET_FILE"] {
+            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read VIGIL_HASH_SECRET_FILE") }
+            var bytes = [UInt8](data)
+            while bytes.last == 10 || bytes.last == 13 { bytes.removeLast() }
+            return try KeyedHasher(secret: bytes)
+        }
+        if let s = env["VIGIL_HASH_SECRET"] { return try KeyedHasher(secret: Array(s.utf8)) }
+        return .insecureDevelopmentKey
+    }
+}

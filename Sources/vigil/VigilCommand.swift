@@ -1,0 +1,127 @@
+import ArgumentParser
+import Foundation
+import Vigil
+import VigilSimulator
+
+@main
+struct VigilCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vigil",
+        abstract: "Vigil: real-time fraud scoring — tools for scoring, simulating, training and inspecting features.",
+        subcommands: [Score.self, Simulate.self, Train.self, Features.self])
+}
+
+/// Reads transactions from JSONL (default) or CSV (with a mapping), reporting bad lines.
+struct InputReader {
+    let decoder = TransactionDecoder()
+    var csv: CSVTransactionReader?
+    let mapPath: String?
+    var lineNumber = 0
+    var rejected = 0
+    let source: String
+
+    init(source: String, mapPath: String?) {
+        self.source = source
+        self.mapPath = mapPath
+    }
+
+    /// Decodes one line; reports and counts a bad one on stderr (without echoing its content).
+    mutating func decode(_ line: String) throws -> Transaction? {
+        lineNumber += 1
+        if let mapPath, csv == nil {
+            csv = try CSVTransactionReader(header: line, mapping: CSVMapping.load(path: mapPath))
+            return nil
+        }
+        if line.isEmpty { return nil }
+        do {
+            if let csv { return try csv.decode(line: line) }
+            return try decoder.decode(line)
+        } catch {
+            rejected += 1
+            stderr("\(source):\(lineNumber): rejected: \(error)")
+            return nil
+        }
+    }
+
+    static func lines(_ path: String?) throws -> AnyIterator<String> {
+        let handle: FileHandle
+        if let path, path != "-" {
+            guard let h = FileHandle(forReadingAtPath: path) else { throw ValidationError("cannot read \(path)") }
+            handle = h
+        } else {
+            handle = .standardInput
+        }
+        var buffer = Data()
+        var eof = false
+        return AnyIterator {
+            while true {
+                if let nl = buffer.firstIndex(of: 10) {
+                    let line = buffer[buffer.startIndex..<nl]
+                    buffer.removeSubrange(buffer.startIndex...nl)
+                    return String(decoding: line, as: UTF8.self)
+                }
+                if eof {
+                    guard !buffer.isEmpty else { return nil }
+                    defer { buffer.removeAll() }
+                    return String(decoding: buffer, as: UTF8.self)
+                }
+                let chunk = handle.readData(ofLength: 1 << 20)
+                if chunk.isEmpty { eof = true } else { buffer.append(chunk) }
+            }
+        }
+    }
+
+    /// Reads a whole file (for training and feature extraction, which need time order).
+    static func readAll(_ path: String, map: String?) throws -> (transactions: [Transaction], rejected: Int) {
+        var reader = InputReader(source: path, mapPath: map)
+        var out: [Transaction] = []
+        let progress = Progress(label: "reading \(path)")
+        for line in try lines(path) {
+            if let tx = try reader.decode(line) { out.append(tx) }
+            if reader.lineNumber % 100_000 == 0 { progress.show(count: reader.lineNumber) }
+        }
+        progress.done("\(out.count) transactions, \(reader.rejected) rejected")
+        return (out, reader.rejected)
+    }
+}
+
+func stderr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+/// Progress on a terminal (stderr), silent when stderr is not one.
+final class Progress {
+    let label: String
+    let tty = isatty(2) == 1
+    let start = Date()
+    init(label: String) { self.label = label }
+    func show(fraction: Double) {
+        guard tty else { return }
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        FileHandle.standardError.write(Data("\r\(label) [\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] \(Int(fraction * 100))%".utf8))
+    }
+    func show(count: Int) {
+        guard tty else { return }
+        let rate = Double(count) / max(Date().timeIntervalSince(start), 1e-3)
+        FileHandle.standardError.write(Data("\r\(label): \(count) (\(Int(rate))/s)".utf8))
+    }
+    func done(_ message: String) {
+        if tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        stderr("\(label): \(message) in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+    }
+}
+
+func parseTime(_ s: String?, _ name: String) throws -> Int64? {
+    guard let s else { return nil }
+    if let ms = Timestamp.parseISO8601(s) { return ms }
+    throw ValidationError("--\(name): '\(s)' is not an RFC 3339 date or timestamp (e.g. 2026-01-20 or 2026-01-20T00:00:00Z)")
+}
+
+func parseDuration(_ s: String, _ name: String) throws -> Int64 {
+    guard let ms = DurationText.milliseconds(s) else { throw ValidationError("--\(name): '\(s)' is not a duration (e.g. 7d, 12h)") }
+    return ms
+}
+
+extension Timestamp {
+    /// Also accepts a bare date (`2026-01-20`, midnight UTC) on the command line.
+    static func parseDateOrTime(_ s: String) -> Int64? { parseISO8601(s) }
+}
