@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "VigilRulesTests", dependencies: ["VigilRules"], swiftSettings: strict),
         .testTarget(name: "VigilModelsTests", dependencies: ["VigilModels"], swiftSettings: strict),
         .testTarget(name: "VigilDecisionTests", dependencies: ["VigilDecision"], swiftSettings: strict),
-        .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"], resources: [.copy("Fixtures")],
+        .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"],
                     swiftSettings: strict),
     ]
 )

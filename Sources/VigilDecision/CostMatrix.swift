@@ -1,6 +1,5 @@
 import VigilCore
 import VigilExpression
-import VigilFeatures
 import Yams
 
 /// The cost of each action when the transaction is fraud and when it is legitimate, as
@@ -29,9 +28,9 @@ public struct CostMatrix: Sendable {
     public static let defaultYAML = """
         version: default-1
         approve:   { fraud: "amount + 15", legit: "0" }
-        challenge: { fraud: "0.3 * (amount + 15) + 0.5", legit: "0.5 + 0.01 * amount" }
+        challenge: { fraud: "0.2 * (amount + 15) + 1", legit: "1 + 0.05 * amount" }
         review:    { fraud: "0.05 * (amount + 15) + 6", legit: "6" }
-        block:     { fraud: "1", legit: "0.05 * amount + 12" }
+        block:     { fraud: "1", legit: "0.1 * amount + 15" }
         fallback: review
         """
 

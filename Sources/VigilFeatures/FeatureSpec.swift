@@ -188,6 +188,7 @@ struct SpecReader {
             var agg = FeatureSpec.Aggregate(entity: try entity(a["entity"]), windows: [], ops: [], line: n.mark?.line)
             agg.name = try a["name"].map { (x) throws(ConfigurationError) in try string(x, "name") }
             agg.filter = try a["filter"].map { (x) throws(ConfigurationError) in try string(x, "filter") }
+            if let f = a["filter"] { agg.line = f.mark?.line }
             for w in try sequence(a["windows"], "windows") { agg.windows.append(try window(w)) }
             guard !agg.windows.isEmpty else { throw fail(n, "an aggregate needs windows") }
             for o in try sequence(a["ops"], "ops") {

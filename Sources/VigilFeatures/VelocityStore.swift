@@ -87,7 +87,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 /// - The features of an event come only from events of the same entity strictly before its time.
 /// - Events are processed in batch order: the second transaction of a card in a batch sees the first.
 /// - Recording is idempotent on the transaction id: a redelivered transaction changes nothing.
-/// - Events older than the entity's longest window are dropped.
+/// - Events older than the entity's longest window plus an allowed lateness are dropped; within
+///   that lateness a redelivered or late transaction gets exactly the features it would have had.
 public protocol VelocityStore: AnyObject, Sendable {
     var plan: FeaturePlan { get }
 
@@ -106,6 +107,10 @@ public protocol VelocityStore: AnyObject, Sendable {
 /// against. Thread-safe (one lock; batches are processed one at a time).
 public final class InMemoryVelocityStore: VelocityStore {
     public let plan: FeaturePlan
+    /// How long past its longest window an event is kept, so that a redelivered or late
+    /// transaction up to this much older than the newest one still gets exact features.
+    /// Default: 24 hours.
+    public let allowedLateness: Int64
 
     struct State: ~Copyable {
         var entities: [[UInt64: EntityEvents]]
@@ -117,8 +122,9 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     let state: Mutex<State>
 
-    public init(plan: FeaturePlan) {
+    public init(plan: FeaturePlan, allowedLateness: Int64 = 86_400_000) {
         self.plan = plan
+        self.allowedLateness = allowedLateness
         state = Mutex(State(entities: Array(repeating: [:], count: plan.entities.count)))
     }
 
@@ -153,9 +159,8 @@ public final class InMemoryVelocityStore: VelocityStore {
                             s.entities[e][key, default: EntityEvents(trackedCount: ep.tracked.count)].insert(
                                 time: t, id: id, amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i],
                                 filterBits: batch.filterBits[i * batch.entityCount + e], label: 0, tracked: own)
-                            if s.entities[e][key]!.times[0] < t - ep.retention {
-                                s.entities[e][key]!.trim(before: t - ep.retention)
-                            }
+                            let keep = t - ep.retention - allowedLateness
+                            if s.entities[e][key]!.times[0] < keep { s.entities[e][key]!.trim(before: keep) }
                         }
                         if !duplicate {
                             s.transactions[id] = (t, keys)
@@ -174,10 +179,10 @@ public final class InMemoryVelocityStore: VelocityStore {
         s.sinceSweep = 0
         let newest = s.newest
         for (e, ep) in plan.entities.enumerated() {
-            let cutoff = newest - ep.retention
+            let cutoff = newest - ep.retention - allowedLateness
             s.entities[e] = s.entities[e].filter { ($0.value.times.last ?? .min) >= cutoff }
         }
-        let cutoff = newest - plan.retention
+        let cutoff = newest - plan.retention - allowedLateness
         s.transactions = s.transactions.filter { $0.value.time >= cutoff }
     }
 

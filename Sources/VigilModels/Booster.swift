@@ -63,9 +63,19 @@ public final class Booster: @unchecked Sendable {
 
     /// Raw margins (log-odds for `binary:logistic`) of `rows` rows of `columns` features.
     public func margins(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int) throws(XGBoostError) -> [Float] {
+        try predict(values, rows: rows, columns: columns, type: 1)
+    }
+
+    /// XGBoost's own transformed output (probabilities for `binary:logistic`): the reference the
+    /// ensemble's arithmetic is tested against.
+    public func probabilities(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int) throws(XGBoostError) -> [Float] {
+        try predict(values, rows: rows, columns: columns, type: 0)
+    }
+
+    private func predict(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int, type: Int) throws(XGBoostError) -> [Float] {
         guard rows > 0 else { return [] }
         let array = "{\"data\":[\(UInt(bitPattern: values.baseAddress)),true],\"shape\":[\(rows),\(columns)],\"typestr\":\"<f4\",\"version\":3}"
-        let config = "{\"type\":1,\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false,\"missing\":NaN}"
+        let config = "{\"type\":\(type),\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false,\"cache_id\":0,\"missing\":NaN}"
         return try withHandle { h throws(XGBoostError) -> [Float] in
             var shape: UnsafePointer<bst_ulong>?
             var dim: bst_ulong = 0
@@ -76,13 +86,15 @@ public final class Booster: @unchecked Sendable {
         }
     }
 
-    /// SHAP contributions per feature (last column: bias), `rows × (columns + 1)`.
+    /// Approximate (Saabas) contributions per feature, last column the bias: `rows × (columns + 1)`.
+    /// Exact TreeSHAP costs ~50× more per row, too much for the hot path; the ranking of the top
+    /// features, which is what reason codes need, rarely differs.
     public func contributions(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int) throws(XGBoostError) -> [Float] {
         guard rows > 0 else { return [] }
         var dm: DMatrixHandle?
         try XGBoostError.check(XGDMatrixCreateFromMat(values.baseAddress, bst_ulong(rows), bst_ulong(columns), .nan, &dm), "DMatrix")
         defer { XGDMatrixFree(dm) }
-        let config = "{\"type\":2,\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false}"
+        let config = "{\"type\":3,\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false}"
         return try withHandle { h throws(XGBoostError) -> [Float] in
             var shape: UnsafePointer<bst_ulong>?
             var dim: bst_ulong = 0

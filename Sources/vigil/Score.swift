@@ -12,6 +12,8 @@ struct Score: ParsableCommand {
     @Option(help: "CSV mapping file (YAML); the input is then CSV with a header.") var map: String?
     @Option(help: "Verdicts file; default standard output.") var out: String?
     @Option(help: "Transactions per batch.") var batch: Int = 256
+    @Option(help: "Replay the input's own labels into the store this long after each transaction (e.g. 7d), as the labels topic does online.")
+    var labelDelay: String?
     @Flag(help: "Print throughput, latency and the verdict mix to standard error at the end.") var summary = false
 
     func validate() throws {
@@ -36,8 +38,15 @@ struct Score: ParsableCommand {
         var stats = ScoreStats()
         let progress = Progress(label: "scoring")
         let started = Date()
+        var release = try labelDelay.map { LabelRelease(delay: try parseDuration($0, "label-delay")) }
         func flush() throws {
             guard !pending.isEmpty else { return }
+            if var r = release {
+                let due = r.due(at: pending[0].timestamp)
+                if !due.isEmpty { try scorer.apply(labels: due) }
+                r.enqueue(pending)
+                release = r
+            }
             let t0 = DispatchTime.now().uptimeNanoseconds
             let verdicts = scorer.score(pending)
             stats.record(verdicts, batchMicros: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000)

@@ -1,0 +1,22 @@
+import VigilCore
+
+extension Transaction: ExpressionContext {
+    public static let numberFields = TransactionField.allCases
+    /// Transaction fields by name: numeric fields as numbers, the rest as strings. The label is
+    /// not visible: nothing that scores may read it.
+    public static let scope: Scope = {
+        var b: [String: Binding] = [:]
+        for (i, f) in TransactionField.allCases.enumerated() where f != .label {
+            switch f.kind {
+            case .number, .timestamp, .label: b[f.rawValue] = .number(slot: i)
+            case .string: b[f.rawValue] = .string(slot: i)
+            }
+        }
+        return Scope(b)
+    }()
+
+    public func number(_ slot: Int) -> Double { number(Transaction.numberFields[slot]) }
+    public func string(_ slot: Int) -> String? { string(Transaction.numberFields[slot]) }
+    public func list(_ slot: Int, contains value: String) -> Bool { false }
+}
+

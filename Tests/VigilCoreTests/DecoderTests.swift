@@ -1,0 +1,143 @@
+import Testing
+@testable import VigilCore
+
+@Suite struct DecoderTests {
+    let decoder = TransactionDecoder()
+
+    func problems(_ json: String) -> [DecodeProblem] {
+        do {
+            _ = try decoder.decode(json)
+            return []
+        } catch {
+            return error.problems
+        }
+    }
+
+    @Test func decodesEveryCanonicalField() throws {
+        let tx = try decoder.decode("""
+            {"id":"t1","timestamp":"2026-03-01T12:30:00.250+01:00","amount":12.5,"currency":"EUR","card_id":"4111",
+             "customer_id":"c","merchant_id":"m","terminal_id":"t","device_id":"d","ip":"1.2.3.4","email":"a@b.c",
+             "country":"FR","mcc":"5411","channel":"ecom","lat":48.8,"lon":2.3,"label":1,"extra":{"nested":[1,2,{"x":null}]}}
+            """)
+        #expect(tx.id == "t1")
+        #expect(tx.timestamp == Timestamp.parseISO8601("2026-03-01T11:30:00.250Z"))
+        #expect(tx.amount == 12.5)
+        #expect(tx.cardID == "4111" && tx.customerID == "c" && tx.merchantID == "m" && tx.terminalID == "t")
+        #expect(tx.deviceID == "d" && tx.ip == "1.2.3.4" && tx.email == "a@b.c" && tx.country == "FR")
+        #expect(tx.mcc == "5411" && tx.channel == "ecom" && tx.lat == 48.8 && tx.lon == 2.3 && tx.label == 1)
+    }
+
+    @Test func timestampForms() throws {
+        let utc = try #require(Timestamp.parseISO8601("2026-03-01T12:00:00Z"))
+        #expect(Timestamp.parseISO8601("2026-03-01 12:00:00") == utc)  // no zone = UTC, space separator
+        #expect(Timestamp.parseISO8601("2026-03-01T14:00:00+02:00") == utc)
+        #expect(Timestamp.parseISO8601("2026-03-01T12:00:00.5Z") == utc + 500)
+        #expect(try decoder.decode(#"{"id":"a","timestamp":\#(utc),"amount":1}"#).timestamp == utc)  // epoch ms
+        #expect(Timestamp.parseISO8601("2026-02-30T00:00:00Z") == nil)
+        #expect(Timestamp.parseISO8601("2026-03-01T25:00:00Z") == nil)
+        #expect(Timestamp.parseISO8601("yesterday") == nil)
+        #expect(Timestamp.formatISO8601(utc) == "2026-03-01T12:00:00.000Z")
+        let cal = Timestamp.calendar(utc)  // a Sunday
+        #expect(cal.hour == 12 && cal.weekday == 6)
+    }
+
+    @Test(arguments: [
+        (#"{"timestamp":"2026-01-01T00:00:00Z","amount":1}"#, "id", "required field missing"),
+        (#"{"id":"a","amount":1}"#, "timestamp", "required field missing"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z"}"#, "amount", "required field missing"),
+        (#"{"id":7,"timestamp":"2026-01-01T00:00:00Z","amount":1}"#, "id", "must be a string"),
+        (#"{"id":"","timestamp":"2026-01-01T00:00:00Z","amount":1}"#, "id", "must not be empty"),
+        (#"{"id":"a","timestamp":"soon","amount":1}"#, "timestamp", "not an RFC 3339 timestamp"),
+        (#"{"id":"a","timestamp":true,"amount":1}"#, "timestamp", "must be an RFC 3339 string or epoch milliseconds"),
+        (#"{"id":"a","timestamp":1.5,"amount":1}"#, "timestamp", "epoch milliseconds must be an integer"),
+        (#"{"id":"a","timestamp":"0001-01-01T00:00:00Z","amount":1}"#, "timestamp", "outside"),
+        (#"{"id":"a","timestamp":"9999-12-31T00:00:00Z","amount":1}"#, "timestamp", "outside"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":-1}"#, "amount", "must be ≥"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1e300}"#, "amount", "must be ≤"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1e999}"#, "amount", "must be finite"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":"12"}"#, "amount", "must be a number"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"lat":91}"#, "lat", "must be ≤"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"lon":"x"}"#, "lon", "must be a number"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"label":2}"#, "label", "must be 0 or 1"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"mcc":5411}"#, "mcc", "must be a string"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"amount":2}"#, "amount", "duplicate key"),
+    ])
+    func fieldProblems(json: String, field: String, reason: String) {
+        let p = problems(json)
+        #expect(p.contains { $0.field == field && $0.reason.contains(reason) }, "\(p)")
+    }
+
+    @Test func reportsEveryProblemAtOnce() {
+        let p = problems(#"{"id":1,"timestamp":"x","amount":-5,"lat":500}"#)
+        #expect(Set(p.compactMap(\.field)) == ["id", "timestamp", "amount", "lat"])
+    }
+
+    @Test func sensitiveValuesAreNotEchoed() {
+        let p = problems(#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"card_id":4111111111111111}"#)
+        #expect(p.count == 1 && p[0].value == nil)
+        #expect(!"\(TransactionDecodingError(problems: p))".contains("4111111111111111"))
+    }
+
+    @Test(arguments: [
+        "", "[]", "{", #"{"id":"a""#, #"{"id":"a",}"#, #"{"id":"a"} x"#, #"{"id":"\x"}"#, #"{"id":"\ud800"}"#,
+        #"{"id":nul}"#, #"{"a":01}"#, "{\"id\":\"a\u{01}\"}", #"{"a":[[[[[[[[[[1]]]]]]]]]]}"#, #"{"a":-}"#,
+    ])
+    func malformedJSONIsASyntaxError(json: String) {
+        let p = problems(json)
+        #expect(p.count == 1 && p[0].reason.hasPrefix("malformed JSON") || json.isEmpty && !p.isEmpty, "\(p)")
+    }
+
+    @Test func invalidUTF8() {
+        let bytes: [UInt8] = Array(#"{"id":""#.utf8) + [0xff, 0xfe] + Array(#"","timestamp":1,"amount":1}"#.utf8)
+        #expect(throws: TransactionDecodingError.self) { try decoder.decode(bytes) }
+    }
+
+    @Test func oversizeMessage() {
+        var limits = DecoderLimits()
+        limits.maxBytes = 100
+        let big = #"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"note":"\#(String(repeating: "x", count: 200))"}"#
+        #expect(throws: TransactionDecodingError.self) { try TransactionDecoder(limits: limits).decode(big) }
+    }
+
+    @Test func escapesAndUnicode() throws {
+        let tx = try decoder.decode(#"{"id":"a\"b\\c\u00e9\ud83d\ude00","timestamp":"2026-01-01T00:00:00Z","amount":0}"#)
+        #expect(tx.id == "a\"b\\cé😀")
+    }
+
+    @Test func labelMessages() throws {
+        var json = Array(#"{"id":"t9","label":1}"#.utf8)
+        let l = try json.withUnsafeBufferPointer { try decodeLabel($0) }
+        #expect(l == Label(transactionID: "t9", isFraud: true))
+        json = Array(#"{"id":"t9"}"#.utf8)
+        #expect(throws: TransactionDecodingError.self) { try json.withUnsafeBufferPointer { try decodeLabel($0) } }
+    }
+
+    @Test func csvThroughMapping() throws {
+        let mapping = try CSVMapping.parse("id: tx\ntimestamp: ts\ntimestamp_format: epoch_s\namount: amt\ncard_id: pan\n")
+        let reader = try CSVTransactionReader(header: "tx,ts,amt,pan,unused", mapping: mapping)
+        let tx = try reader.decode(line: #""t,1",1767225600,"12.50",4111,zzz"#)
+        #expect(tx.id == "t,1" && tx.timestamp == 1_767_225_600_000 && tx.amount == 12.5 && tx.cardID == "4111")
+        #expect(throws: TransactionDecodingError.self) { try reader.decode(line: "t2,1767225600,-3,4111") }
+        #expect(throws: ConfigurationError.self) { try CSVMapping.parse("id: tx\ntimestamp: ts\n") }
+        #expect(throws: ConfigurationError.self) { try CSVMapping.parse("id: tx\ntimestamp: ts\namount: a\nbogus: b\n") }
+        #expect(throws: ConfigurationError.self) { try CSVTransactionReader(header: "a,b", mapping: mapping) }
+    }
+}
+
+@Suite struct HashingTests {
+    /// Reference vectors from the SipHash paper (key 00 01 … 0f, message 00 01 … n-1).
+    @Test func sipHashReferenceVectors() {
+        let h = KeyedHasher(k0: 0x0706_0504_0302_0100, k1: 0x0f0e_0d0c_0b0a_0908)
+        #expect(h.hash([], domain: 0) == 0x726f_db47_dd0e_0e31)
+        #expect(h.hash(Array(0..<15), domain: 0) == 0xa129_ca61_49be_45e5)
+        #expect(h.hash(Array(0..<8), domain: 0) == 0x93f5_f579_9a93_2462)
+    }
+
+    @Test func secretsChangeTheHash() throws {
+        let a = try KeyedHasher(secret: Array("0123456789abcdef".utf8))
+        let b = try KeyedHasher(secret: Array("0123456789abcdeF".utf8))
+        #expect(a.hash("4111111111111111") != b.hash("4111111111111111"))
+        #expect(throws: ConfigurationError.self) { try KeyedHasher(secret: Array("short".utf8)) }
+        #expect(!KeyedHasher.hex(a.hash("4111111111111111")).contains("4111"))
+    }
+}

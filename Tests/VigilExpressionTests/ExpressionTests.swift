@@ -1,0 +1,76 @@
+import Testing
+@testable import VigilExpression
+
+struct Ctx: ExpressionContext {
+    var numbers: [Double]
+    var strings: [String?]
+    var lists: [Set<String>]
+    func number(_ slot: Int) -> Double { numbers[slot] }
+    func string(_ slot: Int) -> String? { strings[slot] }
+    func list(_ slot: Int, contains value: String) -> Bool { lists[slot].contains(value) }
+}
+
+@Suite struct ExpressionTests {
+    let scope = Scope(["amount": .number(slot: 0), "count": .number(slot: 1), "card": .string(slot: 0), "deny": .list(slot: 0)])
+    let ctx = Ctx(numbers: [120, .nan], strings: ["4111222233334444"], lists: [["4111222233334444"]])
+
+    func eval(_ text: String) throws -> Bool {
+        try Expression.parse(text).compilePredicate(in: scope, for: Ctx.self)(ctx)
+    }
+
+    @Test func precedenceAndArithmetic() throws {
+        #expect(try eval("amount > 100 and amount < 200"))
+        #expect(try eval("amount + 10 * 2 == 140"))
+        #expect(try eval("(amount + 10) * 2 == 260"))
+        #expect(try eval("not amount < 100 or false"))
+        #expect(try eval("-amount < 0 && !(amount == 0)"))
+        #expect(try eval("amount / 0 != 1") == false)  // division by zero is missing
+    }
+
+    @Test func missingValuesMakeComparisonsFalse() throws {
+        #expect(try eval("count > 0") == false)
+        #expect(try eval("count <= 0") == false)
+        #expect(try eval("count != 3") == false)
+        #expect(try eval("is_missing(count)"))
+        #expect(try eval("coalesce(count, 7) == 7"))
+        #expect(try eval("max(count, 1) > 0") == false)
+    }
+
+    @Test func stringsListsAndFunctions() throws {
+        #expect(try eval("card in deny"))
+        #expect(try eval("card not in deny") == false)
+        #expect(try eval(#"prefix(card, 4) == "4111""#))
+        #expect(try eval(#"prefix(card, 6) in ["411122", "999999"]"#))
+        #expect(try eval(#"lower("ABC") == "abc""#))
+        #expect(try eval(#"number("12.5") == 12.5"#))
+        #expect(try eval("abs(-3) == 3 and sqrt(16) == 4 and min(1, 2) == 1"))
+    }
+
+    @Test(arguments: [
+        ("amount >", "ends too early"),
+        ("amount > 1)", "unexpected"),
+        ("amont > 1", "unknown name 'amont'; did you mean 'amount'?"),
+        ("card > 1", "cannot combine a string and a number"),
+        ("amount in deny", "cannot combine"),
+        ("card in amount", "must be a list"),
+        ("amount + 1", "must be true or false"),
+        ("frobnicate(amount)", "unknown function"),
+        ("abs(card)", "takes a number"),
+        ("prefix(card, amount)", "whole number"),
+        ("\"unterminated", "unterminated"),
+        ("amount > 1 and", "ends too early"),
+    ])
+    func errorsSayWhatAndWhere(text: String, message: String) {
+        do {
+            _ = try eval(text)
+            Issue.record("expected an error for \(text)")
+        } catch {
+            #expect("\(error)".contains(message), "\(error)")
+        }
+    }
+
+    @Test func deepNestingIsRefused() {
+        let deep = String(repeating: "(", count: 200) + "1" + String(repeating: ")", count: 200)
+        #expect(throws: ExpressionError.self) { try Expression.parse(deep) }
+    }
+}

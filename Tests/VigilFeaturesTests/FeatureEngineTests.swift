@@ -1,0 +1,236 @@
+import Foundation
+import Testing
+@testable import VigilCore
+@testable import VigilFeatures
+
+/// A deterministic generator for test streams.
+struct TestRNG: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+let testSpec = """
+    entities:
+      card: card_id
+      device: device_id
+    fields: [amount]
+    calendar: [hour, weekend]
+    aggregates:
+      - entity: card
+        windows: [1m, 10m, 1h]
+        ops: [count, sum, mean, std, max, distinct(merchant_id)]
+      - entity: card
+        name: big
+        filter: amount > 50
+        windows: [10m, 1h]
+        ops: [count, sum]
+      - entity: device
+        windows: [1h]
+        ops: [count, distinct(card_id)]
+    profiles:
+      - entity: card
+        history: 1h
+        features: [amount_zscore, secs_since_last, distance_km]
+        first_seen: [device_id]
+    risk:
+      - entity: card
+        windows: [1h]
+    derived:
+      - name: amount_x2
+        expr: amount * 2
+    """
+
+func randomStream(count: Int, seed: UInt64, outOfOrder: Bool = false) -> [Transaction] {
+    var rng = TestRNG(state: seed)
+    var t: Int64 = 1_767_225_600_000
+    var out: [Transaction] = []
+    for i in 0..<count {
+        t += Int64.random(in: 0...40_000, using: &rng)
+        var ts = t
+        if outOfOrder, Int.random(in: 0..<10, using: &rng) == 0 { ts -= Int64.random(in: 0...300_000, using: &rng) }
+        let card: String? = Int.random(in: 0..<20, using: &rng) == 0 ? nil : "card\(Int.random(in: 0..<12, using: &rng))"
+        let device: String? = Bool.random(using: &rng) ? "dev\(Int.random(in: 0..<6, using: &rng))" : nil
+        let hasLoc = Bool.random(using: &rng)
+        out.append(Transaction(
+            id: "t\(i)", timestamp: ts, amount: Double(Int.random(in: 1...10_000, using: &rng)) / 100, cardID: card,
+            merchantID: Bool.random(using: &rng) ? "m\(Int.random(in: 0..<5, using: &rng))" : nil, deviceID: device,
+            lat: hasLoc ? Double.random(in: -60...60, using: &rng) : nil, lon: hasLoc ? Double.random(in: -100...100, using: &rng) : nil))
+    }
+    return out
+}
+
+/// The obvious implementation: for each transaction, look at every earlier one.
+func referenceFeatures(_ txs: [Transaction], labelled: Set<String> = []) -> [[String: Double]] {
+    var out: [[String: Double]] = []
+    for (i, tx) in txs.enumerated() {
+        var f: [String: Double] = [:]
+        let prior = txs[..<i]
+        func cardEvents(_ w: Int64) -> [Transaction] {
+            guard let c = tx.cardID else { return [] }
+            // Distinct ids: the store keeps the first copy of a redelivered transaction.
+            return prior.filter { $0.cardID == c && $0.timestamp < tx.timestamp && tx.timestamp - $0.timestamp <= w }
+        }
+        for (w, name) in [(Int64(60_000), "1m"), (600_000, "10m"), (3_600_000, "1h")] {
+            let ev = cardEvents(w)
+            let n = Double(ev.count)
+            let s = ev.reduce(0) { $0 + $1.amount }
+            let ss = ev.reduce(0) { $0 + $1.amount * $1.amount }
+            f["card_count_\(name)"] = n
+            f["card_sum_\(name)"] = s
+            f["card_mean_\(name)"] = n > 0 ? s / n : .nan
+            f["card_std_\(name)"] = n > 0 ? max(0, ss / n - (s / n) * (s / n)).squareRoot() : .nan
+            f["card_max_\(name)"] = ev.map(\.amount).max() ?? .nan
+            f["card_distinct_merchant_id_\(name)"] = Double(Set(ev.compactMap(\.merchantID)).count)
+            if name != "1m" {
+                let big = ev.filter { $0.amount > 50 }
+                f["card_big_count_\(name)"] = Double(big.count)
+                f["card_big_sum_\(name)"] = big.reduce(0) { $0 + $1.amount }
+            }
+        }
+        let hour = cardEvents(3_600_000)
+        f["card_secs_since_last"] = hour.map { Double(tx.timestamp - $0.timestamp) / 1000 }.min() ?? .nan
+        f["card_new_device_id"] = tx.deviceID == nil || hour.isEmpty ? .nan : (hour.contains { $0.deviceID == tx.deviceID } ? 0 : 1)
+        f["card_fraud_rate_1h"] = hour.isEmpty ? .nan : Double(hour.filter { labelled.contains($0.id) }.count) / Double(hour.count)
+        if let d = tx.deviceID {
+            let ev = prior.filter { $0.deviceID == d && $0.timestamp < tx.timestamp && tx.timestamp - $0.timestamp <= 3_600_000 }
+            f["device_count_1h"] = Double(ev.count)
+            f["device_distinct_card_id_1h"] = Double(Set(ev.compactMap(\.cardID)).count)
+        }
+        if tx.cardID == nil { for k in f.keys where k.hasPrefix("card_") { f[k] = .nan } }
+        out.append(f)
+    }
+    return out
+}
+
+func close(_ a: Float, _ b: Double) -> Bool {
+    if a.isNaN || b.isNaN { return a.isNaN && b.isNaN }
+    return abs(Double(a) - b) <= 1e-4 * max(1, abs(b))
+}
+
+@Suite struct FeatureEngineTests {
+    let plan = try! FeaturePlan(spec: FeatureSpec.parse(testSpec))
+    var engine: FeatureEngine { FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey) }
+
+    func run(_ txs: [Transaction], store: InMemoryVelocityStore, batch: Int) throws -> FeatureMatrix {
+        var all = FeatureMatrix(schema: plan.schema, rows: txs.count)
+        var i = 0
+        while i < txs.count {
+            let slice = Array(txs[i..<min(i + batch, txs.count)])
+            let m = try engine.features(slice, store: store)
+            for r in 0..<slice.count {
+                for c in 0..<plan.schema.count { all[i + r, c] = m[r, c] }
+            }
+            i += batch
+        }
+        return all
+    }
+
+    @Test(arguments: [(1, false), (7, false), (64, true)])
+    func windowsMatchBruteForce(batch: Int, outOfOrder: Bool) throws {
+        var txs = randomStream(count: 1500, seed: UInt64(batch), outOfOrder: outOfOrder)
+        if outOfOrder { txs.sort { $0.timestamp < $1.timestamp } }  // the reference needs "earlier in the stream"
+        let m = try run(txs, store: InMemoryVelocityStore(plan: plan), batch: batch)
+        let ref = referenceFeatures(txs)
+        var compared = 0
+        for (r, expected) in ref.enumerated() {
+            for (name, value) in expected {
+                let col = try #require(plan.schema.index(of: name), "\(name)")
+                #expect(close(m[r, col], value), "row \(r) \(name): \(m[r, col]) vs \(value)")
+                compared += 1
+            }
+        }
+        #expect(compared > 20_000)
+    }
+
+    @Test func outOfOrderEventsSeeOnlyEarlierEventTime() throws {
+        let base: Int64 = 1_767_225_600_000
+        let store = InMemoryVelocityStore(plan: plan)
+        let late = Transaction(id: "late", timestamp: base + 30_000, amount: 5, cardID: "c")
+        let m = try engine.features([
+            Transaction(id: "a", timestamp: base, amount: 10, cardID: "c"),
+            Transaction(id: "b", timestamp: base + 60_000, amount: 20, cardID: "c"),
+            late,  // arrives after b but happened before it: sees only a
+        ], store: store)
+        #expect(m[2, "card_count_10m"] == 1 && m[2, "card_sum_10m"] == 10)
+        let next = try engine.features([Transaction(id: "d", timestamp: base + 90_000, amount: 1, cardID: "c")], store: store)
+        #expect(next[0, "card_count_10m"] == 3 && next[0, "card_sum_10m"] == 35)
+    }
+
+    @Test func pointInTimeAndIdempotence() throws {
+        let base: Int64 = 1_767_225_600_000
+        let store = InMemoryVelocityStore(plan: plan)
+        let a = Transaction(id: "a", timestamp: base, amount: 10, cardID: "c", deviceID: "d1")
+        let b = Transaction(id: "b", timestamp: base + 1000, amount: 30, cardID: "c", deviceID: "d2")
+        let first = try engine.features([a, b], store: store)
+        #expect(first[0, "card_count_1m"] == 0)  // never itself
+        #expect(first[1, "card_count_1m"] == 1 && first[1, "card_sum_1m"] == 10)  // sees the one before it in the batch
+        #expect(first[1, "card_new_device_id"] == 1)
+        // Redelivery: the same features, and nothing counted twice.
+        let again = try engine.features([a, b], store: store)
+        for c in 0..<plan.schema.count {
+            #expect(first[1, c].bitPattern == again[1, c].bitPattern || (first[1, c].isNaN && again[1, c].isNaN))
+        }
+        let c = try engine.features([Transaction(id: "c3", timestamp: base + 2000, amount: 1, cardID: "c", deviceID: "d2")], store: store)
+        #expect(c[0, "card_count_1m"] == 2 && c[0, "card_sum_1m"] == 40 && c[0, "card_new_device_id"] == 0)
+        // Same timestamp: not "strictly before".
+        let tie = try engine.features([Transaction(id: "tie", timestamp: base + 2000, amount: 1, cardID: "c")], store: store)
+        #expect(tie[0, "card_count_1m"] == 2)
+    }
+
+    @Test func windowEdgesAndExpiry() throws {
+        let base: Int64 = 1_767_225_600_000
+        let store = InMemoryVelocityStore(plan: plan)
+        _ = try engine.features([Transaction(id: "a", timestamp: base, amount: 10, cardID: "c")], store: store)
+        let edge = try engine.features([Transaction(id: "b", timestamp: base + 60_000, amount: 1, cardID: "c")], store: store)
+        #expect(edge[0, "card_count_1m"] == 1)  // exactly one window old: inside [t - w, t)
+        let past = try engine.features([Transaction(id: "c", timestamp: base + 60_001 + 60_000, amount: 1, cardID: "c")], store: store)
+        #expect(past[0, "card_count_1m"] == 0 && past[0, "card_count_10m"] == 2)
+        let idle = try engine.features([Transaction(id: "d", timestamp: base + 10 * 3_600_000, amount: 1, cardID: "c")], store: store)
+        #expect(idle[0, "card_count_1h"] == 0 && idle[0, "card_secs_since_last"]!.isNaN)
+    }
+
+    @Test func missingFieldsGiveMissingValues() throws {
+        let m = try engine.features([Transaction(id: "x", timestamp: 1_767_225_600_000, amount: 3)], store: InMemoryVelocityStore(plan: plan))
+        #expect(m[0, "card_count_1m"]!.isNaN && m[0, "device_count_1h"]!.isNaN && m[0, "card_distance_km"]!.isNaN)
+        #expect(m[0, "amount"] == 3 && m[0, "amount_x2"] == 6 && m[0, "hour"] == 0)
+    }
+
+    @Test func labelsCountOnlyOnceApplied() throws {
+        let txs = randomStream(count: 400, seed: 99)
+        let store = InMemoryVelocityStore(plan: plan)
+        let half = Array(txs[..<200])
+        _ = try engine.features(half, store: store)
+        let fraudIDs = Set(half.filter { $0.amount > 60 }.map(\.id))
+        let matched = try store.apply(labels: half.map { (engine.idHash($0.id), fraudIDs.contains($0.id)) })
+        #expect(matched == 200)
+        let m = try engine.features(Array(txs[200...]), store: store)
+        let ref = referenceFeatures(txs, labelled: fraudIDs)
+        let col = plan.schema.index(of: "card_fraud_rate_1h")!
+        for r in 0..<200 { #expect(close(m[r, col], ref[200 + r]["card_fraud_rate_1h"]!), "row \(r)") }
+    }
+
+    @Test func specErrorsNameTheLine() {
+        let bad = testSpec.replacingOccurrences(of: "filter: amount > 50", with: "filter: amount > fifty")
+        #expect { try FeatureSpec.parse(bad, file: "spec.yaml") } throws: { e in
+            "\(e)".contains("spec.yaml:12") && "\(e)".contains("unknown name 'fifty'")
+        }
+        #expect { try FeatureSpec.parse("entities:\n  card: card_id\naggregates:\n  - entity: crad\n    windows: [1m]\n    ops: [count]\n", file: "s.yaml") } throws: { e in
+            "\(e)".contains("s.yaml:4") && "\(e)".contains("unknown entity 'crad'")
+        }
+        #expect { try FeatureSpec.parse("entities:\n  card: card_id\naggregates:\n  - entity: card\n    windows: [90d]\n    ops: [count]\n", file: "s.yaml") } throws: { e in
+            "\(e)".contains("outside 1m … 30d")
+        }
+    }
+
+    @Test func defaultSpecLoads() {
+        let plan = try! FeaturePlan(spec: .default)
+        #expect(plan.schema.count > 40)
+        #expect(plan.schema.names.contains("card_small_count_10m") && plan.schema.names.contains("merchant_fraud_rate_30d"))
+    }
+}
