@@ -16,7 +16,7 @@ echo "== scoring with models/default and rules/default.yaml" >&2
 $vigil score --model models/default --rules rules/default.yaml --data "$out/stream.jsonl" --out "$out/verdicts.jsonl" \
   --label-delay 7d --summary
 echo "== three verdicts that are not 'approve'" >&2
-grep -v '"action":"approve"' "$out/verdicts.jsonl" | head -3
+grep -v "\"action\":\"approve\"" "$out/verdicts.jsonl" | head -3 || true
 echo "== how the verdicts line up with the simulated labels" >&2
 python3 - "$out/stream.jsonl" "$out/verdicts.jsonl" <<'PY' 2>/dev/null || true
 import json, sys, collections

@@ -186,6 +186,8 @@ public enum EntityKernel {
     /// Great-circle distance in km; NaN when a coordinate is missing.
     @inlinable
     public static func haversineKm(_ lat1: Double, _ lon1: Double, _ lat2: Double, _ lon2: Double) -> Double {
+        // `min` below would turn a NaN into 1 (half the globe): a missing coordinate must stay missing.
+        guard !(lat1.isNaN || lon1.isNaN || lat2.isNaN || lon2.isNaN) else { return .nan }
         let r = 6371.0088
         let p1 = lat1 * .pi / 180, p2 = lat2 * .pi / 180
         let dp = p2 - p1, dl = (lon2 - lon1) * .pi / 180

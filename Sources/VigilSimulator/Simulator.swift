@@ -86,8 +86,11 @@ public struct Simulator: Sendable {
         var rng = SplitMix64(seed: options.seed)
         let n = options.transactions
         let span = Int64(options.days) * 86_400_000
-        let nCustomers = max(50, n / 40)
-        let nMerchants = max(20, n / 400)
+        // The population follows the daily volume, so per-entity rates (and with them the feature
+        // distributions a model learns) do not depend on how long a stream is.
+        let perDay = Double(n) / Double(options.days)
+        let nCustomers = max(50, Int(perDay / 0.9))
+        let nMerchants = max(20, nCustomers / 10)
         var customers: [Customer] = []
         customers.reserveCapacity(nCustomers)
         for c in 0..<nCustomers {

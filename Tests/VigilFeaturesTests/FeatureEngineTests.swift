@@ -201,6 +201,20 @@ func close(_ a: Float, _ b: Double) -> Bool {
         #expect(m[0, "amount"] == 3 && m[0, "amount_x2"] == 6 && m[0, "hour"] == 0)
     }
 
+    @Test func locationFeatures() throws {
+        let base: Int64 = 1_767_225_600_000
+        let store = InMemoryVelocityStore(plan: plan)
+        let m = try engine.features([
+            Transaction(id: "p", timestamp: base, amount: 1, cardID: "c", lat: 48.8566, lon: 2.3522),       // Paris
+            Transaction(id: "q", timestamp: base + 600_000, amount: 1, cardID: "c"),                         // online: no location
+            Transaction(id: "l", timestamp: base + 3_600_000, amount: 1, cardID: "c", lat: 51.5074, lon: -0.1278),  // London
+        ], store: store)
+        #expect(m[1, "card_distance_km"]!.isNaN)  // a missing coordinate never means "far away"
+        #expect(abs(m[2, "card_distance_km"]! - 343.5) < 1)  // from the last event with a location
+        #expect(abs(EntityKernel.haversineKm(0, 0, 0, 180) - 20_015.1) < 1)
+        #expect(EntityKernel.haversineKm(.nan, 0, 0, 0).isNaN)
+    }
+
     @Test func labelsCountOnlyOnceApplied() throws {
         let txs = randomStream(count: 400, seed: 99)
         let store = InMemoryVelocityStore(plan: plan)
