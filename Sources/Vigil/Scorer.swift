@@ -33,6 +33,9 @@ public struct ScorerConfiguration: Sendable {
     public var explainTop: Int = 3
     /// XGBoost threads per call. Default: 1 (batches are the parallelism).
     public var modelThreads: Int = 1
+    /// Which evaluator scores the ensemble. Default: ``Ensemble/Evaluator/auto`` (native when the
+    /// bundle loads into it, the XGBoost C API otherwise).
+    public var evaluator: Ensemble.Evaluator = .auto
 
     public init(modelDirectory: String, featureSpecPath: String? = nil, rulesPath: String? = nil, costsPath: String? = nil) {
         self.modelDirectory = modelDirectory
@@ -83,7 +86,7 @@ public final class Scorer: Sendable {
     static func load(_ c: ScorerConfiguration, schema: FeatureSchema) throws(ConfigurationError) -> Components {
         let ensemble = try Ensemble(
             directory: c.modelDirectory, expecting: FeatureSchemaDescription(names: schema.names, hash: schema.hash),
-            threads: c.modelThreads)
+            threads: c.modelThreads, evaluator: c.evaluator)
         let rules = try c.rulesPath.map { (p) throws(ConfigurationError) in try RuleSet.load(path: p, schema: schema) } ?? .empty(schema: schema)
         let costs = try c.costsPath.map { (p) throws(ConfigurationError) in try CostMatrix.load(path: p) } ?? .default
         return Components(ensemble: ensemble, rules: rules, decider: Decider(costs: costs), configuration: c)

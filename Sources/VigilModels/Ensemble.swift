@@ -8,7 +8,29 @@ import VigilCore
 public final class Ensemble: Sendable {
     public let manifest: Manifest
     public let directory: String
-    let members: [(name: String, weight: Double, booster: Booster)]
+    let members: [Member]
+
+    struct Member: Sendable {
+        let name: String
+        let weight: Double
+        /// The C API: the trainer's own evaluator, and the reference.
+        let booster: Booster
+        /// The native evaluator, when the model loads into it and it is enabled.
+        let native: NativeForest?
+    }
+
+    /// Which evaluator scores the members.
+    public enum Evaluator: String, Sendable, CaseIterable {
+        /// Native where every member loads into it, the C API otherwise.
+        case auto
+        /// Native, or a load error.
+        case native
+        /// Always the XGBoost C API.
+        case capi
+    }
+
+    /// True when the native evaluator scores every member.
+    public var isNative: Bool { members.allSatisfy { $0.native != nil } }
 
     /// The version string verdicts carry: `name@version`.
     public var version: String { "\(manifest.name)@\(manifest.version)" }
@@ -16,7 +38,9 @@ public final class Ensemble: Sendable {
     /// Loads a bundle and checks it against the engine's schema when one is given.
     /// - Throws: ``ConfigurationError`` naming the file for a missing or corrupt member, a feature
     ///   count that disagrees with the manifest, or a schema hash that is not the engine's.
-    public init(directory: String, expecting schema: FeatureSchemaDescription? = nil, threads: Int = 1) throws(ConfigurationError) {
+    public init(
+        directory: String, expecting schema: FeatureSchemaDescription? = nil, threads: Int = 1, evaluator: Evaluator = .auto
+    ) throws(ConfigurationError) {
         let manifest = try Manifest.load(directory: directory)
         let manifestPath = directory + "/manifest.json"
         if let schema {
@@ -30,7 +54,7 @@ public final class Ensemble: Sendable {
                 throw ConfigurationError(file: manifestPath, line: nil, message: "feature schema mismatch: \(detail)")
             }
         }
-        var members: [(String, Double, Booster)] = []
+        var members: [Member] = []
         for m in manifest.members {
             let path = directory + "/" + m.file
             let booster: Booster
@@ -43,7 +67,17 @@ public final class Ensemble: Sendable {
                 throw ConfigurationError(file: path, line: nil,
                     message: "member '\(m.name)' takes \(booster.featureCount) features, the manifest lists \(manifest.features.names.count)")
             }
-            members.append((m.name, m.weight, booster))
+            var native: NativeForest?
+            if evaluator != .capi {
+                do {
+                    native = try NativeForest(booster: booster)
+                } catch where evaluator == .native {
+                    throw ConfigurationError(file: path, line: nil, message: "member '\(m.name)': \(error.message)")
+                } catch {
+                    native = nil  // .auto: the C API scores this member
+                }
+            }
+            members.append(Member(name: m.name, weight: m.weight, booster: booster, native: native))
         }
         self.manifest = manifest
         self.directory = directory
@@ -75,7 +109,7 @@ public final class Ensemble: Sendable {
         values.withUnsafeBufferPointer { v in
             for m in members {
                 do {
-                    let out = try m.booster.margins(v, rows: rows, columns: columns)
+                    let out = try m.native?.margins(v, rows: rows) ?? m.booster.margins(v, rows: rows, columns: columns)
                     for r in 0..<rows { margins[r] += m.weight * Double(out[r]) }
                     totalWeight += m.weight
                     memberProbabilities.append(out.map { sigmoid(Double($0)) })
