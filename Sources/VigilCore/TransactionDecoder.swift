@@ -1,3 +1,5 @@
+import Foundation
+
 /// One thing wrong with an input transaction: which field, what value, and why.
 public struct DecodeProblem: Sendable, Hashable, CustomStringConvertible {
     public var field: String?
@@ -119,12 +121,12 @@ struct JSONScanner {
 
     mutating func transaction() throws -> Transaction {
         var assembler = TransactionAssembler(limits: limits)
-        var seen = Set<String>()
-        try object { key, scanner in
+        try object { field, scanner in
             let v = try scanner.value(depth: 1)
-            if !seen.insert(key).inserted {
-                assembler.problem(key, nil, "duplicate key")
-            } else if let field = TransactionField(rawValue: key) {
+            guard let field else { return }  // unknown keys are ignored
+            if assembler.present.contains(field) {
+                assembler.problem(field.rawValue, nil, "duplicate key")
+            } else {
                 assembler.set(field, v)
             }
         }
@@ -138,14 +140,14 @@ struct JSONScanner {
     mutating func label() throws -> Label {
         var id: String?
         var fraud: Bool?
-        try object { key, scanner in
+        try object { field, scanner in
             let v = try scanner.value(depth: 1)
-            switch (key, v) {
-            case ("id", .string(let s)) where !s.isEmpty && s.utf8.count <= scanner.limits.maxStringLength: id = s
-            case ("id", _): scanner.problem("id", JSONValue.show(v), "must be a non-empty string")
-            case ("label", .bool(let f)): fraud = f
-            case ("label", .number(let d, _)) where d == 0 || d == 1: fraud = d == 1
-            case ("label", _): scanner.problem("label", JSONValue.show(v), "must be 0 or 1")
+            switch (field, v) {
+            case (.id?, .string(let s)) where !s.isEmpty && s.utf8.count <= scanner.limits.maxStringLength: id = s
+            case (.id?, _): scanner.problem("id", JSONValue.show(v), "must be a non-empty string")
+            case (.label?, .bool(let f)): fraud = f
+            case (.label?, .number(let d, _)) where d == 0 || d == 1: fraud = d == 1
+            case (.label?, _): scanner.problem("label", JSONValue.show(v), "must be 0 or 1")
             default: break
             }
         }
@@ -171,8 +173,9 @@ struct JSONScanner {
         }
     }
 
-    /// Parses a top-level object, calling `member` for each key with the scanner positioned at its value.
-    mutating func object(_ member: (String, inout JSONScanner) throws -> Void) throws {
+    /// Parses a top-level object, calling `member` with each key's canonical field (nil for a key
+    /// that is not one) and the scanner positioned at its value.
+    mutating func object(_ member: (TransactionField?, inout JSONScanner) throws -> Void) throws {
         skipSpace()
         guard i < b.count, b[i] == 123 else { throw fail(i < b.count ? "expected an object" : "empty input") }
         i += 1
@@ -183,7 +186,7 @@ struct JSONScanner {
             while true {
                 skipSpace()
                 guard i < b.count, b[i] == 34 else { throw fail("expected a key") }
-                let key = try string()
+                let key = try fieldKey()
                 skipSpace()
                 guard i < b.count, b[i] == 58 else { throw fail("expected ':'") }
                 i += 1
@@ -277,6 +280,20 @@ struct JSONScanner {
         guard i - start <= 64 else { throw fail("number longer than 64 characters") }
         let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
         return .number(Double(text) ?? .nan, text: text)
+    }
+
+    /// Reads a key and matches it against the canonical field names without making a String.
+    mutating func fieldKey() throws -> TransactionField? {
+        let start = i + 1
+        var j = start
+        var plain = true
+        while j < b.count, b[j] != 34 {
+            if b[j] == 92 || b[j] >= 0x80 { plain = false }
+            j += b[j] == 92 ? 2 : 1
+        }
+        guard plain, j < b.count else { return TransactionField(rawValue: try string()) }
+        i = j + 1
+        return TransactionField.match(UnsafeBufferPointer(rebasing: b[start..<j]))
     }
 
     mutating func string() throws -> String {
@@ -394,7 +411,7 @@ struct TransactionAssembler {
     let limits: DecoderLimits
     var tx = Transaction(id: "", timestamp: 0, amount: 0)
     var problems: [DecodeProblem] = []
-    var present = Set<TransactionField>()
+    var present = FieldSet()
 
     init(limits: DecoderLimits) { self.limits = limits }
 
@@ -405,7 +422,8 @@ struct TransactionAssembler {
     mutating func set(_ field: TransactionField, _ v: JSONValue, timestampScale: Int64 = 1) {
         present.insert(field)
         let key = field.rawValue
-        let shown = field.isSensitive ? nil : JSONValue.show(v)
+        // Only on the error path: formatting the value is most of a field's cost.
+        var shown: String? { field.isSensitive ? nil : JSONValue.show(v) }
         switch field {
         case .id:
             if case .string(let s) = v, !s.isEmpty, s.utf8.count <= limits.maxStringLength {
@@ -492,6 +510,49 @@ struct TransactionAssembler {
             return nil
         }
         return ms
+    }
+}
+
+/// A set of canonical fields as a bit mask (the decoder's hot path).
+struct FieldSet {
+    private var bits: UInt32 = 0
+    func contains(_ f: TransactionField) -> Bool { bits & (1 << UInt32(f.ordinal)) != 0 }
+    mutating func insert(_ f: TransactionField) { bits |= 1 << UInt32(f.ordinal) }
+}
+
+extension TransactionField {
+    static let all = TransactionField.allCases
+    static let names: [[UInt8]] = all.map { Array($0.rawValue.utf8) }
+
+    /// Position in `allCases`.
+    var ordinal: Int {
+        switch self {
+        case .id: 0
+        case .timestamp: 1
+        case .amount: 2
+        case .currency: 3
+        case .cardID: 4
+        case .customerID: 5
+        case .merchantID: 6
+        case .terminalID: 7
+        case .deviceID: 8
+        case .ip: 9
+        case .email: 10
+        case .country: 11
+        case .mcc: 12
+        case .channel: 13
+        case .lat: 14
+        case .lon: 15
+        case .label: 16
+        }
+    }
+
+    /// The field whose JSON name is exactly these bytes.
+    static func match(_ key: UnsafeBufferPointer<UInt8>) -> TransactionField? {
+        for (k, name) in names.enumerated() where name.count == key.count {
+            if name.withUnsafeBufferPointer({ memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }) { return all[k] }
+        }
+        return nil
     }
 }
 

@@ -8,7 +8,7 @@ struct VigilCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vigil",
         abstract: "Vigil: real-time fraud scoring — tools for scoring, simulating, training and inspecting features.",
-        subcommands: [Score.self, Simulate.self, Train.self, Features.self, Model.self])
+        subcommands: [Score.self, Simulate.self, Train.self, Features.self, Model.self, Bench.self])
 }
 
 /// Reads transactions from JSONL (default) or CSV (with a mapping), reporting bad lines.
@@ -51,22 +51,26 @@ struct InputReader {
         } else {
             handle = .standardInput
         }
-        var buffer = Data()
+        var buffer: [UInt8] = []
+        var start = 0  // first unread byte; consumed bytes are dropped a chunk at a time, not a line at a time
         var eof = false
         return AnyIterator {
             while true {
-                if let nl = buffer.firstIndex(of: 10) {
-                    let line = buffer[buffer.startIndex..<nl]
-                    buffer.removeSubrange(buffer.startIndex...nl)
-                    return String(decoding: line, as: UTF8.self)
+                if let nl = buffer[start...].firstIndex(of: 10) {
+                    defer { start = nl + 1 }
+                    var end = nl
+                    if end > start, buffer[end - 1] == 13 { end -= 1 }
+                    return String(decoding: buffer[start..<end], as: UTF8.self)
                 }
                 if eof {
-                    guard !buffer.isEmpty else { return nil }
-                    defer { buffer.removeAll() }
-                    return String(decoding: buffer, as: UTF8.self)
+                    guard start < buffer.count else { return nil }
+                    defer { start = buffer.count }
+                    return String(decoding: buffer[start...], as: UTF8.self)
                 }
+                buffer.removeFirst(start)
+                start = 0
                 let chunk = handle.readData(ofLength: 1 << 20)
-                if chunk.isEmpty { eof = true } else { buffer.append(chunk) }
+                if chunk.isEmpty { eof = true } else { buffer.append(contentsOf: chunk) }
             }
         }
     }

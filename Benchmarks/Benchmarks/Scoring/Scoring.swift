@@ -85,22 +85,22 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("ensemble/C API batch 256 (baseline: the model alone)") { benchmark in
+    // Ensemble: the XGBoost C API (baseline) against the native evaluator, same rows.
+    let ensembleRows: FeatureMatrix = {
         let scorer = makeScorer()
         let stream = Stream(count: 200_000)
         warm(scorer, stream)
-        let matrix = scorer.evaluate(stream.next(256)).features
-        let ensemble = try Ensemble(directory: modelDirectory)
-        for _ in benchmark.scaledIterations { blackHole(ensemble.score(matrix.values, rows: 256)) }
-    }
-
-    Benchmark("ensemble/C API batch 1") { benchmark in
-        let scorer = makeScorer()
-        let stream = Stream(count: 200_000)
-        warm(scorer, stream)
-        let matrix = scorer.evaluate(stream.next(1)).features
-        let ensemble = try Ensemble(directory: modelDirectory)
-        for _ in benchmark.scaledIterations { blackHole(ensemble.score(matrix.values, rows: 1)) }
+        return scorer.evaluate(stream.next(256)).features
+    }()
+    for batch in [1, 16, 256] {
+        let rows = Array(ensembleRows.values.prefix(batch * ensembleRows.columns))
+        for evaluator in [Ensemble.Evaluator.capi, .native] {
+            let name = evaluator == .capi ? "C API (baseline)" : "native"
+            Benchmark("ensemble/\(name) batch \(batch)") { benchmark in
+                let ensemble = try Ensemble(directory: modelDirectory, evaluator: evaluator)
+                for _ in benchmark.scaledIterations { blackHole(ensemble.score(rows, rows: batch)) }
+            }
+        }
     }
 
     Benchmark("rules/default rules batch 256") { benchmark in
@@ -121,29 +121,35 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // MARK: The whole Scorer.
+    // MARK: The whole Scorer, in-memory store, with each evaluator.
 
-    Benchmark("scorer/batch 256 (throughput, one core)", configuration: .init(scalingFactor: .one)) { benchmark in
-        let scorer = makeScorer()
-        let stream = Stream(count: 200_000)
-        warm(scorer, stream)
-        for _ in benchmark.scaledIterations {
-            let batch = stream.next(256)
-            benchmark.startMeasurement()
-            blackHole(scorer.score(batch))
-            benchmark.stopMeasurement()
+    for evaluator in [Ensemble.Evaluator.capi, .native] {
+        let name = evaluator == .capi ? "C API" : "native"
+        Benchmark("scorer/\(name) batch 256 (throughput, one core)") { benchmark in
+            var c = ScorerConfiguration(modelDirectory: modelDirectory, rulesPath: root + "/rules/default.yaml")
+            c.evaluator = evaluator
+            let scorer = try Scorer(configuration: c)
+            let stream = Stream(count: 200_000)
+            warm(scorer, stream)
+            for _ in benchmark.scaledIterations {
+                let batch = stream.next(256)
+                benchmark.startMeasurement()
+                blackHole(scorer.score(batch))
+                benchmark.stopMeasurement()
+            }
         }
-    }
-
-    Benchmark("scorer/single transaction (latency)") { benchmark in
-        let scorer = makeScorer()
-        let stream = Stream(count: 200_000)
-        warm(scorer, stream)
-        for _ in benchmark.scaledIterations {
-            let tx = stream.next(1)[0]
-            benchmark.startMeasurement()
-            blackHole(scorer.score(tx))
-            benchmark.stopMeasurement()
+        Benchmark("scorer/\(name) single transaction (latency)") { benchmark in
+            var c = ScorerConfiguration(modelDirectory: modelDirectory, rulesPath: root + "/rules/default.yaml")
+            c.evaluator = evaluator
+            let scorer = try Scorer(configuration: c)
+            let stream = Stream(count: 200_000)
+            warm(scorer, stream)
+            for _ in benchmark.scaledIterations {
+                let tx = stream.next(1)[0]
+                benchmark.startMeasurement()
+                blackHole(scorer.score(tx))
+                benchmark.stopMeasurement()
+            }
         }
     }
 }

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import Vigil
+import VigilSimulator
+
+/// A one-screen benchmark summary to paste into an issue. Every figure has its baseline measured
+/// in the same run, and the ratio is what to compare across machines. The full suites (with
+/// allocation counts and regression thresholds) are in `Benchmarks/`.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure the hot stages and print a one-screen summary with ratios.")
+
+    @Option(help: "Model bundle directory.") var model: String = "models/default"
+    @Option(help: "Rule file.") var rules: String = "rules/default.yaml"
+    @Option(help: "Seconds per measurement.") var seconds: Double = 1.5
+
+    /// Median time per call, in µs, over repeated calls for about `seconds`.
+    func measure(_ body: () throws -> Void) rethrows -> Double {
+        for _ in 0..<3 { try body() }
+        var samples: [Double] = []
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .milliseconds(Int(seconds * 1000)))
+        while clock.now < deadline || samples.count < 5 {
+            let t0 = clock.now
+            try body()
+            let d = clock.now - t0
+            samples.append(Double(d.components.attoseconds) / 1e12 + Double(d.components.seconds) * 1e6)
+        }
+        samples.sort()
+        return samples[samples.count / 2]
+    }
+
+    func run() throws {
+        let stream = Simulator(options: .init(transactions: 120_000, days: 20, seed: 11)).generate()
+        var cursor = 0
+        func next(_ n: Int) -> [Transaction] {
+            if cursor + n > stream.count { cursor = 0 }  // never reached with the default sizes
+            defer { cursor += n }
+            return Array(stream[cursor..<(cursor + n)])
+        }
+        print("vigil bench — \(ProcessInfo.processInfo.activeProcessorCount) cores, model \(model), medians per call")
+        print(String(repeating: "─", count: 78))
+
+        // Decode.
+        let lines = stream.prefix(256).map { Array(Simulator.json($0).utf8) }
+        let decoder = TransactionDecoder()
+        let ours = try measure { for l in lines { _ = try decoder.decode(l) } }
+        let datas = lines.map { Data($0) }
+        let foundation = try measure { for d in datas { _ = try JSONSerialization.jsonObject(with: d) } }
+        row("decode 256 msgs", ours, "JSONSerialization parse only", foundation)
+
+        // Ensemble: C API vs native, on real feature rows.
+        var c = ScorerConfiguration(modelDirectory: model, rulesPath: rules)
+        let warmScorer = try Scorer(configuration: c)
+        for _ in 0..<40 { _ = warmScorer.score(next(256)) }
+        let features = warmScorer.evaluate(next(256)).features
+        let capi = try Ensemble(directory: model, evaluator: .capi), native = try Ensemble(directory: model, evaluator: .native)
+        for batch in [1, 16, 256] {
+            let rows = Array(features.values.prefix(batch * features.columns))
+            let a = measure { _ = native.score(rows, rows: batch) }
+            let b = measure { _ = capi.score(rows, rows: batch) }
+            row("ensemble native, batch \(batch)", a, "C API", b)
+        }
+
+        // Whole scorer, in-memory store, one core, both evaluators.
+        var perTx: [Ensemble.Evaluator: Double] = [:]
+        for evaluator in [Ensemble.Evaluator.capi, .native] {
+            c.evaluator = evaluator
+            let scorer = try Scorer(configuration: c)
+            cursor = 0
+            for _ in 0..<40 { _ = scorer.score(next(256)) }
+            let batch = measure { _ = scorer.score(next(256)) }
+            let single = measure { _ = scorer.score(next(1)[0]) }
+            perTx[evaluator] = batch / 256
+            print(String(format: "scorer %-6@ batch 256: %8.0f tx/s one core; single tx p50 %6.1f µs", evaluator.rawValue, 256e6 / batch, single))
+        }
+        print(String(format: "scorer native vs C API throughput: %.2f×", perTx[.capi]! / perTx[.native]!))
+        print(String(repeating: "─", count: 78))
+        print("Ratios are against the baseline measured in the same run; absolute times vary with the machine.")
+    }
+
+    func row(_ name: String, _ us: Double, _ baseline: String, _ baselineUs: Double) {
+        print(String(format: "%-28@ %9.1f µs   vs %-28@ %9.1f µs  %6.1f×", name, us, baseline, baselineUs, baselineUs / us))
+    }
+}
