@@ -71,7 +71,7 @@ struct Bench: ParsableCommand {
             let batch = measure { _ = scorer.score(next(256)) }
             let single = measure { _ = scorer.score(next(1)[0]) }
             perTx[evaluator] = batch / 256
-            print(String(format: "scorer %-6@ batch 256: %8.0f tx/s one core; single tx p50 %6.1f µs", evaluator.rawValue, 256e6 / batch, single))
+            print("scorer \(evaluator.rawValue.padded(6)) batch 256: \(Int(256e6 / batch)) tx/s on one core; single transaction p50 \(String(format: "%.1f", single)) µs")
         }
         print(String(format: "scorer native vs C API throughput: %.2f×", perTx[.capi]! / perTx[.native]!))
         print(String(repeating: "─", count: 78))
@@ -79,6 +79,6 @@ struct Bench: ParsableCommand {
     }
 
     func row(_ name: String, _ us: Double, _ baseline: String, _ baselineUs: Double) {
-        print(String(format: "%-28@ %9.1f µs   vs %-28@ %9.1f µs  %6.1f×", name, us, baseline, baselineUs, baselineUs / us))
+        print("\(name.padded(28)) \(String(format: "%9.1f", us)) µs  vs \(baseline.padded(28)) \(String(format: "%9.1f", baselineUs)) µs  \(String(format: "%6.1f", baselineUs / us))×")
     }
 }

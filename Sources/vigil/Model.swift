@@ -38,7 +38,7 @@ struct Model: ParsableCommand {
                 }
             }
             var worst = 0.0
-            print("member            rows      max |Δ margin|   max |Δ probability|")
+            print(["member".padded(16), "rows".padded(9), "count".padded(8), "max |Δ margin|".padded(15), "max |Δ probability|"].joined(separator: "  "))
             for m in manifest.members {
                 let booster = try Booster(path: directory + "/" + m.file)
                 let native = try NativeForest(booster: booster)
@@ -50,7 +50,7 @@ struct Model: ParsableCommand {
                         return (zip(a, b).map { Double(abs($0 - $1)) }.max() ?? 0, zip(pa, pb).map { Double(abs($0 - $1)) }.max() ?? 0)
                     }
                     worst = max(worst, dm, dp)
-                    print("\(m.name.padding(toLength: 16, withPad: " ", startingAt: 0))  \(name.padding(toLength: 9, withPad: " ", startingAt: 0)) \(String(format: "%-7d", n))  \(String(format: "%.3g", dm).padding(toLength: 15, withPad: " ", startingAt: 0))  \(String(format: "%.3g", dp))")
+                    print([m.name.padded(16), name.padded(9), String(n).padded(8), "\(dm)".padded(15), "\(dp)"].joined(separator: "  "))
                 }
             }
             let native = try Ensemble(directory: directory, evaluator: .native), capi = try Ensemble(directory: directory, evaluator: .capi)
@@ -58,7 +58,7 @@ struct Model: ParsableCommand {
                 let a = native.score(data, rows: data.count / columns), b = capi.score(data, rows: data.count / columns)
                 worst = max(worst, zip(a.probabilities, b.probabilities).map { abs($0 - $1) }.max() ?? 0)
             }
-            print("ensemble (calibrated probability) max |Δ| \(String(format: "%.3g", worst))")
+            print("ensemble (calibrated probability) max |Δ| \(worst)")
             guard worst <= tolerance else {
                 print("FAIL: native and C API differ by \(worst) > \(tolerance)")
                 throw ExitCode(1)
@@ -66,4 +66,8 @@ struct Model: ParsableCommand {
             print("OK: native evaluator equals the XGBoost C API within \(tolerance)")
         }
     }
+}
+
+extension String {
+    func padded(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
 }
