@@ -79,24 +79,58 @@ public struct CurrentEvent {
 
 /// Computes an entity's features at time `t` from its events strictly before `t`.
 public enum EntityKernel {
+    /// Working memory for ``evaluate(_:plan:current:row:scratch:)``, reused across calls so the
+    /// hot path does not allocate.
+    public struct Scratch {
+        var count: [SIMD8<Double>]
+        var sum: [SIMD8<Double>]
+        var sumsq: [SIMD8<Double>]
+        var maxv: [SIMD8<Double>]
+        var distinct: [Set<UInt64>]
+        var seen: [Bool]
+
+        public init(plan: EntityPlan) {
+            let groups = plan.filterCount + 1
+            count = Array(repeating: .zero, count: groups)
+            sum = count
+            sumsq = count
+            maxv = Array(repeating: SIMD8(repeating: -.infinity), count: groups)
+            distinct = Array(repeating: Set(minimumCapacity: 16), count: plan.distinct.count)
+            seen = Array(repeating: false, count: plan.firstSeen.count)
+        }
+
+        mutating func reset() {
+            for g in count.indices {
+                count[g] = .zero
+                sum[g] = .zero
+                sumsq[g] = .zero
+                maxv[g] = SIMD8(repeating: -.infinity)
+            }
+            for r in distinct.indices { distinct[r].removeAll(keepingCapacity: true) }
+            for k in seen.indices { seen[k] = false }
+        }
+    }
+
     /// Writes every feature of `plan` for the current event into `row` (at the plan's columns).
     /// `events` may hold events at or after `t`; they are ignored.
     public static func evaluate(
         _ events: EntityEvents, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>
     ) {
+        var scratch = Scratch(plan: plan)
+        evaluate(events, plan: plan, current: c, row: row, scratch: &scratch)
+    }
+
+    public static func evaluate(
+        _ events: EntityEvents, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>,
+        scratch: inout Scratch
+    ) {
+        scratch.reset()
         let t = c.time
         let end = events.lowerBound(time: t)
         let lanes = plan.lanes
         let zero = SIMD8<Double>(repeating: 0)
         let groups = plan.filterCount + 1
-        // Accumulators per filter group (0 = unfiltered).
-        var count = [SIMD8<Double>](repeating: zero, count: groups)
-        var sum = count
-        var sumsq = count
-        var maxv = [SIMD8<Double>](repeating: SIMD8(repeating: -.infinity), count: groups)
         var fraud = zero
-        var distinct = [Set<UInt64>](repeating: [], count: plan.distinct.count)
-        var seen = [Bool](repeating: false, count: plan.firstSeen.count)
         var lastTime: Int64?
         var lastLat = Double.nan, lastLon = Double.nan, lastLocTime: Int64 = 0
         var homeCountry: UInt64 = 0
@@ -111,23 +145,23 @@ public enum EntityKernel {
             let one = zero.replacing(with: 1, where: inLane)
             let a = events.amounts[i]
             let av = SIMD8<Double>(repeating: a)
-            count[0] += one
-            sum[0] += one * av
-            sumsq[0] += one * av * av
-            maxv[0] = maxv[0].replacing(with: pointwiseMax(maxv[0], av), where: inLane)
+            scratch.count[0] += one
+            scratch.sum[0] += one * av
+            scratch.sumsq[0] += one * av * av
+            scratch.maxv[0] = scratch.maxv[0].replacing(with: pointwiseMax(scratch.maxv[0], av), where: inLane)
             let bits = events.filterBits[i]
             if bits != 0 {
                 for g in 1..<groups where bits & (1 << UInt8(g - 1)) != 0 {
-                    count[g] += one
-                    sum[g] += one * av
-                    sumsq[g] += one * av * av
-                    maxv[g] = maxv[g].replacing(with: pointwiseMax(maxv[g], av), where: inLane)
+                    scratch.count[g] += one
+                    scratch.sum[g] += one * av
+                    scratch.sumsq[g] += one * av * av
+                    scratch.maxv[g] = scratch.maxv[g].replacing(with: pointwiseMax(scratch.maxv[g], av), where: inLane)
                 }
             }
             if events.labels[i] == 2 { fraud += one }
             for (r, req) in plan.distinct.enumerated() where inLane[req.lane] {
                 let h = events.tracked[req.tracked][i]
-                if h != 0 { distinct[r].insert(h) }
+                if h != 0 { scratch.distinct[r].insert(h) }
             }
             if plan.historyLane != nil, inLane[historyLane] {
                 if lastTime == nil { lastTime = events.times[i] }
@@ -136,9 +170,9 @@ public enum EntityKernel {
                     lastLon = events.lons[i]
                     lastLocTime = events.times[i]
                 }
-                for (k, tr) in plan.firstSeen.enumerated() where !seen[k] {
+                for (k, tr) in plan.firstSeen.enumerated() where !scratch.seen[k] {
                     let h = c.tracked[tr]
-                    if h != 0, events.tracked[tr][i] == h { seen[k] = true }
+                    if h != 0, events.tracked[tr][i] == h { scratch.seen[k] = true }
                 }
                 if let ct = plan.countryTracked, events.tracked[ct][i] != 0 { homeCountry = events.tracked[ct][i] }
             }
@@ -146,22 +180,22 @@ public enum EntityKernel {
         }
 
         // Unfiltered history statistics for the profile features.
-        let hCount = count[0][historyLane]
-        let hMean = hCount > 0 ? sum[0][historyLane] / hCount : .nan
-        let hStd = hCount > 1 ? max(0, sumsq[0][historyLane] / hCount - hMean * hMean).squareRoot() : .nan
+        let hCount = scratch.count[0][historyLane]
+        let hMean = hCount > 0 ? scratch.sum[0][historyLane] / hCount : .nan
+        let hStd = hCount > 1 ? max(0, scratch.sumsq[0][historyLane] / hCount - hMean * hMean).squareRoot() : .nan
 
         for o in plan.outputs {
             let v: Double
             switch o.kind {
-            case .count(let g, let l): v = count[g][l]
-            case .sum(let g, let l): v = sum[g][l]
-            case .mean(let g, let l): v = count[g][l] > 0 ? sum[g][l] / count[g][l] : .nan
+            case .count(let g, let l): v = scratch.count[g][l]
+            case .sum(let g, let l): v = scratch.sum[g][l]
+            case .mean(let g, let l): v = scratch.count[g][l] > 0 ? scratch.sum[g][l] / scratch.count[g][l] : .nan
             case .std(let g, let l):
-                let n = count[g][l]
-                let m = sum[g][l] / n
-                v = n > 0 ? max(0, sumsq[g][l] / n - m * m).squareRoot() : .nan
-            case .max(let g, let l): v = count[g][l] > 0 ? maxv[g][l] : .nan
-            case .distinct(let r): v = Double(distinct[r].count)
+                let n = scratch.count[g][l]
+                let m = scratch.sum[g][l] / n
+                v = n > 0 ? max(0, scratch.sumsq[g][l] / n - m * m).squareRoot() : .nan
+            case .max(let g, let l): v = scratch.count[g][l] > 0 ? scratch.maxv[g][l] : .nan
+            case .distinct(let r): v = Double(scratch.distinct[r].count)
             case .zscore: v = hStd > 0 ? (c.amount - hMean) / hStd : .nan
             case .ratio: v = hMean > 0 ? c.amount / hMean : .nan
             case .secondsSinceLast: v = lastTime.map { Double(t - $0) / 1000 } ?? .nan
@@ -176,8 +210,8 @@ public enum EntityKernel {
                 v = here == 0 || homeCountry == 0 ? .nan : (here == homeCountry ? 0 : 1)
             case .newValue(let tr):
                 let k = plan.firstSeen.firstIndex(of: tr)!
-                v = c.tracked[tr] == 0 || hCount == 0 ? .nan : (seen[k] ? 0 : 1)
-            case .fraudRate(let l): v = count[0][l] > 0 ? fraud[l] / count[0][l] : .nan
+                v = c.tracked[tr] == 0 || hCount == 0 ? .nan : (scratch.seen[k] ? 0 : 1)
+            case .fraudRate(let l): v = scratch.count[0][l] > 0 ? fraud[l] / scratch.count[0][l] : .nan
             }
             row[o.column] = Float(v)
         }

@@ -131,6 +131,8 @@ public final class InMemoryVelocityStore: VelocityStore {
     public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
         let plan = self.plan
         let columns = matrix.columns
+        // Kernel working memory for this batch (allocated once per batch, not per transaction).
+        var scratch = plan.entities.map(EntityKernel.Scratch.init)
         state.withLock { s in
             matrix.values.withUnsafeMutableBufferPointer { values in
                 batch.tracked.withUnsafeBufferPointer { tracked in
@@ -140,6 +142,7 @@ public final class InMemoryVelocityStore: VelocityStore {
                         let t = batch.times[i]
                         let duplicate = s.transactions[id] != nil
                         var keys: [UInt64] = []
+                        keys.reserveCapacity(plan.entities.count)
                         for (e, ep) in plan.entities.enumerated() {
                             let key = batch.keys[i * batch.entityCount + e]
                             keys.append(key)
@@ -150,17 +153,17 @@ public final class InMemoryVelocityStore: VelocityStore {
                             let own = UnsafeBufferPointer(
                                 rebasing: tracked[(i * batch.trackedTotal + batch.trackedOffsets[e])...].prefix(ep.tracked.count))
                             let current = CurrentEvent(time: t, amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i], tracked: own)
-                            if let events = s.entities[e][key] {
-                                EntityKernel.evaluate(events, plan: ep, current: current, row: row)
-                            } else {
-                                EntityKernel.evaluate(EntityEvents(trackedCount: ep.tracked.count), plan: ep, current: current, row: row)
+                            // One in-place access to the entity's columns: read, then record.
+                            func update(_ events: inout EntityEvents) {
+                                EntityKernel.evaluate(events, plan: ep, current: current, row: row, scratch: &scratch[e])
+                                guard !duplicate else { return }
+                                events.insert(
+                                    time: t, id: id, amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i],
+                                    filterBits: batch.filterBits[i * batch.entityCount + e], label: 0, tracked: own)
+                                let keep = t - ep.retention - allowedLateness
+                                if events.times[0] < keep { events.trim(before: keep) }
                             }
-                            guard !duplicate else { continue }
-                            s.entities[e][key, default: EntityEvents(trackedCount: ep.tracked.count)].insert(
-                                time: t, id: id, amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i],
-                                filterBits: batch.filterBits[i * batch.entityCount + e], label: 0, tracked: own)
-                            let keep = t - ep.retention - allowedLateness
-                            if s.entities[e][key]!.times[0] < keep { s.entities[e][key]!.trim(before: keep) }
+                            update(&s.entities[e][key, default: EntityEvents(trackedCount: ep.tracked.count)])
                         }
                         if !duplicate {
                             s.transactions[id] = (t, keys)
