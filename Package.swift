@@ -48,9 +48,10 @@ let package = Package(
                 ],
                 swiftSettings: strict),
         .target(name: "VigilSimulator", dependencies: ["VigilCore"], swiftSettings: strict),
+        .target(name: "VigilBacktest", dependencies: ["Vigil"], swiftSettings: strict),
         .executableTarget(name: "vigil",
                           dependencies: [
-                            "Vigil", "VigilSimulator",
+                            "Vigil", "VigilSimulator", "VigilBacktest",
                             .product(name: "ArgumentParser", package: "swift-argument-parser"),
                             .product(name: "Logging", package: "swift-log"),
                           ],
@@ -62,6 +63,7 @@ let package = Package(
         .testTarget(name: "VigilRulesTests", dependencies: ["VigilRules"], swiftSettings: strict),
         .testTarget(name: "VigilModelsTests", dependencies: ["VigilModels"], swiftSettings: strict),
         .testTarget(name: "VigilDecisionTests", dependencies: ["VigilDecision"], swiftSettings: strict),
+        .testTarget(name: "VigilBacktestTests", dependencies: ["VigilBacktest", "VigilSimulator"], swiftSettings: strict),
         .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"],
                     swiftSettings: strict),
     ]

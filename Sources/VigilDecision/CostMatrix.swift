@@ -24,6 +24,33 @@ public struct CostMatrix: Sendable {
     public let entries: [Entry]
     public let fallback: Action
     public let version: String
+    /// When set, actions come from score thresholds instead of the least expected cost (a policy
+    /// `vigil tune` may choose); the costs still price backtests.
+    public let thresholds: Thresholds?
+
+    /// Score thresholds, checked in order: the first rule whose minimum the probability reaches
+    /// gives the action; none reached → approve.
+    public struct Thresholds: Sendable, Hashable {
+        public var rules: [(action: Action, min: Double)]
+        public init(_ rules: [(action: Action, min: Double)]) { self.rules = rules }
+
+        public func action(for p: Double) -> Action {
+            for r in rules where p >= r.min { return r.action }
+            return .approve
+        }
+
+        public static func == (a: Thresholds, b: Thresholds) -> Bool {
+            a.rules.map(\.action) == b.rules.map(\.action) && a.rules.map(\.min) == b.rules.map(\.min)
+        }
+        public func hash(into h: inout Hasher) {
+            for r in rules {
+                h.combine(r.action)
+                h.combine(r.min)
+            }
+        }
+
+        public var description: String { rules.map { "\($0.action.rawValue)≥\($0.min)" }.joined(separator: " ") }
+    }
 
     public static let defaultYAML = """
         version: default-1
@@ -44,7 +71,7 @@ public struct CostMatrix: Sendable {
         func fail(_ n: Node?, _ m: String) -> ConfigurationError { ConfigurationError(file: file, line: n?.mark?.line, message: m) }
         let root = try YAMLSupport.compose(text, file: file)
         guard let m = root.mapping else { throw fail(root, "a cost file maps each action to {fraud, legit}") }
-        let allowed = Set(Action.allCases.map(\.rawValue) + ["fallback", "version"])
+        let allowed = Set(Action.allCases.map(\.rawValue) + ["fallback", "version", "thresholds"])
         for (k, _) in m where !allowed.contains(k.string ?? "") {
             throw fail(k, "unknown key '\(k.string ?? "?")' (allowed: \(allowed.sorted().joined(separator: ", ")))")
         }
@@ -70,7 +97,40 @@ public struct CostMatrix: Sendable {
             guard let a = Action(rawValue: f.string ?? "") else { throw fail(f, "fallback must be approve, challenge, review or block") }
             fallback = a
         }
-        return CostMatrix(entries: entries, fallback: fallback, version: m["version"]?.string ?? "unversioned")
+        var thresholds: Thresholds?
+        if let t = m["thresholds"] {
+            guard let seq = t.sequence else { throw fail(t, "thresholds is a list of {action, min}, checked in order") }
+            var rules: [(Action, Double)] = []
+            for item in seq {
+                guard let im = item.mapping, let a = im["action"]?.string.flatMap(Action.init(rawValue:)),
+                    let p = im["min"]?.float, p >= 0, p <= 1
+                else { throw fail(item, "a threshold is {action: challenge|review|block, min: probability 0…1}") }
+                rules.append((a, p))
+            }
+            thresholds = Thresholds(rules)
+        }
+        return CostMatrix(entries: entries, fallback: fallback, version: m["version"]?.string ?? "unversioned", thresholds: thresholds)
+    }
+
+    /// The cost file's text, with the given policy (thresholds, or nil for least expected cost).
+    public func yaml(version: String, thresholds: Thresholds?) -> String {
+        var s = "version: \(version)\n"
+        for a in Action.allCases {
+            let e = entries[a.severity]
+            s += "\(a.rawValue): { fraud: \"\(e.fraud)\", legit: \"\(e.legit)\" }\n"
+        }
+        s += "fallback: \(fallback.rawValue)\n"
+        if let t = thresholds {
+            s += "thresholds:\n"
+            for r in t.rules { s += "  - { action: \(r.action.rawValue), min: \(r.min) }\n" }
+        }
+        return s
+    }
+
+    /// What `action` costs on `tx` when it turns out to be fraud (or legitimate).
+    public func cost(of action: Action, fraud: Bool, transaction tx: Transaction) -> Double {
+        let e = entries[action.severity]
+        return fraud ? e.fraudCost(tx) : e.legitCost(tx)
     }
 
     /// Expected cost of each action (by severity) at fraud probability `p`.
@@ -105,9 +165,9 @@ public struct Decider: Sendable {
         let expected = costs.expectedCosts(probability: probability, transaction: tx)
         var best = 0
         for i in 1..<expected.count where expected[i] < expected[best] { best = i }
-        let optimal = Action.allCases[best]
+        let optimal = costs.thresholds?.action(for: probability) ?? Action.allCases[best]
         var action = forced ?? max(optimal, floor)
-        if forced == nil, action != optimal {
+        if forced == nil, action != optimal, costs.thresholds == nil {
             // Under a floor, take the cheapest action at or above it.
             var cheapest = floor.severity
             for i in floor.severity..<expected.count where expected[i] < expected[cheapest] { cheapest = i }

@@ -81,8 +81,19 @@ public struct Simulator: Sendable {
     public let options: Options
     public init(options: Options) { self.options = options }
 
+    /// A generated transaction and the fraud pattern that produced it (nil: genuine).
+    public struct Labelled: Sendable, Hashable {
+        public var transaction: Transaction
+        public var pattern: FraudPattern?
+    }
+
     /// Generates the stream sorted by time. `progress` is called with the share done (0…1).
     public func generate(progress: (Double) -> Void = { _ in }) -> [Transaction] {
+        generateLabelled(progress: progress).map(\.transaction)
+    }
+
+    /// The stream with each transaction's pattern, for tests and per-pattern analysis.
+    public func generateLabelled(progress: (Double) -> Void = { _ in }) -> [Labelled] {
         var rng = SplitMix64(seed: options.seed)
         let n = options.transactions
         let span = Int64(options.days) * 86_400_000
@@ -114,8 +125,9 @@ public struct Simulator: Sendable {
         let compromised = Set((0..<max(1, nMerchants / 100)).map { _ in byCity.flatMap { $0 }.randomElement(using: &rng)! })
         let compromiseTime = options.start + span / 3
 
-        var out: [Transaction] = []
+        var out: [Labelled] = []
         out.reserveCapacity(n + n / 20)
+        var pattern: FraudPattern?
         var seq = 0
         func nextID() -> String {
             seq += 1
@@ -173,8 +185,10 @@ public struct Simulator: Sendable {
             if t > compromiseTime, let mi = Int(tx.merchantID!.dropFirst(6)), compromised.contains(mi), rng.unit() < 0.25 {
                 tx.label = 1
                 tx.amount = (tx.amount * (1.5 + rng.unit())).rounded()
+                out.append(Labelled(transaction: tx, pattern: .compromisedMerchant))
+            } else {
+                out.append(Labelled(transaction: tx, pattern: nil))
             }
-            out.append(tx)
             if out.count - lastReport >= 50_000 {
                 lastReport = out.count
                 progress(Double(out.count) / Double(n) * 0.8)
@@ -185,8 +199,9 @@ public struct Simulator: Sendable {
         while fraud < fraudBudget {
             let c = customers[rng.int(customers.count)]
             let t = options.start + Int64(rng.unit() * Double(span))
-            let pattern = FraudPattern.allCases[rng.int(FraudPattern.allCases.count)]
-            switch pattern {
+            let chosen = FraudPattern.allCases[rng.int(FraudPattern.allCases.count)]
+            pattern = chosen
+            switch chosen {
             case .cardTesting:
                 let device = "dev_fraud_\(rng.next() % 100_000)"
                 let ip = "203.0.\(rng.int(256)).\(rng.int(256))"
@@ -194,23 +209,23 @@ public struct Simulator: Sendable {
                 var tt = t
                 for _ in 0..<(4 + rng.int(8)) {
                     tt += Int64(5_000 + rng.int(60_000))
-                    out.append(Transaction(id: nextID(), timestamp: tt, amount: Double(1 + rng.int(400)) / 100, currency: "EUR",
+                    out.append(Labelled(transaction: Transaction(id: nextID(), timestamp: tt, amount: Double(1 + rng.int(400)) / 100, currency: "EUR",
                                            cardID: c.card, customerID: c.id, merchantID: m.id, terminalID: m.terminals[0], deviceID: device,
-                                           ip: ip, email: c.email, country: Simulator.cities[c.city].country, mcc: "5999", channel: "ecom", label: 1))
+                                           ip: ip, email: c.email, country: Simulator.cities[c.city].country, mcc: "5999", channel: "ecom", label: 1), pattern: pattern))
                     fraud += 1
                 }
-                out.append(Transaction(id: nextID(), timestamp: tt + 120_000, amount: (300 + rng.unit() * 1500).rounded(), currency: "EUR",
+                out.append(Labelled(transaction: Transaction(id: nextID(), timestamp: tt + 120_000, amount: (300 + rng.unit() * 1500).rounded(), currency: "EUR",
                                        cardID: c.card, customerID: c.id, merchantID: m.id, terminalID: m.terminals[0], deviceID: device,
-                                       ip: ip, email: c.email, country: Simulator.cities[c.city].country, mcc: "5732", channel: "ecom", label: 1))
+                                       ip: ip, email: c.email, country: Simulator.cities[c.city].country, mcc: "5732", channel: "ecom", label: 1), pattern: pattern))
                 fraud += 1
             case .impossibleTravel:
-                out.append(purchase(c, at: t))
+                out.append(Labelled(transaction: purchase(c, at: t), pattern: nil))
                 let far = Simulator.farCities[rng.int(Simulator.farCities.count)]
                 for k in 0..<(1 + rng.int(3)) {
-                    out.append(Transaction(id: nextID(), timestamp: t + Int64(1800_000 + k * 600_000 + rng.int(3_600_000)),
+                    out.append(Labelled(transaction: Transaction(id: nextID(), timestamp: t + Int64(1800_000 + k * 600_000 + rng.int(3_600_000)),
                                            amount: (c.typical * (2 + 4 * rng.unit())).rounded(), currency: "EUR", cardID: c.card,
                                            customerID: c.id, merchantID: "merch_far_\(rng.int(50))", terminalID: "term_far_\(rng.int(80))",
-                                           country: far.country, mcc: "5944", channel: "pos", lat: far.lat, lon: far.lon, label: 1))
+                                           country: far.country, mcc: "5944", channel: "pos", lat: far.lat, lon: far.lon, label: 1), pattern: pattern))
                     fraud += 1
                 }
             case .accountTakeover:
@@ -218,11 +233,11 @@ public struct Simulator: Sendable {
                 let ip = "198.51.\(rng.int(256)).\(rng.int(256))"
                 for k in 0..<(2 + rng.int(3)) {
                     let m = merchants[ecomMerchants.isEmpty ? 0 : ecomMerchants[rng.int(ecomMerchants.count)]]
-                    out.append(Transaction(id: nextID(), timestamp: t + Int64(k * 900_000 + rng.int(600_000)),
+                    out.append(Labelled(transaction: Transaction(id: nextID(), timestamp: t + Int64(k * 900_000 + rng.int(600_000)),
                                            amount: (c.typical * (3 + 6 * rng.unit())).rounded(), currency: "EUR", cardID: c.card,
                                            customerID: c.id, merchantID: m.id, terminalID: m.terminals[0], deviceID: device, ip: ip,
                                            email: c.email, country: Simulator.cities[c.city].country, mcc: Simulator.categories[m.category].0,
-                                           channel: "ecom", label: 1))
+                                           channel: "ecom", label: 1), pattern: pattern))
                     fraud += 1
                 }
             case .compromisedMerchant:
@@ -230,27 +245,32 @@ public struct Simulator: Sendable {
             case .amountOutlier:
                 var tx = purchase(c, at: t, label: 1)
                 tx.amount = (c.typical * (15 + 30 * rng.unit())).rounded()
-                out.append(tx)
+                out.append(Labelled(transaction: tx, pattern: pattern))
                 fraud += 1
             case .subtle:
                 let risky = Simulator.categories.indices.filter { Simulator.categories[$0].2 }
                 var tx = purchase(c, at: options.start + Int64(rng.int(options.days)) * 86_400_000 + Int64(rng.int(5 * 3_600_000)), label: 1)
                 tx.mcc = Simulator.categories[risky[rng.int(risky.count)]].0
                 tx.amount = (tx.amount * (1.5 + 2 * rng.unit())).rounded()
-                out.append(tx)
+                out.append(Labelled(transaction: tx, pattern: pattern))
                 fraud += 1
             }
         }
         progress(0.9)
         let start = options.start, end = options.start + span
-        out.removeAll { $0.timestamp < start || $0.timestamp >= end }
-        out.sort { $0.timestamp < $1.timestamp || ($0.timestamp == $1.timestamp && $0.id < $1.id) }
+        out.removeAll { $0.transaction.timestamp < start || $0.transaction.timestamp >= end }
+        out.sort {
+            $0.transaction.timestamp < $1.transaction.timestamp
+                || ($0.transaction.timestamp == $1.transaction.timestamp && $0.transaction.id < $1.transaction.id)
+        }
         progress(1)
         return out
     }
 
     /// Canonical JSON for one transaction (what `vigil simulate` writes, one per line).
-    public static func json(_ tx: Transaction) -> String {
+    /// With `pattern`, the fraud pattern is written as an extra `pattern` field (ignored by the
+    /// decoder, kept for analysis).
+    public static func json(_ tx: Transaction, pattern: FraudPattern? = nil) -> String {
         var w = JSONWriter()
         w.object { w in
             w.field("id", tx.id)
@@ -262,6 +282,7 @@ public struct Simulator: Sendable {
             if let lat = tx.lat { w.field("lat", (lat * 1e5).rounded() / 1e5) }
             if let lon = tx.lon { w.field("lon", (lon * 1e5).rounded() / 1e5) }
             if let l = tx.label { w.field("label", Int(l)) }
+            if let pattern { w.field("pattern", pattern.rawValue) }
         }
         return w.text
     }

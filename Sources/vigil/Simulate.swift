@@ -21,14 +21,14 @@ struct Simulate: ParsableCommand {
         var options = Simulator.Options(transactions: transactions, days: days, seed: seed)
         options.start = try parseTime(start, "start")!
         let progress = Progress(label: "simulating")
-        let txs = Simulator(options: options).generate { progress.show(fraction: $0) }
+        let generated = Simulator(options: options).generateLabelled { progress.show(fraction: $0) }
         guard FileManager.default.createFile(atPath: out, contents: nil), let h = FileHandle(forWritingAtPath: out) else {
             throw ValidationError("cannot write \(out)")
         }
         var text = ""
         text.reserveCapacity(1 << 22)
-        for tx in txs {
-            text += Simulator.json(tx)
+        for g in generated {
+            text += Simulator.json(g.transaction, pattern: g.pattern)
             text += "\n"
             if text.utf8.count > 1 << 22 {
                 try h.write(contentsOf: Data(text.utf8))
@@ -37,7 +37,10 @@ struct Simulate: ParsableCommand {
         }
         try h.write(contentsOf: Data(text.utf8))
         try h.close()
-        let fraud = txs.filter { $0.label == 1 }.count
-        progress.done("\(txs.count) transactions (\(fraud) fraud, \(String(format: "%.2f", 100 * Double(fraud) / Double(max(txs.count, 1))))%) → \(out)")
+        let fraud = generated.filter { $0.transaction.label == 1 }.count
+        var byPattern: [FraudPattern: Int] = [:]
+        for g in generated { if let p = g.pattern { byPattern[p, default: 0] += 1 } }
+        let patterns = FraudPattern.allCases.map { "\($0.rawValue) \(byPattern[$0] ?? 0)" }.joined(separator: ", ")
+        progress.done("\(generated.count) transactions (\(fraud) fraud, \(String(format: "%.2f", 100 * Double(fraud) / Double(max(generated.count, 1))))%; \(patterns)) → \(out)")
     }
 }

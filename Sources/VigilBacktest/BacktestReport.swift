@@ -1,0 +1,179 @@
+import Foundation
+import Vigil
+
+/// Everything a backtest measured: `report.json`, and the data behind `report.html`'s plots.
+public struct BacktestReport: Codable, Sendable {
+    public struct Point: Codable, Sendable, Hashable {
+        public var x: Double
+        public var y: Double
+    }
+    public struct DayMix: Codable, Sendable, Hashable {
+        public var day: String
+        public var approve: Int
+        public var challenge: Int
+        public var review: Int
+        public var block: Int
+        public var fraud: Int
+    }
+    public struct Histogram: Codable, Sendable, Hashable {
+        /// Bin lower edges.
+        public var edges: [Double]
+        public var counts: [Int]
+    }
+
+    public var transactions: Int
+    public var labelled: Int
+    public var fraud: Int
+    public var period: [String]
+    public var aucROC: Double
+    public var averagePrecision: Double
+    /// Recall at 0.1%, 0.5%, 1% false-positive rate.
+    public var recallAtFPR: [String: Double]
+    /// Cards alerted per day (the k highest-scored cards).
+    public var topK: Int
+    /// Mean over days of the share of the day's top-k cards that had fraud that day.
+    public var precisionAtTopKPerDay: Double
+    /// Mean realised cost per transaction of the actions taken, under the cost matrix.
+    public var expectedCostPerTransaction: Double
+    /// The same with every transaction approved: the cost of having no engine.
+    public var costApproveAll: Double
+    public var verdictMix: [String: Int]
+    public var fraudCaught: [String: Int]
+    public var degraded: Int
+    public var roc: [Point]
+    public var precisionRecall: [Point]
+    /// Mean predicted probability → observed fraud rate, per score decile.
+    public var calibration: [Point]
+    /// Block-above-threshold policy: threshold → cost per transaction.
+    public var costByThreshold: [Point]
+    public var mixByDay: [DayMix]
+    public var scoresLegit: Histogram
+    public var scoresFraud: Histogram
+    public var latency: Histogram
+    public var latencyPercentiles: [String: Double]
+
+    /// Computes the report. `costs` prices each action for each transaction (for the realised
+    /// cost and the threshold curve).
+    public static func compute(_ scored: [ScoredTransaction], costs: CostMatrix, topK: Int = 50) -> BacktestReport {
+        let labelled = scored.filter { $0.label != nil }
+        let scores = labelled.map(\.score)
+        let labels = labelled.map { $0.label == 1 }
+        let positives = labels.filter { $0 }.count, negatives = labels.count - positives
+
+        // ROC and PR from one sweep down the ranking.
+        let order = labelled.indices.sorted { labelled[$0].score > labelled[$1].score }
+        var roc: [Point] = [Point(x: 0, y: 0)], pr: [Point] = []
+        var tp = 0, fp = 0
+        var recallAt: [Double: Double] = [0.001: 0, 0.005: 0, 0.01: 0]
+        var k = 0
+        while k < order.count {
+            let s = labelled[order[k]].score
+            while k < order.count, labelled[order[k]].score == s {
+                if labels[order[k]] { tp += 1 } else { fp += 1 }
+                k += 1
+            }
+            let tpr = positives > 0 ? Double(tp) / Double(positives) : 0
+            let fpr = negatives > 0 ? Double(fp) / Double(negatives) : 0
+            roc.append(Point(x: fpr, y: tpr))
+            pr.append(Point(x: tpr, y: Double(tp) / Double(tp + fp)))
+            for (limit, best) in recallAt where fpr <= limit && tpr > best { recallAt[limit] = tpr }
+        }
+
+        // Calibration: deciles of the score.
+        var calibration: [Point] = []
+        let byScore = labelled.indices.sorted { labelled[$0].score < labelled[$1].score }
+        for d in 0..<10 {
+            let slice = byScore[(d * byScore.count / 10)..<((d + 1) * byScore.count / 10)]
+            guard !slice.isEmpty else { continue }
+            calibration.append(Point(
+                x: slice.reduce(0) { $0 + labelled[$1].score } / Double(slice.count),
+                y: Double(slice.filter { labels[$0] }.count) / Double(slice.count)))
+        }
+
+        // Realised costs.
+        func cost(_ s: ScoredTransaction, _ a: Action) -> Double {
+            costs.cost(of: a, fraud: s.label == 1, transaction: s.costView)
+        }
+        let n = Double(max(labelled.count, 1))
+        let realised = labelled.reduce(0) { $0 + cost($1, $1.action) } / n
+        let approveAll = labelled.reduce(0) { $0 + cost($1, .approve) } / n
+        var byThreshold: [Point] = []
+        for step in 0...100 {
+            let t = Double(step) / 100
+            byThreshold.append(Point(x: t, y: labelled.reduce(0) { $0 + cost($1, $1.score >= t ? .block : .approve) } / n))
+        }
+
+        // Precision of the top k cards per day.
+        var days: [Int64: [UInt64: (score: Double, fraud: Bool)]] = [:]
+        for s in labelled where s.card != 0 {
+            let day = Timestamp.calendar(s.timestamp).day
+            let prev = days[day]?[s.card]
+            days[day, default: [:]][s.card] = (max(prev?.score ?? 0, s.score), (prev?.fraud ?? false) || s.label == 1)
+        }
+        var precisions: [Double] = []
+        for (_, cards) in days {
+            let top = cards.values.sorted { $0.score > $1.score }.prefix(topK)
+            if !top.isEmpty { precisions.append(Double(top.filter(\.fraud).count) / Double(top.count)) }
+        }
+
+        // Mix by day.
+        var mix: [Int64: DayMix] = [:]
+        for s in scored {
+            let day = Timestamp.calendar(s.timestamp).day
+            var m = mix[day] ?? DayMix(day: String(Timestamp.formatISO8601(day * 86_400_000).prefix(10)), approve: 0, challenge: 0, review: 0, block: 0, fraud: 0)
+            switch s.action {
+            case .approve: m.approve += 1
+            case .challenge: m.challenge += 1
+            case .review: m.review += 1
+            case .block: m.block += 1
+            }
+            if s.label == 1 { m.fraud += 1 }
+            mix[day] = m
+        }
+
+        func histogram(_ values: [Double], edges: [Double]) -> Histogram {
+            var counts = [Int](repeating: 0, count: edges.count)
+            for v in values {
+                var i = edges.count - 1
+                while i > 0 && v < edges[i] { i -= 1 }
+                counts[i] += 1
+            }
+            return Histogram(edges: edges, counts: counts)
+        }
+        let scoreEdges = (0..<20).map { Double($0) / 20 }
+        let latencies = scored.map(\.latency).sorted()
+        let maxLatency = max(latencies.last ?? 1, 1)
+        let latencyEdges = (0..<30).map { maxLatency * Double($0) / 30 }
+        func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+
+        var verdictMix: [String: Int] = [:]
+        var caught: [String: Int] = [:]
+        for s in scored {
+            verdictMix[s.action.rawValue, default: 0] += 1
+            if s.label == 1 { caught[s.action.rawValue, default: 0] += 1 }
+        }
+        let times = scored.map(\.timestamp)
+        return BacktestReport(
+            transactions: scored.count, labelled: labelled.count, fraud: positives,
+            period: [times.min(), times.max()].map { $0.map(Timestamp.formatISO8601) ?? "" },
+            aucROC: Metrics.auc(scores: scores, labels: labels),
+            averagePrecision: Metrics.averagePrecision(scores: scores, labels: labels),
+            recallAtFPR: ["0.1%": recallAt[0.001]!, "0.5%": recallAt[0.005]!, "1%": recallAt[0.01]!],
+            topK: topK, precisionAtTopKPerDay: precisions.isEmpty ? .nan : precisions.reduce(0, +) / Double(precisions.count),
+            expectedCostPerTransaction: realised, costApproveAll: approveAll, verdictMix: verdictMix, fraudCaught: caught,
+            degraded: scored.filter(\.degraded).count,
+            roc: thin(roc), precisionRecall: thin(pr), calibration: calibration, costByThreshold: byThreshold,
+            mixByDay: mix.keys.sorted().map { mix[$0]! },
+            scoresLegit: histogram(labelled.filter { $0.label != 1 }.map(\.score), edges: scoreEdges),
+            scoresFraud: histogram(labelled.filter { $0.label == 1 }.map(\.score), edges: scoreEdges),
+            latency: histogram(latencies, edges: latencyEdges),
+            latencyPercentiles: ["p50": percentile(0.5), "p99": percentile(0.99), "p99.9": percentile(0.999), "max": latencies.last ?? 0])
+    }
+
+    /// At most ~400 points, keeping the ends: enough for a plot.
+    static func thin(_ points: [Point]) -> [Point] {
+        guard points.count > 400 else { return points }
+        let step = Double(points.count - 1) / 399
+        return (0..<400).map { points[Int((Double($0) * step).rounded())] }
+    }
+}
