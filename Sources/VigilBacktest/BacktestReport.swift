@@ -42,7 +42,7 @@ public struct BacktestReport: Codable, Sendable {
     public var degraded: Int
     public var roc: [Point]
     public var precisionRecall: [Point]
-    /// Mean predicted probability → observed fraud rate, per score decile.
+    /// Mean predicted probability → observed fraud rate, per tenth of the probability range.
     public var calibration: [Point]
     /// Block-above-threshold policy: threshold → cost per transaction.
     public var costByThreshold: [Point]
@@ -79,15 +79,17 @@ public struct BacktestReport: Codable, Sendable {
             for (limit, best) in recallAt where fpr <= limit && tpr > best { recallAt[limit] = tpr }
         }
 
-        // Calibration: deciles of the score.
+        // Calibration: ten equal-width bins of the predicted probability (empty bins skipped).
         var calibration: [Point] = []
-        let byScore = labelled.indices.sorted { labelled[$0].score < labelled[$1].score }
-        for d in 0..<10 {
-            let slice = byScore[(d * byScore.count / 10)..<((d + 1) * byScore.count / 10)]
-            guard !slice.isEmpty else { continue }
-            calibration.append(Point(
-                x: slice.reduce(0) { $0 + labelled[$1].score } / Double(slice.count),
-                y: Double(slice.filter { labels[$0] }.count) / Double(slice.count)))
+        var binSum = [Double](repeating: 0, count: 10), binFraud = [Int](repeating: 0, count: 10), binCount = [Int](repeating: 0, count: 10)
+        for (s, fraud) in zip(scores, labels) where s.isFinite {
+            let b = min(9, max(0, Int(s * 10)))
+            binSum[b] += s
+            binCount[b] += 1
+            if fraud { binFraud[b] += 1 }
+        }
+        for b in 0..<10 where binCount[b] > 0 {
+            calibration.append(Point(x: binSum[b] / Double(binCount[b]), y: Double(binFraud[b]) / Double(binCount[b])))
         }
 
         // Realised costs.

@@ -32,12 +32,15 @@ enum ReportPage {
                  series: [.init(name: "model", color: "#1f77b4", points: r.roc.filter { $0.x > 0 })]).svg(),
             Plot(title: "Precision–recall", xLabel: "recall", yLabel: "precision",
                  series: [.init(name: "model", color: "#1f77b4", points: r.precisionRecall)]).svg(),
-            Plot(title: "Calibration (score deciles)", xLabel: "mean predicted probability", yLabel: "observed fraud rate",
+            Plot(title: "Calibration", xLabel: "mean predicted probability", yLabel: "observed fraud rate",
                  series: [.init(name: "observed", color: "#d62728", points: r.calibration, dots: true),
                           .init(name: "perfect", color: "#999", points: [.init(x: 0, y: 0), .init(x: 1, y: 1)])],
                  fixedUnit: true).svg(),
             Plot(title: "Cost per transaction, blocking above a threshold", xLabel: "threshold", yLabel: "cost per transaction",
-                 series: [.init(name: "block ≥ threshold", color: "#2ca02c", points: r.costByThreshold),
+                 series: [.init(name: "block ≥ threshold", color: "#2ca02c",
+                                // Clipped at 1.5× approve-all so that blocking everything does not flatten the curve.
+                                points: r.costByThreshold.map { .init(x: $0.x, y: min($0.y, r.costApproveAll * 1.5)) }),
+                          .init(name: "approve everything", color: "#999", points: [.init(x: 0, y: r.costApproveAll), .init(x: 1, y: r.costApproveAll)]),
                           .init(name: "actions taken", color: "#ff7f0e", points: [.init(x: 0, y: r.expectedCostPerTransaction), .init(x: 1, y: r.expectedCostPerTransaction)])]).svg(),
             Bars(title: "Verdicts per day (non-approve)", labels: r.mixByDay.map { String($0.day.suffix(5)) },
                  stacks: [("challenge", "#ffbf00", r.mixByDay.map { Double($0.challenge) }),
@@ -198,7 +201,7 @@ struct Bars {
                 s += "<rect x=\"\(Plot.r(x))\" y=\"\(Plot.r(y))\" width=\"\(Plot.r(max(bw, 1)))\" height=\"\(Plot.r(bh))\" fill=\"\(b.color)\"/>"
                 if !grouped { base += v }
             }
-            if n <= 31 || i % max(1, n / 10) == 0 {
+            if n <= 10 || i % ((n + 7) / 8) == 0 {
                 s += "<text x=\"\(Plot.r(left + (Double(i) + 0.5) * slot))\" y=\"\(top + h + 14)\" text-anchor=\"middle\">\(ReportPage.escape(labels[i]))</text>"
             }
         }
