@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .library(name: "Vigil", targets: ["Vigil"]),
         .library(name: "VigilSimulator", targets: ["VigilSimulator"]),
+        .library(name: "VigilRedis", targets: ["VigilRedis"]),
         .executable(name: "vigil", targets: ["vigil"]),
     ],
     dependencies: [
@@ -34,6 +35,7 @@ let package = Package(
         .target(name: "VigilFeatures",
                 dependencies: ["VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
+        .target(name: "VigilRedis", dependencies: ["VigilFeatures", "CHiredis"], swiftSettings: strict),
         .target(name: "VigilRules",
                 dependencies: ["VigilCore", "VigilExpression", "VigilFeatures", .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
@@ -51,7 +53,7 @@ let package = Package(
         .target(name: "VigilBacktest", dependencies: ["Vigil"], swiftSettings: strict),
         .executableTarget(name: "vigil",
                           dependencies: [
-                            "Vigil", "VigilSimulator", "VigilBacktest",
+                            "Vigil", "VigilSimulator", "VigilBacktest", "VigilRedis",
                             .product(name: "ArgumentParser", package: "swift-argument-parser"),
                             .product(name: "Logging", package: "swift-log"),
                           ],
@@ -63,6 +65,7 @@ let package = Package(
         .testTarget(name: "VigilRulesTests", dependencies: ["VigilRules"], swiftSettings: strict),
         .testTarget(name: "VigilModelsTests", dependencies: ["VigilModels"], swiftSettings: strict),
         .testTarget(name: "VigilDecisionTests", dependencies: ["VigilDecision"], swiftSettings: strict),
+        .testTarget(name: "VigilRedisTests", dependencies: ["VigilRedis", "Vigil", "VigilSimulator"], swiftSettings: strict),
         .testTarget(name: "VigilBacktestTests", dependencies: ["VigilBacktest", "VigilSimulator"], swiftSettings: strict),
         .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"],
                     swiftSettings: strict),

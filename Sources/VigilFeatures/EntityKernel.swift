@@ -75,6 +75,14 @@ public struct CurrentEvent {
     public var lon: Double
     /// Hashed values of the entity's tracked fields for this transaction, 0 when absent.
     public var tracked: UnsafeBufferPointer<UInt64>
+
+    public init(time: Int64, amount: Double, lat: Double, lon: Double, tracked: UnsafeBufferPointer<UInt64>) {
+        self.time = time
+        self.amount = amount
+        self.lat = lat
+        self.lon = lon
+        self.tracked = tracked
+    }
 }
 
 /// Computes an entity's features at time `t` from its events strictly before `t`.

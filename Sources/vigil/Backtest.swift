@@ -18,6 +18,12 @@ struct BacktestCommand: ParsableCommand {
     @Option(help: "Decision costs.") var costs: String?
     @Option(help: "Cards alerted per day for the top-k precision.") var topK: Int = 50
     @Option(help: "Report directory (scores.jsonl, report.json, report.html).") var report: String
+    @Option(help: "Transactions per batch (1 = the naive, one-at-a-time path).") var batchSize: Int = 256
+    @Option(help: "Ensemble evaluator: auto, native or capi.") var evaluator: Ensemble.Evaluator = .auto
+
+    func validate() throws {
+        guard (1...10_000).contains(batchSize) else { throw ValidationError("--batch-size must be 1…10000") }
+    }
 
     func run() throws {
         // Fail before the long part if the report cannot be written.
@@ -25,9 +31,11 @@ struct BacktestCommand: ParsableCommand {
         guard FileManager.default.isWritableFile(atPath: report) else { throw ValidationError("report directory \(report) is not writable") }
         var config = ScorerConfiguration(modelDirectory: model, rulesPath: rules, costsPath: costs)
         config.hasher = try HashSecret.fromEnvironment()
+        config.evaluator = evaluator
         let scorer = try Scorer(configuration: config)
         let (txs, _) = try InputReader.readAll(data, map: map)
         var options = Backtest.Options()
+        options.batchSize = batchSize
         options.from = try parseTime(from, "from") ?? .min
         options.to = try parseTime(to, "to") ?? .max
         options.labelDelay = try parseDuration(labelDelay, "label-delay")
@@ -78,3 +86,5 @@ struct Tune: ParsableCommand {
         print("chosen: \(best.name) → \(path)")
     }
 }
+
+extension Ensemble.Evaluator: ExpressibleByArgument {}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Vigil
+import VigilRedis
 
 struct Score: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Score transactions (JSONL or CSV) and write one verdict JSON per line.")
@@ -12,6 +13,7 @@ struct Score: ParsableCommand {
     @Option(help: "CSV mapping file (YAML); the input is then CSV with a header.") var map: String?
     @Option(help: "Verdicts file; default standard output.") var out: String?
     @Option(help: "Transactions per batch.") var batch: Int = 256
+    @Option(help: "Velocity store: 'memory' or a Redis URL (redis://[user@]host:port/db, unix:///path).") var store: String = "memory"
     @Option(help: "Replay the input's own labels into the store this long after each transaction (e.g. 7d), as the labels topic does online.")
     var labelDelay: String?
     @Flag(help: "Print throughput, latency and the verdict mix to standard error at the end.") var summary = false
@@ -23,7 +25,7 @@ struct Score: ParsableCommand {
     func run() throws {
         var config = ScorerConfiguration(modelDirectory: model, rulesPath: rules, costsPath: costs)
         config.hasher = try HashSecret.fromEnvironment()
-        let scorer = try Scorer(configuration: config)
+        let scorer = try Scorer(configuration: config, store: try StoreOption.factory(store))
         let output: FileHandle
         if let out {
             guard FileManager.default.createFile(atPath: out, contents: nil), let h = FileHandle(forWritingAtPath: out) else {
@@ -111,5 +113,22 @@ enum HashSecret {
         }
         if let s = env["VIGIL_HASH_SECRET"] { return try KeyedHasher(secret: Array(s.utf8)) }
         return .insecureDevelopmentKey
+    }
+}
+
+/// `memory` (default) or a Redis URL; `VIGIL_REDIS_PASSWORD` (or `…_FILE`) supplies the password
+/// so that it stays off the command line.
+enum StoreOption {
+    static func factory(_ text: String?) throws -> ((FeaturePlan) -> any VelocityStore)? {
+        guard let text, text != "memory" else { return nil }
+        var url = try RedisURL(text)
+        let env = ProcessInfo.processInfo.environment
+        if let file = env["VIGIL_REDIS_PASSWORD_FILE"], let data = FileManager.default.contents(atPath: file) {
+            url.password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        } else if let p = env["VIGIL_REDIS_PASSWORD"] {
+            url.password = p
+        }
+        let configuration = RedisConfiguration(url: url)
+        return { RedisVelocityStore(plan: $0, configuration: configuration) }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Vigil
+import VigilRedis
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train a model bundle on labelled history through the XGBoost C API.")
@@ -39,7 +40,7 @@ struct Features: ParsableCommand {
     @Option(help: "Transactions (JSONL, or CSV with --map).") var data: String?
     @Option(help: "CSV mapping file.") var map: String?
     @Option(help: "Feature spec; default: the built-in spec.") var spec: String?
-    @Option(help: "Velocity store: 'memory'.") var store: String = "memory"
+    @Option(help: "Velocity store: 'memory' or a Redis URL.") var store: String = "memory"
     @Option(help: "Output CSV.") var out: String?
     @Flag(help: "Print the built-in feature spec and exit.") var printDefault = false
 
@@ -49,11 +50,10 @@ struct Features: ParsableCommand {
             return
         }
         guard let data, let out else { throw ValidationError("--data and --out are required") }
-        guard store == "memory" else { throw ValidationError("--store: only 'memory' is available in this build") }
         let spec = try spec.map { try FeatureSpec.load(path: $0) } ?? .default
         let plan = try FeaturePlan(spec: spec)
         let engine = FeatureEngine(plan: plan, hasher: try HashSecret.fromEnvironment())
-        let memory = InMemoryVelocityStore(plan: plan)
+        let velocity = try StoreOption.factory(store)?(plan) ?? InMemoryVelocityStore(plan: plan)
         let (txs, _) = try InputReader.readAll(data, map: map)
         guard FileManager.default.createFile(atPath: out, contents: nil), let h = FileHandle(forWritingAtPath: out) else {
             throw ValidationError("cannot write \(out)")
@@ -62,7 +62,7 @@ struct Features: ParsableCommand {
         var i = 0
         while i < txs.count {
             let batch = Array(txs[i..<min(i + 256, txs.count)])
-            let m = try engine.features(batch, store: memory)
+            let m = try engine.features(batch, store: velocity)
             var text = ""
             for (r, tx) in batch.enumerated() {
                 text += csvField(tx.id) + "," + (tx.label.map { String($0) } ?? "")

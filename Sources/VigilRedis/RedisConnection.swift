@@ -1,0 +1,222 @@
+import CHiredis
+import Foundation
+import VigilFeatures
+
+/// Where Redis is: `redis://[user:password@]host[:port][/db]` or `unix:///path/to/socket[?db=N]`.
+///
+/// - Important: The password is never logged; ``description`` masks it. Prefer a password from
+///   the environment or a file (see `docs/redis.md`).
+public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
+    public enum Endpoint: Sendable, Hashable {
+        case tcp(host: String, port: Int)
+        case unix(path: String)
+    }
+    public var endpoint: Endpoint
+    public var user: String?
+    public var password: String?
+    public var database: Int
+
+    public init(endpoint: Endpoint, user: String? = nil, password: String? = nil, database: Int = 0) {
+        self.endpoint = endpoint
+        self.user = user
+        self.password = password
+        self.database = database
+    }
+
+    public init(_ text: String) throws(StoreError) {
+        guard let url = URLComponents(string: text), let scheme = url.scheme else {
+            throw StoreError(.protocolError, "not a Redis URL (redis://host:port/db or unix:///path)")
+        }
+        user = url.user.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding }
+        password = url.password?.removingPercentEncoding
+        switch scheme {
+        case "redis":
+            guard let host = url.host, !host.isEmpty else { throw StoreError(.protocolError, "Redis URL has no host") }
+            endpoint = .tcp(host: host, port: url.port ?? 6379)
+            let path = url.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            guard let db = path.isEmpty ? 0 : Int(path), db >= 0 else { throw StoreError(.protocolError, "Redis URL database must be a number") }
+            database = db
+        case "unix":
+            guard !url.path.isEmpty else { throw StoreError(.protocolError, "unix:// URL has no socket path") }
+            endpoint = .unix(path: url.path)
+            database = url.queryItems?.first { $0.name == "db" }?.value.flatMap(Int.init) ?? 0
+        default:
+            throw StoreError(.protocolError, "unsupported scheme '\(scheme)' (redis or unix)")
+        }
+    }
+
+    public var description: String {
+        let auth = user.map { "\($0):***@" } ?? (password != nil ? ":***@" : "")
+        switch endpoint {
+        case .tcp(let host, let port): return "redis://\(auth)\(host):\(port)/\(database)"
+        case .unix(let path): return "unix://\(auth)\(path)?db=\(database)"
+        }
+    }
+}
+
+/// A reply, copied out of hiredis's reply tree.
+public enum RedisReply: Sendable, Hashable {
+    case string([UInt8])
+    case integer(Int64)
+    case array([RedisReply])
+    case null
+    case status(String)
+    case error(String)
+
+    public var errorMessage: String? {
+        if case .error(let m) = self { return m }
+        return nil
+    }
+
+    init(_ r: UnsafePointer<redisReply>) {
+        switch r.pointee.type {
+        case REDIS_REPLY_STRING:
+            self = .string(Array(UnsafeRawBufferPointer(start: r.pointee.str, count: r.pointee.len)))
+        case REDIS_REPLY_INTEGER: self = .integer(r.pointee.integer)
+        case REDIS_REPLY_ARRAY:
+            var items: [RedisReply] = []
+            items.reserveCapacity(r.pointee.elements)
+            for i in 0..<r.pointee.elements {
+                if let e = r.pointee.element[i] { items.append(RedisReply(e)) } else { items.append(.null) }
+            }
+            self = .array(items)
+        case REDIS_REPLY_STATUS: self = .status(String(decoding: UnsafeRawBufferPointer(start: r.pointee.str, count: r.pointee.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR: self = .error(String(decoding: UnsafeRawBufferPointer(start: r.pointee.str, count: r.pointee.len), as: UTF8.self))
+        default: self = .null
+        }
+    }
+}
+
+/// Connection settings. Defaults suit a Redis on the same network.
+public struct RedisConfiguration: Sendable {
+    public var url: RedisURL
+    /// Default: 200 ms.
+    public var connectTimeout: Duration = .milliseconds(200)
+    /// Per round trip. Default: 50 ms — past it the batch degrades rather than waits.
+    public var readTimeout: Duration = .milliseconds(50)
+    /// Consecutive failures that open the circuit breaker. Default: 3.
+    public var breakerThreshold: Int = 3
+    /// How long the breaker stays open before one trial request; doubles on each failed trial up
+    /// to ``breakerMaxCooldown``. Default: 500 ms.
+    public var breakerCooldown: Duration = .milliseconds(500)
+    /// Default: 10 s.
+    public var breakerMaxCooldown: Duration = .seconds(10)
+    /// Key prefix (namespace). Default: `vigil`.
+    public var prefix: String = "vigil"
+
+    public init(url: RedisURL) { self.url = url }
+}
+
+/// One hiredis connection, owned: freed in `deinit`, re-established after an I/O error.
+///
+/// Not thread-safe on its own; ``RedisVelocityStore`` serialises use.
+final class RedisConnection {
+    private var context: UnsafeMutablePointer<redisContext>?
+    let configuration: RedisConfiguration
+
+    init(configuration: RedisConfiguration) { self.configuration = configuration }
+
+    deinit { if let context { redisFree(context) } }
+
+    static func timeval(_ d: Duration) -> timeval {
+        let us = d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000
+        return Glibc.timeval(tv_sec: Int(us / 1_000_000), tv_usec: Int(us % 1_000_000))
+    }
+
+    func disconnect() {
+        if let context { redisFree(context) }
+        context = nil
+    }
+
+    private func connect() throws(StoreError) -> UnsafeMutablePointer<redisContext> {
+        if let context { return context }
+        let c: UnsafeMutablePointer<redisContext>?
+        switch configuration.url.endpoint {
+        case .tcp(let host, let port): c = redisConnectWithTimeout(host, Int32(port), Self.timeval(configuration.connectTimeout))
+        case .unix(let path): c = redisConnectUnixWithTimeout(path, Self.timeval(configuration.connectTimeout))
+        }
+        guard let c else { throw StoreError(.unavailable, "cannot allocate a Redis context") }
+        if c.pointee.err != 0 {
+            let message = Self.errorString(c)
+            redisFree(c)
+            throw StoreError(.unavailable, "connect \(configuration.url): \(message)")
+        }
+        redisSetTimeout(c, Self.timeval(configuration.readTimeout))
+        redisEnableKeepAlive(c)
+        context = c
+        // AUTH (ACL user or default user) and SELECT, before anything else.
+        var setup: [[[UInt8]]] = []
+        if let password = configuration.url.password {
+            setup.append(["AUTH"].bytes + (configuration.url.user.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)])
+        }
+        if configuration.url.database != 0 { setup.append(["SELECT", String(configuration.url.database)].bytes) }
+        if !setup.isEmpty {
+            let replies = try pipeline(setup)
+            if let e = replies.compactMap(\.errorMessage).first {
+                disconnect()
+                // The server's message, never the password.
+                throw StoreError(.unavailable, "Redis refused AUTH/SELECT: \(e)")
+            }
+        }
+        return c
+    }
+
+    static func errorString(_ c: UnsafeMutablePointer<redisContext>) -> String {
+        withUnsafeBytes(of: c.pointee.errstr) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+
+    /// Sends every command, then reads every reply: one round trip.
+    /// - Throws: ``StoreError`` `.timeout` or `.unavailable` on an I/O error (the connection is
+    ///   dropped and re-established on the next call). Redis error replies are returned, not thrown.
+    func pipeline(_ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+        let c = try connect()
+        for command in commands {
+            var lengths = command.map { $0.count }
+            let rc: Int32 = withArgv(command) { argv in
+                redisAppendCommandArgv(c, Int32(command.count), argv, &lengths)
+            }
+            guard rc == 0 else {
+                let message = Self.errorString(c)
+                disconnect()
+                throw StoreError(.unavailable, "append: \(message)")
+            }
+        }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands {
+            var raw: UnsafeMutableRawPointer?
+            guard redisGetReply(c, &raw) == 0, let raw else {
+                let message = Self.errorString(c)
+                let timedOut = message.contains("temporarily unavailable") || message.contains("timed out") || message.contains("Timeout")
+                disconnect()
+                throw StoreError(timedOut ? .timeout : .unavailable, "\(configuration.url): \(message.isEmpty ? "connection lost" : message)")
+            }
+            let reply = raw.assumingMemoryBound(to: redisReply.self)
+            replies.append(RedisReply(reply))
+            freeReplyObject(raw)
+        }
+        return replies
+    }
+
+    private func withArgv<R>(_ command: [[UInt8]], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>) -> R) -> R {
+        // Keep every argument's storage alive while hiredis copies it into its output buffer.
+        let joined = command.reduce(into: [UInt8]()) { $0 += $1 }
+        return joined.withUnsafeBufferPointer { buf in
+            var pointers: [UnsafePointer<CChar>?] = []
+            pointers.reserveCapacity(command.count)
+            var offset = 0
+            let base = buf.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(bitPattern: 1)!
+            for arg in command {
+                pointers.append((base + offset).assumingMemoryBound(to: CChar.self))
+                offset += arg.count
+            }
+            return pointers.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+        }
+    }
+}
+
+extension Array where Element == String {
+    var bytes: [[UInt8]] { map { [UInt8]($0.utf8) } }
+}

@@ -1,0 +1,237 @@
+import Foundation
+import Testing
+@testable import Vigil
+@testable import VigilRedis
+import VigilSimulator
+
+let paritySpec = """
+    entities:
+      card: card_id
+      device: device_id
+      merchant: merchant_id
+    fields: [amount]
+    aggregates:
+      - entity: card
+        windows: [1m, 10m, 1h]
+        ops: [count, sum, mean, std, max, distinct(merchant_id)]
+      - entity: card
+        name: big
+        filter: amount > 50
+        windows: [10m]
+        ops: [count, sum]
+      - entity: device
+        windows: [1h]
+        ops: [count, distinct(card_id)]
+      - entity: merchant
+        windows: [10m, 1h]
+        ops: [count, mean]
+    profiles:
+      - entity: card
+        history: 1h
+        features: [amount_zscore, amount_ratio, secs_since_last, distance_km, speed_kmh]
+        first_seen: [device_id]
+    risk:
+      - entity: merchant
+        windows: [1h]
+    """
+
+/// A stream with out-of-order events, duplicates (redeliveries), idle gaps and missing fields.
+func hostileStream(count: Int, seed: UInt64) -> [Transaction] {
+    var state = seed
+    func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    var t: Int64 = 1_767_225_600_000
+    var out: [Transaction] = []
+    for i in 0..<count {
+        t += Int64(next() % 30_000)
+        if next() % 200 == 0 { t += 2 * 3_600_000 }  // everyone idle past every window
+        var ts = t
+        if next() % 8 == 0 { ts -= Int64(next() % 600_000) }  // late event
+        let hasLoc = next() % 2 == 0
+        let tx = Transaction(
+            id: "t\(i)", timestamp: ts, amount: Double(next() % 20_000) / 100, cardID: next() % 15 == 0 ? nil : "4000\(next() % 20)",
+            merchantID: next() % 5 == 0 ? nil : "m\(next() % 6)", deviceID: next() % 3 == 0 ? nil : "d\(next() % 8)",
+            lat: hasLoc ? Double(next() % 120) - 60 : nil, lon: hasLoc ? Double(next() % 200) - 100 : nil)
+        out.append(tx)
+        if next() % 25 == 0, let prior = out.dropLast().randomElement(using: &SystemRandomNumberGeneratorStub.shared) { out.append(prior) }
+    }
+    return out
+}
+
+/// Deterministic stand-in so `randomElement` repeats across runs.
+struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
+    nonisolated(unsafe) static var shared = SystemRandomNumberGeneratorStub()
+    var s: UInt64 = 42
+    mutating func next() -> UInt64 {
+        s = s &* 6364136223846793005 &+ 1442695040888963407
+        return s
+    }
+}
+
+@Suite(.serialized) struct RedisStoreTests {
+    let plan = try! FeaturePlan(spec: FeatureSpec.parse(paritySpec))
+
+    func runBoth(_ txs: [Transaction], redis: RedisVelocityStore, batch: Int, labelsEvery: Int = 0) throws -> (FeatureMatrix, FeatureMatrix) {
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        let memory = InMemoryVelocityStore(plan: plan)
+        var a = FeatureMatrix(schema: plan.schema, rows: txs.count), b = a
+        var i = 0
+        var n = 0
+        while i < txs.count {
+            let slice = Array(txs[i..<min(i + batch, txs.count)])
+            let events = engine.events(for: slice)
+            var ma = FeatureMatrix(schema: plan.schema, rows: slice.count), mb = ma
+            try memory.process(events, into: &ma)
+            try redis.process(events, into: &mb)
+            a.values.replaceSubrange((i * plan.schema.count)..<((i + slice.count) * plan.schema.count), with: ma.values)
+            b.values.replaceSubrange((i * plan.schema.count)..<((i + slice.count) * plan.schema.count), with: mb.values)
+            n += 1
+            if labelsEvery > 0, n % labelsEvery == 0 {
+                let labels = txs[max(0, i - 200)..<i].filter { $0.amount > 150 }.map { (engine.idHash($0.id), true) }
+                #expect(try memory.apply(labels: labels) == (try redis.apply(labels: labels)))
+            }
+            i += batch
+        }
+        return (a, b)
+    }
+
+    func expectIdentical(_ a: FeatureMatrix, _ b: FeatureMatrix) {
+        var differences = 0
+        for r in 0..<a.rows {
+            for c in 0..<a.columns where a[r, c].bitPattern != b[r, c].bitPattern {
+                if differences < 5 { Issue.record("row \(r) \(a.schema.names[c]): memory \(a[r, c]) redis \(b[r, c])") }
+                differences += 1
+            }
+        }
+        #expect(differences == 0)
+    }
+
+    @Test(arguments: [1, 17, 256])
+    func parityWithTheInMemoryStore(batch: Int) throws {
+        let server = try RedisServer()
+        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let txs = hostileStream(count: 2500, seed: UInt64(batch))
+        let (a, b) = try runBoth(txs, redis: redis, batch: batch, labelsEvery: 5)
+        expectIdentical(a, b)
+        // One round trip per batch (plus one per label application: read records, then write).
+        let batches = (txs.count + batch - 1) / batch
+        #expect(redis.roundTrips <= batches + 2 * (batches / 5))
+    }
+
+    @Test func redeliveryIsIdempotent() throws {
+        let server = try RedisServer()
+        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        // In event-time order: a late event arriving between the two deliveries would rightly
+        // change the features (it happened before), in either store.
+        var seen = Set<String>()
+        let txs = hostileStream(count: 400, seed: 9).sorted { $0.timestamp < $1.timestamp }.filter { seen.insert($0.id).inserted }
+        let first = try engine.features(txs, store: redis)
+        let card = engine.hasher.hash("40001") | 1
+        let before = try redis.command(["ZCARD", "vigil:e:{0:\(KeyedHasher.hex(card))}"])
+        let again = try engine.features(txs, store: redis)
+        #expect(try redis.command(["ZCARD", "vigil:e:{0:\(KeyedHasher.hex(card))}"]) == before)
+        expectIdentical(first, again)
+    }
+
+    @Test func keysAreHashedTaggedAndExpire() throws {
+        let server = try RedisServer()
+        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        let txs = hostileStream(count: 200, seed: 4)
+        _ = try engine.features(txs, store: redis)
+        guard case .array(let keys) = try redis.command(["KEYS", "*"]) else { Issue.record("no keys"); return }
+        let names = keys.compactMap { if case .string(let b) = $0 { String(decoding: b, as: UTF8.self) } else { nil } }
+        #expect(names.count > 20)
+        for name in names {
+            #expect(name.hasPrefix("vigil:") && name.contains("{") && name.hasSuffix("}"), "\(name)")
+            for raw in Set(txs.compactMap(\.cardID)) { #expect(!name.contains(raw), "\(name) contains \(raw)") }
+            guard case .integer(let ttl) = try redis.command(["PTTL", name]) else { Issue.record("PTTL"); continue }
+            #expect(ttl > 0 && ttl <= plan.retention + 86_400_000, "\(name) ttl \(ttl)")
+        }
+    }
+
+    @Test func stoppedRedisOpensTheBreakerAndTheScorerDegradesThenRecovers() throws {
+        let server = try RedisServer()
+        let port = server.port
+        var configuration = RedisConfiguration(url: try RedisURL(server.url))
+        configuration.breakerCooldown = .milliseconds(100)
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let scorer = try Scorer(configuration: ScorerConfiguration(modelDirectory: root + "/models/default"),
+                                store: { RedisVelocityStore(plan: $0, configuration: configuration) })
+        let redis = scorer.store as! RedisVelocityStore
+        let stream = Simulator(options: .init(transactions: 3000, days: 1, seed: 8)).generate()
+        #expect(scorer.score(Array(stream[0..<100])).allSatisfy { !$0.degraded })
+        server.stop()
+        for k in 0..<5 {
+            let v = scorer.score(Array(stream[(100 + k * 10)..<(110 + k * 10)]))
+            #expect(v.allSatisfy { $0.degraded && $0.reasons.contains { $0.kind == .degraded } })
+        }
+        #expect(redis.isCircuitOpen)
+        // Open breaker: no connection attempt, so a degraded batch costs no timeout.
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        _ = scorer.score(Array(stream[200..<210]))
+        #expect(clock.now - t0 < .milliseconds(150))
+        let restarted = try RedisServer(port: port)
+        defer { restarted.stop() }
+        try? await_(milliseconds: 250)  // past the cooldown
+        var recovered = false
+        for k in 0..<20 where !recovered {
+            recovered = scorer.score(Array(stream[(300 + k * 10)..<(310 + k * 10)])).allSatisfy { !$0.degraded }
+            if !recovered { try? await_(milliseconds: 100) }
+        }
+        #expect(recovered && !redis.isCircuitOpen)
+    }
+
+    @Test func restartWithPersistenceKeepsParity() throws {
+        let port = RedisServer.freePort()
+        var server: RedisServer? = try RedisServer(extra: ["--appendonly", "yes", "--appendfsync", "always"], port: port)
+        let dir = server!.directory
+        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL("redis://127.0.0.1:\(port)")))
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        let memory = InMemoryVelocityStore(plan: plan)
+        let txs = hostileStream(count: 1200, seed: 77)
+        for (k, start) in stride(from: 0, to: txs.count, by: 100).enumerated() {
+            if k == 6 {  // Redis restarts mid-stream, reloading its append-only file
+                server!.stop()
+                let pid = try RedisServer.spawn(["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--dir", dir])
+                defer { RedisServer.kill(pid) }
+                try? await_(milliseconds: 300)
+                let slice = Array(txs[start..<min(start + 100, txs.count)])
+                var outcome: FeatureMatrix?
+                for _ in 0..<20 where outcome == nil {  // reconnects by itself
+                    outcome = try? engine.features(slice, store: redis)
+                    if outcome == nil { try? await_(milliseconds: 150) }
+                }
+                let expected = try engine.features(slice, store: memory)
+                expectIdentical(expected, try #require(outcome))
+                server = nil
+                return
+            }
+            let slice = Array(txs[start..<min(start + 100, txs.count)])
+            expectIdentical(try engine.features(slice, store: memory), try engine.features(slice, store: redis))
+        }
+    }
+
+    @Test func urlsAndAuth() throws {
+        let u = try RedisURL("redis://alice:s3cret@10.0.0.5:6380/2")
+        #expect(u.endpoint == .tcp(host: "10.0.0.5", port: 6380) && u.user == "alice" && u.password == "s3cret" && u.database == 2)
+        #expect(!u.description.contains("s3cret"))
+        #expect(try RedisURL("unix:///run/redis.sock?db=3").endpoint == .unix(path: "/run/redis.sock"))
+        #expect(throws: StoreError.self) { try RedisURL("http://x") }
+        // An ACL user with a password.
+        let server = try RedisServer(extra: ["--user", "vigil", "on", ">pw-for-test", "~vigil:*", "+@all", "--user", "default", "off"])
+        let ok = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL("redis://vigil:pw-for-test@127.0.0.1:\(server.port)")))
+        #expect(try ok.command(["PING"]) == .status("PONG"))
+        let bad = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL("redis://vigil:wrong@127.0.0.1:\(server.port)")))
+        #expect { try bad.command(["PING"]) } throws: { e in "\(e)".contains("AUTH") && !"\(e)".contains("wrong") }
+    }
+}
+
+func await_(milliseconds: Int) throws { usleep(UInt32(milliseconds * 1000)) }
