@@ -98,11 +98,21 @@ public struct BacktestReport: Codable, Sendable {
         }
         let n = Double(max(labelled.count, 1))
         let realised = labelled.reduce(0) { $0 + cost($1, $1.action) } / n
-        let approveAll = labelled.reduce(0) { $0 + cost($1, .approve) } / n
+        // Each transaction priced once per action; the threshold curve then sums over the ranking.
+        let approveCost = labelled.map { cost($0, .approve) }, blockCost = labelled.map { cost($0, .block) }
+        let approveAll = approveCost.reduce(0, +) / n
+        let ascending = labelled.indices.sorted { labelled[$0].score < labelled[$1].score }
+        var approveBelow = [0.0]  // cost of approving the i lowest scores
+        approveBelow.reserveCapacity(ascending.count + 1)
+        for i in ascending { approveBelow.append(approveBelow.last! + approveCost[i]) }
+        var blockAbove = [Double](repeating: 0, count: ascending.count + 1)  // cost of blocking from position i up
+        for k in stride(from: ascending.count - 1, through: 0, by: -1) { blockAbove[k] = blockAbove[k + 1] + blockCost[ascending[k]] }
         var byThreshold: [Point] = []
+        var position = 0
         for step in 0...100 {
             let t = Double(step) / 100
-            byThreshold.append(Point(x: t, y: labelled.reduce(0) { $0 + cost($1, $1.score >= t ? .block : .approve) } / n))
+            while position < ascending.count, labelled[ascending[position]].score < t { position += 1 }
+            byThreshold.append(Point(x: t, y: (approveBelow[position] + blockAbove[position]) / n))
         }
 
         // Precision of the top k cards per day.
