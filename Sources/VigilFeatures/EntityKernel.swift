@@ -242,3 +242,45 @@ public enum EntityKernel {
         for o in plan.outputs { row[o.column] = .nan }
     }
 }
+
+extension EventBatch {
+    /// The walk every store does: for each transaction in order and each of its entities,
+    /// evaluate the kernel on the entity's events (strictly before the transaction), then record
+    /// the transaction locally unless it was seen before — so later transactions of the batch see
+    /// earlier ones. Stores differ only in where the events live (`withEvents`).
+    ///
+    /// - Parameters:
+    ///   - duplicate: whether transaction `i` was recorded before (a redelivery).
+    ///   - withEvents: gives in-place access to an entity's events (creating them if new).
+    public func walk(
+        plan: FeaturePlan, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool,
+        withEvents: (_ entity: Int, _ key: UInt64, _ body: (inout EntityEvents) -> Void) -> Void
+    ) {
+        let columns = matrix.columns
+        var scratch = plan.entities.map(EntityKernel.Scratch.init)
+        matrix.values.withUnsafeMutableBufferPointer { values in
+            tracked.withUnsafeBufferPointer { tracked in
+                for i in 0..<count {
+                    let row = values.baseAddress! + i * columns
+                    let seen = duplicate(i)
+                    for (e, ep) in plan.entities.enumerated() {
+                        let key = keys[i * entityCount + e]
+                        guard key != 0 else {
+                            EntityKernel.missing(plan: ep, row: row)
+                            continue
+                        }
+                        let own = UnsafeBufferPointer(rebasing: tracked[(i * trackedTotal + trackedOffsets[e])...].prefix(ep.tracked.count))
+                        let current = CurrentEvent(time: times[i], amount: amounts[i], lat: lats[i], lon: lons[i], tracked: own)
+                        withEvents(e, key) { events in
+                            EntityKernel.evaluate(events, plan: ep, current: current, row: row, scratch: &scratch[e])
+                            guard !seen, events.index(time: times[i], id: ids[i]) == nil else { return }
+                            events.insert(
+                                time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
+                                filterBits: filterBits[i * entityCount + e], label: 0, tracked: own)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

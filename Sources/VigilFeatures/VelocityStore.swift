@@ -130,48 +130,23 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
         let plan = self.plan
-        let columns = matrix.columns
-        // Kernel working memory for this batch (allocated once per batch, not per transaction).
-        var scratch = plan.entities.map(EntityKernel.Scratch.init)
+        let lateness = allowedLateness
         state.withLock { s in
-            matrix.values.withUnsafeMutableBufferPointer { values in
-                batch.tracked.withUnsafeBufferPointer { tracked in
-                    for i in 0..<batch.count {
-                        let row = values.baseAddress! + i * columns
-                        let id = batch.ids[i]
-                        let t = batch.times[i]
-                        let duplicate = s.transactions[id] != nil
-                        var keys: [UInt64] = []
-                        keys.reserveCapacity(plan.entities.count)
-                        for (e, ep) in plan.entities.enumerated() {
-                            let key = batch.keys[i * batch.entityCount + e]
-                            keys.append(key)
-                            guard key != 0 else {
-                                EntityKernel.missing(plan: ep, row: row)
-                                continue
-                            }
-                            let own = UnsafeBufferPointer(
-                                rebasing: tracked[(i * batch.trackedTotal + batch.trackedOffsets[e])...].prefix(ep.tracked.count))
-                            let current = CurrentEvent(time: t, amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i], tracked: own)
-                            // One in-place access to the entity's columns: read, then record.
-                            func update(_ events: inout EntityEvents) {
-                                EntityKernel.evaluate(events, plan: ep, current: current, row: row, scratch: &scratch[e])
-                                guard !duplicate else { return }
-                                events.insert(
-                                    time: t, id: id, amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i],
-                                    filterBits: batch.filterBits[i * batch.entityCount + e], label: 0, tracked: own)
-                                let keep = t - ep.retention - allowedLateness
-                                if events.times[0] < keep { events.trim(before: keep) }
-                            }
-                            update(&s.entities[e][key, default: EntityEvents(trackedCount: ep.tracked.count)])
-                        }
-                        if !duplicate {
-                            s.transactions[id] = (t, keys)
-                            s.newest = max(s.newest, t)
-                            s.sinceSweep += 1
-                        }
-                    }
-                }
+            // Idempotence: a transaction id already recorded is a redelivery.
+            let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil }
+            var seenInBatch = Set<UInt64>()
+            batch.walk(plan: plan, into: &matrix, duplicate: { duplicates[$0] }) { e, key, body in
+                let keep = s.entities[e][key]?.times.last.map { $0 - plan.entities[e].retention - lateness }
+                body(&s.entities[e][key, default: EntityEvents(trackedCount: plan.entities[e].tracked.count)])
+                if let keep, let first = s.entities[e][key]?.times.first, first < keep { s.entities[e][key]!.trim(before: keep) }
+            }
+            for i in 0..<batch.count where !duplicates[i] && seenInBatch.insert(batch.ids[i]).inserted {
+                var keys: [UInt64] = []
+                keys.reserveCapacity(batch.entityCount)
+                for e in 0..<batch.entityCount { keys.append(batch.keys[i * batch.entityCount + e]) }
+                s.transactions[batch.ids[i]] = (batch.times[i], keys)
+                s.newest = max(s.newest, batch.times[i])
+                s.sinceSweep += 1
             }
             if s.sinceSweep >= 65_536 { sweep(&s) }
         }

@@ -222,34 +222,10 @@ public final class RedisVelocityStore: VelocityStore {
         for i in 0..<batch.count {
             if let m = replies[setBase + i].errorMessage { throw StoreError(.protocolError, "SET: \(m)") }
         }
-        // Evaluate in batch order, exactly as the in-memory store does.
-        let columns = matrix.columns
-        var scratch = plan.entities.map(EntityKernel.Scratch.init)
-        matrix.values.withUnsafeMutableBufferPointer { values in
-            batch.tracked.withUnsafeBufferPointer { tracked in
-                for i in 0..<batch.count {
-                    let row = values.baseAddress! + i * columns
-                    // SET NX answered nil: this transaction was recorded before (a redelivery).
-                    let duplicate = replies[setBase + i] == .null
-                    for (e, ep) in plan.entities.enumerated() {
-                        let key = batch.keys[i * batch.entityCount + e]
-                        guard key != 0 else {
-                            EntityKernel.missing(plan: ep, row: row)
-                            continue
-                        }
-                        let own = UnsafeBufferPointer(
-                            rebasing: tracked[(i * batch.trackedTotal + batch.trackedOffsets[e])...].prefix(ep.tracked.count))
-                        let current = CurrentEvent(time: batch.times[i], amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i], tracked: own)
-                        let slot = Slot(e: e, key: key)
-                        EntityKernel.evaluate(entities[slot]!, plan: ep, current: current, row: row, scratch: &scratch[e])
-                        if !duplicate, entities[slot]!.index(time: batch.times[i], id: batch.ids[i]) == nil {
-                            entities[slot]!.insert(
-                                time: batch.times[i], id: batch.ids[i], amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i],
-                                filterBits: batch.filterBits[i * batch.entityCount + e], label: 0, tracked: own)
-                        }
-                    }
-                }
-            }
+        // Evaluate in batch order, exactly as the in-memory store does. SET NX answered nil: the
+        // transaction was recorded before (a redelivery).
+        batch.walk(plan: plan, into: &matrix, duplicate: { replies[setBase + $0] == .null }) { e, key, body in
+            body(&entities[Slot(e: e, key: key), default: EntityEvents(trackedCount: plan.entities[e].tracked.count)])
         }
     }
 
