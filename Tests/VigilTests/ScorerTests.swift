@@ -57,10 +57,17 @@ final class DownStore: VelocityStore {
         let result = scorer.evaluate(batch)
         #expect(result.verdicts.count == 512)
         #expect(result.verdicts.map(\.transactionID) == batch.map(\.id))
-        // The ensemble's probability is the calibrated weighted margin of the C API's members.
-        let ensemble = try Ensemble(directory: Fixture.bundle)
-        let direct = ensemble.score(result.features.values, rows: 512)
-        for (v, p) in zip(result.verdicts, direct.probabilities) { #expect(v.probability == p) }
+        // The scorer's probability is the calibrated weighted margin of the members as the
+        // XGBoost C API computes them (the scorer itself runs the native evaluator).
+        let capi = try Ensemble(directory: Fixture.bundle, evaluator: .capi)
+        let direct = capi.score(result.features.values, rows: 512)
+        for (v, p) in zip(result.verdicts, direct.probabilities) { #expect(abs(v.probability - p) <= 1e-6) }
+        let manifest = try Manifest.load(directory: Fixture.bundle)
+        for (m, member) in manifest.members.enumerated() {
+            let booster = try Booster(path: Fixture.bundle + "/" + member.file)
+            let reference = try result.features.values.withUnsafeBufferPointer { try booster.probabilities($0, rows: 512, columns: result.features.columns) }
+            for r in 0..<512 { #expect(abs(result.verdicts[r].memberScores[m].probability - Double(reference[r])) <= 1e-6) }
+        }
         #expect(result.verdicts.allSatisfy { !$0.degraded && $0.memberScores.count == 2 })
         #expect(Set(result.verdicts.map(\.action)).count >= 2)
     }
