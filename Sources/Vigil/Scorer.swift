@@ -36,6 +36,9 @@ public struct ScorerConfiguration: Sendable {
     /// Which evaluator scores the ensemble. Default: ``Ensemble/Evaluator/auto`` (native when the
     /// bundle loads into it, the XGBoost C API otherwise).
     public var evaluator: Ensemble.Evaluator = .auto
+    /// Time a member may take on a batch before it is dropped from that batch (degraded verdicts
+    /// instead of a late answer). Default: nil, no limit.
+    public var memberBudget: Duration?
 
     public init(modelDirectory: String, featureSpecPath: String? = nil, rulesPath: String? = nil, costsPath: String? = nil) {
         self.modelDirectory = modelDirectory
@@ -150,7 +153,7 @@ public final class Scorer: Sendable {
         let outcomes = c.rules.evaluate(batch, features: matrix)
         latency.rules = lap()
 
-        let scores = c.ensemble.score(matrix.values, rows: batch.count)
+        let scores = c.ensemble.score(matrix.values, rows: batch.count, budget: c.configuration.memberBudget)
         if scores.degraded {
             logger.warning("ensemble member failed; dropped for this batch", metadata: ["failures": "\(scores.failures.map(\.member))"])
         }

@@ -99,17 +99,26 @@ public final class Ensemble: Sendable {
         public var degraded: Bool { !failures.isEmpty }
     }
 
-    /// Scores `rows` rows of the row-major matrix `values` (one C-API call per member).
-    public func score(_ values: [Float], rows: Int) -> Scores {
+    /// Scores `rows` rows of the row-major matrix `values` (one call per member).
+    ///
+    /// - Parameter budget: a member that takes longer than this on the batch is dropped from it
+    ///   (its result discarded, the scores marked degraded) — the same as a member that fails.
+    public func score(_ values: [Float], rows: Int, budget: Duration? = nil) -> Scores {
         let columns = manifest.features.names.count
         var margins = [Double](repeating: 0, count: rows)
         var totalWeight = 0.0
         var memberProbabilities: [[Double]] = []
         var failures: [(String, String)] = []
         values.withUnsafeBufferPointer { v in
+            let clock = ContinuousClock()
             for m in members {
                 do {
+                    let started = clock.now
                     let out = try m.native?.margins(v, rows: rows) ?? m.booster.margins(v, rows: rows, columns: columns)
+                    let took = clock.now - started
+                    if let budget, took > budget {
+                        throw XGBoostError(operation: "predict", message: "over its \(budget) budget (took \(took))")
+                    }
                     for r in 0..<rows { margins[r] += m.weight * Double(out[r]) }
                     totalWeight += m.weight
                     memberProbabilities.append(out.map { sigmoid(Double($0)) })

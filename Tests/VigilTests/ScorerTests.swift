@@ -108,6 +108,19 @@ final class DownStore: VelocityStore {
         #expect(closed.score(batch).allSatisfy { $0.degraded && $0.action >= .review })
     }
 
+    @Test func membersOverTheirBudgetAreDroppedAndVerdictsDegrade() throws {
+        var c = ScorerConfiguration(modelDirectory: Fixture.bundle)
+        c.memberBudget = .nanoseconds(1)  // no member can make it
+        let v = try Scorer(configuration: c).score(Array(Fixture.stream.prefix(50)))
+        #expect(v.allSatisfy { $0.degraded && $0.probability.isNaN && $0.action == .review })  // the costs' fallback
+        #expect(v.allSatisfy { $0.reasons.filter { $0.code == "member_failed" }.count == 2 })
+        #expect(v.allSatisfy { $0.memberScores.allSatisfy { $0.probability.isNaN } })
+        c.memberBudget = .seconds(10)
+        #expect(try Scorer(configuration: c).score(Array(Fixture.stream.prefix(50))).allSatisfy { !$0.degraded })
+        // The verdict JSON stays valid with a missing probability.
+        #expect((try? JSONSerialization.jsonObject(with: Data(v[0].json().utf8))) != nil)
+    }
+
     @Test func failedReloadKeepsWhatRuns() throws {
         let good = Fixture.write("version: r1\nrules:\n  - id: big\n    when: amount > 100000\n    action: block\n", "rules.yaml")
         let scorer = try Fixture.scorer(rules: good)
