@@ -1,7 +1,7 @@
 import VigilCore
 
 extension Transaction: ExpressionContext {
-    public static let numberFields = TransactionField.allCases
+    public static let allFields = TransactionField.allCases
     /// Transaction fields by name: numeric fields as numbers, the rest as strings. The label is
     /// not visible: nothing that scores may read it.
     public static let scope: Scope = {
@@ -15,8 +15,8 @@ extension Transaction: ExpressionContext {
         return Scope(b)
     }()
 
-    public func number(_ slot: Int) -> Double { number(Transaction.numberFields[slot]) }
-    public func string(_ slot: Int) -> String? { string(Transaction.numberFields[slot]) }
+    public func number(_ slot: Int) -> Double { number(Transaction.allFields[slot]) }
+    public func string(_ slot: Int) -> String? { string(Transaction.allFields[slot]) }
     public func list(_ slot: Int, contains value: String) -> Bool { false }
 }
 

@@ -256,8 +256,8 @@ public struct RowContext: ExpressionContext {
 
     @inline(__always)
     public func number(_ slot: Int) -> Double {
-        slot >= 0 ? Double(row[slot]) : transaction.number(Transaction.numberFields[-1 - slot])
+        slot >= 0 ? Double(row[slot]) : transaction.number(Transaction.allFields[-1 - slot])
     }
-    public func string(_ slot: Int) -> String? { transaction.string(Transaction.numberFields[slot]) }
+    public func string(_ slot: Int) -> String? { transaction.string(Transaction.allFields[slot]) }
     public func list(_ slot: Int, contains value: String) -> Bool { false }
 }

@@ -124,8 +124,3 @@ func parseDuration(_ s: String, _ name: String) throws -> Int64 {
     guard let ms = DurationText.milliseconds(s) else { throw ValidationError("--\(name): '\(s)' is not a duration (e.g. 7d, 12h)") }
     return ms
 }
-
-extension Timestamp {
-    /// Also accepts a bare date (`2026-01-20`, midnight UTC) on the command line.
-    static func parseDateOrTime(_ s: String) -> Int64? { parseISO8601(s) }
-}
