@@ -20,19 +20,33 @@ public struct FeatureEngine: Sendable {
     /// Hashes identifiers and evaluates filters: what the store records of each transaction.
     public func events(for transactions: [Transaction]) -> EventBatch {
         var b = EventBatch(plan: plan, capacity: transactions.count)
+        // A field is often both a key and a tracked value (device_id: the device's key, and tracked
+        // by card and customer): hash each field once per transaction.
+        let fields = TransactionField.allCases
+        var hashes = [UInt64](repeating: 0, count: fields.count)
+        var done = [Bool](repeating: false, count: fields.count)
         for tx in transactions {
+            for k in done.indices { done[k] = false }
+            func hashed(_ f: TransactionField) -> UInt64 {
+                let k = fields.firstIndex(of: f)!
+                if !done[k] {
+                    // 0 means absent, so a real hash is never 0.
+                    hashes[k] = tx.string(f).map { hasher.hash($0) | 1 } ?? 0
+                    done[k] = true
+                }
+                return hashes[k]
+            }
             b.ids.append(idHash(tx.id))
             b.times.append(tx.timestamp)
             b.amounts.append(tx.amount)
             b.lats.append(tx.lat ?? .nan)
             b.lons.append(tx.lon ?? .nan)
             for e in plan.entities {
-                // 0 means absent, so a real hash is never 0.
-                b.keys.append(tx.string(e.field).map { hasher.hash($0) | 1 } ?? 0)
+                b.keys.append(hashed(e.field))
                 var bits: UInt8 = 0
                 for (k, f) in e.filters.enumerated() where f(tx) { bits |= 1 << UInt8(k) }
                 b.filterBits.append(bits)
-                for f in e.tracked { b.tracked.append(tx.string(f).map { hasher.hash($0) | 1 } ?? 0) }
+                for f in e.tracked { b.tracked.append(hashed(f)) }
             }
         }
         return b
