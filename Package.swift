@@ -12,12 +12,17 @@ let package = Package(
         .library(name: "Vigil", targets: ["Vigil"]),
         .library(name: "VigilSimulator", targets: ["VigilSimulator"]),
         .library(name: "VigilRedis", targets: ["VigilRedis"]),
+        .library(name: "VigilKafka", targets: ["VigilKafka"]),
         .executable(name: "vigil", targets: ["vigil"]),
+        .executable(name: "vigild", targets: ["vigild"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C libraries, each wrapped by exactly one Swift module.
@@ -51,9 +56,29 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "VigilSimulator", dependencies: ["VigilCore"], swiftSettings: strict),
         .target(name: "VigilBacktest", dependencies: ["Vigil"], swiftSettings: strict),
+        .target(name: "VigilKafka", dependencies: ["CRdKafka"], swiftSettings: strict),
+        // The daemon: Kafka in, verdicts out, admin HTTP. `vigild` is its thin command line.
+        .target(name: "VigilDaemon",
+                dependencies: [
+                    "Vigil", "VigilKafka", "VigilRedis",
+                    .product(name: "Hummingbird", package: "hummingbird"),
+                    .product(name: "Prometheus", package: "swift-prometheus"),
+                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                    .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                    .product(name: "Logging", package: "swift-log"),
+                    .product(name: "Yams", package: "Yams"),
+                ],
+                swiftSettings: strict),
+        .executableTarget(name: "vigild",
+                          dependencies: [
+                            "Vigil", "VigilDaemon",
+                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                            .product(name: "Logging", package: "swift-log"),
+                          ],
+                          swiftSettings: strict),
         .executableTarget(name: "vigil",
                           dependencies: [
-                            "Vigil", "VigilSimulator", "VigilBacktest", "VigilRedis",
+                            "Vigil", "VigilSimulator", "VigilBacktest", "VigilRedis", "VigilKafka",
                             .product(name: "ArgumentParser", package: "swift-argument-parser"),
                             .product(name: "Logging", package: "swift-log"),
                           ],
@@ -68,6 +93,9 @@ let package = Package(
         .testTarget(name: "VigilRedisTests", dependencies: ["VigilRedis", "Vigil", "VigilSimulator"], swiftSettings: strict),
         .testTarget(name: "VigilBacktestTests", dependencies: ["VigilBacktest", "VigilSimulator"], swiftSettings: strict),
         .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"],
+                    swiftSettings: strict),
+        .testTarget(name: "VigilKafkaTests", dependencies: ["VigilKafka"], swiftSettings: strict),
+        .testTarget(name: "VigilDaemonTests", dependencies: ["VigilDaemon", "VigilKafka", "VigilSimulator"],
                     swiftSettings: strict),
     ]
 )

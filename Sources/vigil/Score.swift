@@ -104,15 +104,7 @@ struct ScoreStats {
 /// Without either, the development key (fine for simulated data, never for real cards).
 enum HashSecret {
     static func fromEnvironment() throws -> KeyedHasher {
-        let env = ProcessInfo.processInfo.environment
-        if let file = env["VIGIL_HASH_SECRET_FILE"] {
-            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read VIGIL_HASH_SECRET_FILE") }
-            var bytes = [UInt8](data)
-            while bytes.last == 10 || bytes.last == 13 { bytes.removeLast() }
-            return try KeyedHasher(secret: bytes)
-        }
-        if let s = env["VIGIL_HASH_SECRET"] { return try KeyedHasher(secret: Array(s.utf8)) }
-        return .insecureDevelopmentKey
+        try Secret.read("VIGIL_HASH_SECRET").map { (s) throws(ConfigurationError) in try KeyedHasher(secret: s) } ?? .insecureDevelopmentKey
     }
 }
 
@@ -122,12 +114,7 @@ enum StoreOption {
     static func factory(_ text: String?) throws -> ((FeaturePlan) -> any VelocityStore)? {
         guard let text, text != "memory" else { return nil }
         var url = try RedisURL(text)
-        let env = ProcessInfo.processInfo.environment
-        if let file = env["VIGIL_REDIS_PASSWORD_FILE"], let data = FileManager.default.contents(atPath: file) {
-            url.password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        } else if let p = env["VIGIL_REDIS_PASSWORD"] {
-            url.password = p
-        }
+        if let p = try Secret.string("VIGIL_REDIS_PASSWORD") { url.password = p }
         let configuration = RedisConfiguration(url: url)
         return { RedisVelocityStore(plan: $0, configuration: configuration) }
     }

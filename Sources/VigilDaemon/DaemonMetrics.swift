@@ -1,0 +1,83 @@
+import Prometheus
+import Vigil
+
+/// The daemon's Prometheus metrics, in its own registry (the library never touches global
+/// metrics). Names and meanings: `docs/operations.md`.
+public final class DaemonMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    let transactions: Counter
+    let labels: Counter
+    let labelsPending: Gauge
+    let batches: Counter
+    let degraded: Counter
+    let verdictCounters: [Action: Counter]
+    let stages: [(String, DurationHistogram)]
+    let batchLatency: DurationHistogram
+    let age: DurationHistogram
+    let score: ValueHistogram
+    let batchSize: ValueHistogram
+    let consumerLag: Gauge
+    let inFlight: Gauge
+    let paused: Gauge
+    let pauses: Counter
+    let deliveryRetries: Counter
+    let commitFailures: Counter
+    let reloadsOK: Counter
+    let reloadsFailed: Counter
+    let ready: Gauge
+
+    public init() {
+        let r = registry
+        let ms: [Duration] = [.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+                              .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                              .milliseconds(250), .milliseconds(1000), .seconds(5)]
+        transactions = r.makeCounter(name: "vigil_transactions_total", help: "Transactions consumed (valid and dead-lettered)")
+        labels = r.makeCounter(name: "vigil_labels_total", help: "Fraud labels applied to the store")
+        labelsPending = r.makeGauge(name: "vigil_labels_pending", help: "Labels waiting for the store to come back")
+        batches = r.makeCounter(name: "vigil_batches_total", help: "Batches scored")
+        degraded = r.makeCounter(name: "vigil_degraded_verdicts_total", help: "Verdicts scored degraded (store or model member unavailable)")
+        verdictCounters = Dictionary(uniqueKeysWithValues: Action.allCases.map {
+            ($0, r.makeCounter(name: "vigil_verdicts_total", labels: [("action", $0.rawValue)], help: "Verdicts published, by action"))
+        })
+        stages = ["features", "rules", "model", "decide"].map {
+            ($0, r.makeDurationHistogram(name: "vigil_stage_seconds", labels: [("stage", $0)], buckets: ms, help: "Time per batch in each pipeline stage"))
+        }
+        batchLatency = r.makeDurationHistogram(name: "vigil_batch_seconds", buckets: ms, help: "From a batch consumed to its verdicts acknowledged by the broker")
+        age = r.makeDurationHistogram(name: "vigil_transaction_age_seconds", buckets: ms, help: "From the transaction's Kafka timestamp to its verdict being sent")
+        score = r.makeValueHistogram(name: "vigil_score", buckets: [0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99], help: "Fraud probability of scored transactions")
+        batchSize = r.makeValueHistogram(name: "vigil_batch_size", buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], help: "Messages per consumed batch")
+        consumerLag = r.makeGauge(name: "vigil_consumer_lag", help: "Messages behind the high watermark on assigned partitions")
+        inFlight = r.makeGauge(name: "vigil_inflight_batches", help: "Batches whose verdicts are not yet acknowledged")
+        paused = r.makeGauge(name: "vigil_paused", help: "1 while fetching is paused for backpressure")
+        pauses = r.makeCounter(name: "vigil_pauses_total", help: "Times fetching was paused for backpressure")
+        deliveryRetries = r.makeCounter(name: "vigil_delivery_retries_total", help: "Verdicts or dead letters re-sent after a failed delivery")
+        commitFailures = r.makeCounter(name: "vigil_commit_failures_total", help: "Offset commits that failed (the next commit covers them)")
+        reloadsOK = r.makeCounter(name: "vigil_reloads_total", labels: [("result", "ok")], help: "Hot reloads")
+        reloadsFailed = r.makeCounter(name: "vigil_reloads_total", labels: [("result", "failed")], help: "Hot reloads")
+        ready = r.makeGauge(name: "vigil_ready", help: "1 when the daemon has joined its group and is scoring")
+    }
+
+    func deadLetter(reason: String) -> Counter {
+        registry.makeCounter(name: "vigil_dead_letters_total", labels: [("reason", reason)], help: "Messages sent to the dead-letter topic, by reason")
+    }
+
+    func record(_ verdicts: [Verdict]) {
+        guard let first = verdicts.first else { return }
+        batches.increment()
+        let l = first.latency
+        for (name, h) in stages {
+            let us = switch name { case "features": l.features; case "rules": l.rules; case "model": l.model; default: l.decide }
+            h.recordNanoseconds(Int64(us * 1000))
+        }
+        var mix = [Int](repeating: 0, count: Action.allCases.count)
+        var degradedCount = 0
+        for v in verdicts {
+            mix[v.action.severity] += 1
+            if v.degraded { degradedCount += 1 }
+            score.record(v.probability)
+        }
+        for a in Action.allCases where mix[a.severity] > 0 { verdictCounters[a]!.increment(by: Int64(mix[a.severity])) }
+        if degradedCount > 0 { degraded.increment(by: Int64(degradedCount)) }
+    }
+}

@@ -1,0 +1,348 @@
+import Foundation
+import Logging
+import Synchronization
+import Vigil
+import VigilKafka
+
+/// The daemon's loop: consume a batch, decode, score, publish verdicts and dead letters, and
+/// commit the batch's offsets once the broker has acknowledged everything it produced.
+///
+/// At-least-once: nothing is committed before its outputs are acknowledged, so a crash
+/// redelivers; the store's idempotence on transaction id makes a redelivered transaction get
+/// the same features, hence the same verdict. Runs on one thread of its own (librdkafka calls
+/// block); ``stop()`` asks it to finish what is in flight, commit and leave the group.
+final class Pipeline: @unchecked Sendable {
+    /// A consumed batch whose outputs are not all acknowledged yet.
+    struct InFlight {
+        var sequence: UInt64
+        var outputs: [OutgoingMessage]
+        var remaining: Int
+        /// Next offset to commit per partition once the batch is acknowledged.
+        var offsets: [TopicPartition: Int64]
+        var consumed: ContinuousClock.Instant
+    }
+
+    /// A label the store could not take yet (store down); retried, and its offset held back.
+    struct PendingLabel {
+        var label: Label
+        var partition: TopicPartition
+        var offset: Int64
+    }
+
+    let configuration: DaemonConfiguration
+    let scorer: Scorer
+    let hasher: KeyedHasher
+    let metrics: DaemonMetrics
+    let logger: Logger
+    let decoder: TransactionDecoder
+    let clock = ContinuousClock()
+
+    private let stopRequested = Atomic<Bool>(false)
+    private let state = Mutex<Status>(Status())
+
+    struct Status {
+        var joined = false
+        var running = false
+        var heartbeat: ContinuousClock.Instant?
+    }
+
+    // Owned by the pipeline thread.
+    private var consumer: KafkaConsumer?
+    private var producer: KafkaProducer?
+    private var inFlight: [InFlight] = []
+    private var nextSequence: UInt64 = 1
+    private var pendingLabels: [PendingLabel] = []
+    /// Acknowledged offsets of label partitions held back by a pending label.
+    private var heldOffsets: [TopicPartition: Int64] = [:]
+    private var lastLabelRetry: ContinuousClock.Instant?
+    private var paused = false
+    private var lastGauges: ContinuousClock.Instant?
+
+    init(configuration: DaemonConfiguration, scorer: Scorer, hasher: KeyedHasher, metrics: DaemonMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.scorer = scorer
+        self.hasher = hasher
+        self.metrics = metrics
+        self.logger = logger
+        var limits = DecoderLimits()
+        limits.maxBytes = configuration.limits.maxMessageBytes
+        decoder = TransactionDecoder(limits: limits)
+    }
+
+    /// Ready: joined the consumer group and polling.
+    var isReady: Bool { state.withLock { $0.running && $0.joined } }
+
+    /// Healthy: the loop went round within the last 10 s.
+    var isHealthy: Bool {
+        let beat = state.withLock { $0.heartbeat }
+        guard let beat else { return false }
+        return clock.now - beat < .seconds(10)
+    }
+
+    func stop() { stopRequested.store(true, ordering: .releasing) }
+
+    /// Runs until ``stop()``; then drains, commits and leaves the group.
+    func run() throws(KafkaError) {
+        let k = configuration.kafka
+        var consumerProperties = configuration.kafkaProperties
+        consumerProperties["group.id"] = k.group
+        if consumerProperties["queued.max.messages.kbytes"] == nil { consumerProperties["queued.max.messages.kbytes"] = "16384" }
+        let producer = try KafkaProducer(properties: configuration.kafkaProperties)
+        self.producer = producer
+        let consumer = try KafkaConsumer(
+            properties: consumerProperties, topics: [k.topics.transactions, k.topics.labels],
+            onRebalance: { [unowned self] event in rebalanced(event) },
+            onError: { [logger] error in logger.warning("kafka consumer error", metadata: ["error": "\(error)"]) })
+        self.consumer = consumer
+        state.withLock { $0.running = true; $0.heartbeat = clock.now }
+        logger.info("consuming", metadata: ["topics": "\(consumer.topics)", "group": "\(k.group)", "brokers": "\(k.brokers)"])
+
+        while !stopRequested.load(ordering: .acquiring) {
+            state.withLock { $0.heartbeat = clock.now }
+            settle(producer.poll())
+            retryLabels(force: false)
+            updateGauges()
+            if inFlight.count >= k.maxInFlight {
+                waitForRoom()
+                continue
+            }
+            let messages = consumer.poll(max: k.batchSize, timeout: .milliseconds(100))
+            if !messages.isEmpty { process(messages) }
+        }
+
+        logger.info("stopping: finishing batches in flight")
+        drain(timeout: .seconds(30))
+        retryLabels(force: true)
+        state.withLock { $0.running = false }
+        consumer.close()
+        metrics.ready.set(to: 0)
+        logger.info("stopped", metadata: ["uncommitted_batches": "\(inFlight.count)"])
+    }
+
+    // MARK: - One batch
+
+    private func process(_ messages: [KafkaMessage]) {
+        let topics = configuration.kafka.topics
+        let received = clock.now
+        metrics.batchSize.record(Double(messages.count))
+        var transactions: [Transaction] = []
+        var sources: [KafkaMessage] = []
+        var outputs: [OutgoingMessage] = []
+        var offsets: [TopicPartition: Int64] = [:]
+        var labels: [PendingLabel] = []
+        transactions.reserveCapacity(messages.count)
+
+        for m in messages {
+            let tp = TopicPartition(m.topic, m.partition)
+            offsets[tp] = max(offsets[tp] ?? 0, m.offset + 1)
+            if m.topic == topics.labels {
+                do {
+                    let label = try m.value.withUnsafeBufferPointer { (b) throws(TransactionDecodingError) in try decodeLabel(b, limits: decoder.limits) }
+                    labels.append(PendingLabel(label: label, partition: tp, offset: m.offset))
+                } catch {
+                    outputs.append(deadLetter(m, reason: "label: \(error)", category: "label"))
+                }
+                continue
+            }
+            metrics.transactions.increment()
+            do {
+                transactions.append(try decoder.decode(m.value))
+                sources.append(m)
+            } catch {
+                outputs.append(deadLetter(m, reason: error.description, category: Self.category(of: error)))
+            }
+        }
+
+        if !transactions.isEmpty {
+            let verdicts = scorer.score(transactions)
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            for (v, m) in zip(verdicts, sources) {
+                outputs.append(OutgoingMessage(
+                    topic: topics.verdicts, key: Array(v.transactionID.utf8), value: Array(v.json().utf8),
+                    headers: provenance(of: m)))
+                if let ts = m.timestamp {
+                    metrics.age.recordNanoseconds(max(0, now - ts) * 1_000_000)
+                }
+            }
+            metrics.record(verdicts)
+        }
+
+        if !labels.isEmpty {
+            pendingLabels += labels
+            retryLabels(force: true)
+        }
+        send(InFlight(sequence: nextSequence, outputs: outputs, remaining: outputs.count, offsets: offsets, consumed: received))
+        nextSequence += 1
+    }
+
+    /// The dead letter of `m`: its original key and bytes, the reason and where it came from in headers.
+    private func deadLetter(_ m: KafkaMessage, reason: String, category: String) -> OutgoingMessage {
+        metrics.deadLetter(reason: category).increment()
+        logger.debug("dead letter", metadata: ["reason": "\(reason)", "partition": "\(m.partition)", "offset": "\(m.offset)"])
+        return OutgoingMessage(
+            topic: configuration.kafka.topics.deadLetters, key: m.key, value: m.value,
+            headers: [("vigil-reason", Array(reason.utf8)), ("vigil-reason-code", Array(category.utf8))] + provenance(of: m))
+    }
+
+    /// Where an output came from, and the source's partition key as a keyed hash (the raw key may
+    /// be a card number; a consumer can still co-partition by the hash).
+    private func provenance(of m: KafkaMessage) -> [(String, [UInt8])] {
+        var h: [(String, [UInt8])] = [("vigil-source", Array("\(m.topic)/\(m.partition)/\(m.offset)".utf8))]
+        if let key = m.key {
+            h.append(("vigil-partition-key-hash", Array(String(hasher.hash(key, domain: 0xFF), radix: 16).utf8)))
+        }
+        return h
+    }
+
+    /// A short, bounded label for the dead-letter metric.
+    static func category(of error: TransactionDecodingError) -> String {
+        guard let p = error.problems.first else { return "invalid" }
+        if p.reason.hasPrefix("malformed JSON") { return "malformed_json" }
+        if p.reason.hasPrefix("message larger") { return "oversize" }
+        if let f = p.field, TransactionField(rawValue: f) != nil { return "field_\(f)" }
+        return "invalid"
+    }
+
+    // MARK: - Delivery and commits
+
+    private func send(_ batch: InFlight) {
+        inFlight.append(batch)
+        for (i, m) in batch.outputs.enumerated() {
+            sendOne(m, token: Self.token(batch.sequence, i))
+        }
+        retire()
+    }
+
+    private func sendOne(_ m: OutgoingMessage, token: UInt64) {
+        guard let producer else { return }
+        while true {
+            do {
+                try producer.send(m, token: token)
+                return
+            } catch {
+                // Only non-retriable local errors get here (unknown topic, message too large);
+                // log and try again after serving deliveries: losing a verdict is not an option.
+                logger.error("cannot queue message; retrying", metadata: ["topic": "\(m.topic)", "error": "\(error)"])
+                settle(producer.poll(timeout: .milliseconds(100)))
+                // Stopping: leave the batch unacknowledged; it is redelivered after restart.
+                if stopRequested.load(ordering: .acquiring) { return }
+            }
+        }
+    }
+
+    static func token(_ sequence: UInt64, _ index: Int) -> UInt64 { sequence << 24 | UInt64(index + 1) }
+
+    /// Applies delivery reports: failed deliveries are re-sent, acknowledged batches retired in order.
+    private func settle(_ deliveries: [Delivery]) {
+        guard !deliveries.isEmpty, let first = inFlight.first?.sequence else { return }
+        for d in deliveries {
+            let sequence = d.token >> 24
+            let index = Int(d.token & 0xFF_FFFF) - 1
+            let slot = Int(sequence &- first)
+            guard slot >= 0, slot < inFlight.count else { continue }
+            if let error = d.error {
+                metrics.deliveryRetries.increment()
+                logger.warning("delivery failed; re-sending", metadata: ["error": "\(error)"])
+                sendOne(inFlight[slot].outputs[index], token: d.token)
+            } else {
+                inFlight[slot].remaining -= 1
+            }
+        }
+        retire()
+    }
+
+    private func retire() {
+        var offsets: [TopicPartition: Int64] = [:]
+        while let head = inFlight.first, head.remaining == 0 {
+            for (tp, o) in head.offsets { offsets[tp] = max(offsets[tp] ?? 0, o) }
+            metrics.batchLatency.record(clock.now - head.consumed)
+            inFlight.removeFirst()
+        }
+        // A label the store has not taken yet holds its partition's commit back to it.
+        for p in pendingLabels {
+            guard let o = offsets[p.partition] else { continue }
+            heldOffsets[p.partition] = max(heldOffsets[p.partition] ?? 0, o)
+            offsets[p.partition] = min(o, p.offset)
+        }
+        commit(offsets)
+    }
+
+    private func commit(_ offsets: [TopicPartition: Int64]) {
+        guard !offsets.isEmpty else { return }
+        do {
+            try consumer?.commit(offsets, wait: false)
+        } catch {
+            metrics.commitFailures.increment()
+            logger.warning("commit failed; the next one covers it", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func retryLabels(force: Bool) {
+        guard !pendingLabels.isEmpty else { return }
+        if !force, let last = lastLabelRetry, clock.now - last < .seconds(1) { return }
+        lastLabelRetry = clock.now
+        do {
+            try scorer.apply(labels: pendingLabels.map(\.label))
+            metrics.labels.increment(by: Int64(pendingLabels.count))
+            pendingLabels = []
+            commit(heldOffsets)
+            heldOffsets = [:]
+        } catch {
+            logger.warning("labels not applied; will retry", metadata: ["pending": "\(pendingLabels.count)", "error": "\(error)"])
+        }
+        metrics.labelsPending.set(to: Double(pendingLabels.count))
+    }
+
+    /// Too many batches unacknowledged: serve deliveries; pause fetching if it lasts.
+    private func waitForRoom() {
+        guard let producer else { return }
+        let start = clock.now
+        while inFlight.count >= configuration.kafka.maxInFlight, !stopRequested.load(ordering: .acquiring) {
+            settle(producer.poll(timeout: .milliseconds(10)))
+            state.withLock { $0.heartbeat = clock.now }
+            if !paused, clock.now - start > .milliseconds(configuration.kafka.pauseAfterMs) {
+                consumer?.pause()
+                paused = true
+                metrics.pauses.increment()
+                metrics.paused.set(to: 1)
+                logger.warning("broker slow to acknowledge; paused fetching", metadata: ["in_flight": "\(inFlight.count)"])
+            }
+        }
+        if paused {
+            consumer?.resume()
+            paused = false
+            metrics.paused.set(to: 0)
+            logger.info("resumed fetching")
+        }
+    }
+
+    /// Waits for every batch in flight to be acknowledged (and committed), up to `timeout`.
+    private func drain(timeout: Duration) {
+        guard let producer else { return }
+        let deadline = clock.now + timeout
+        while !inFlight.isEmpty, clock.now < deadline {
+            settle(producer.poll(timeout: .milliseconds(10)))
+        }
+    }
+
+    private func rebalanced(_ event: Rebalance) {
+        switch event {
+        case .assigned(let parts):
+            logger.info("partitions assigned", metadata: ["partitions": "\(parts)"])
+            state.withLock { $0.joined = true }
+            metrics.ready.set(to: 1)
+            if paused { consumer?.pause() }
+        case .revoked(let parts):
+            logger.info("partitions revoked; finishing what was consumed from them", metadata: ["partitions": "\(parts)"])
+            drain(timeout: .seconds(10))
+        }
+    }
+
+    private func updateGauges() {
+        let now = clock.now
+        if let last = lastGauges, now - last < .seconds(1) { return }
+        lastGauges = now
+        metrics.inFlight.set(to: Double(inFlight.count))
+        if let consumer { metrics.consumerLag.set(to: Double(consumer.lag())) }
+    }
+}

@@ -1,0 +1,162 @@
+import CRdKafka
+import Synchronization
+
+/// A partition assignment change, delivered on the polling thread inside ``KafkaConsumer/poll(max:timeout:)``.
+public enum Rebalance: Sendable {
+    case assigned([TopicPartition])
+    /// About to lose these partitions: finish and commit what was consumed from them now.
+    case revoked([TopicPartition])
+}
+
+/// A consumer-group member over librdkafka, with manual offset commits.
+///
+/// Not thread-safe: one thread polls, commits and pauses (the daemon's pipeline thread). Offsets
+/// are never committed automatically; the owner commits what it has finished.
+public final class KafkaConsumer: @unchecked Sendable {
+    final class Callbacks {
+        let onRebalance: (Rebalance) -> Void
+        let onError: (KafkaError) -> Void
+        init(onRebalance: @escaping (Rebalance) -> Void, onError: @escaping (KafkaError) -> Void) {
+            self.onRebalance = onRebalance
+            self.onError = onError
+        }
+    }
+
+    let handle: OpaquePointer
+    let callbacks: Callbacks
+    let queue: OpaquePointer
+    public let topics: [String]
+    private var closed = false
+
+    /// - Parameters:
+    ///   - properties: passed through; `group.id` and `bootstrap.servers` are required.
+    ///     `enable.auto.commit` and `enable.auto.offset.store` are forced off.
+    ///   - onRebalance: called on the polling thread before partitions are revoked and after they
+    ///     are assigned.
+    public init(
+        properties: KafkaProperties, topics: [String],
+        onRebalance: @escaping (Rebalance) -> Void = { _ in }, onError: @escaping (KafkaError) -> Void = { _ in }
+    ) throws(KafkaError) {
+        guard properties["group.id"] != nil else { throw KafkaError("consumer needs group.id") }
+        var p = properties
+        p["enable.auto.commit"] = "false"
+        p["enable.auto.offset.store"] = "false"
+        if p["auto.offset.reset"] == nil { p["auto.offset.reset"] = "earliest" }
+        let conf = try KafkaConf.make(p)
+        callbacks = Callbacks(onRebalance: onRebalance, onError: onError)
+        rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
+        rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
+            let callbacks = Unmanaged<KafkaConsumer.Callbacks>.fromOpaque(opaque!).takeUnretainedValue()
+            let list = [TopicPartition](partitions)
+            if err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+                rd_kafka_assign(rk, partitions)
+                callbacks.onRebalance(.assigned(list))
+            } else {
+                callbacks.onRebalance(.revoked(list))
+                rd_kafka_assign(rk, nil)
+            }
+        }
+        handle = try KafkaConf.handle(RD_KAFKA_CONSUMER, conf)
+        rd_kafka_poll_set_consumer(handle)
+        queue = rd_kafka_queue_get_consumer(handle)
+        self.topics = topics
+        let list = topics.map { TopicPartition($0, -1) }.cList()
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_subscribe(handle, list)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            rd_kafka_queue_destroy(queue)
+            rd_kafka_destroy(handle)
+            throw KafkaError(err, "subscribe \(topics)")
+        }
+    }
+
+    deinit {
+        close()
+        rd_kafka_queue_destroy(queue)
+        rd_kafka_destroy(handle)
+    }
+
+    /// Up to `max` messages: waits up to `timeout` for the first, then takes what is already
+    /// fetched without waiting, so a batch is whatever has arrived (small when idle, full under load).
+    public func poll(max: Int, timeout: Duration) -> [KafkaMessage] {
+        var out: [KafkaMessage] = []
+        var wait = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        while out.count < max, let m = rd_kafka_consumer_poll(handle, wait) {
+            wait = 0
+            defer { rd_kafka_message_destroy(m) }
+            let msg = m.pointee
+            if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                if msg.err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                    callbacks.onError(KafkaError(msg.err, "consume"))
+                }
+                continue
+            }
+            var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+            let ts = rd_kafka_message_timestamp(m, &type)
+            out.append(KafkaMessage(
+                topic: String(cString: rd_kafka_topic_name(msg.rkt)), partition: msg.partition, offset: msg.offset,
+                key: msg.key.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.key_len)) },
+                value: msg.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.len)) } ?? [],
+                timestamp: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts))
+        }
+        return out
+    }
+
+    /// Commits `offsets` (the next offset to read, per partition). `wait: false` returns at once;
+    /// a failed asynchronous commit is reported through `onError` and the next commit covers it.
+    public func commit(_ offsets: [TopicPartition: Int64], wait: Bool) throws(KafkaError) {
+        guard !offsets.isEmpty else { return }
+        let keys = Array(offsets.keys)
+        let list = keys.cList(offsets: keys.map { offsets[$0]! })
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        let err = rd_kafka_commit(handle, list, wait ? 0 : 1)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, "commit") }
+    }
+
+    /// The partitions currently assigned to this member.
+    public var assignment: [TopicPartition] {
+        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+        guard rd_kafka_assignment(handle, &list) == RD_KAFKA_RESP_ERR_NO_ERROR, let list else { return [] }
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        return [TopicPartition](list)
+    }
+
+    /// Stops fetching from every assigned partition (backpressure); ``resume()`` restarts from
+    /// the position consumed so far.
+    public func pause() { setPaused(true) }
+    public func resume() { setPaused(false) }
+
+    private func setPaused(_ paused: Bool) {
+        let list = assignment.cList()
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        _ = paused ? rd_kafka_pause_partitions(handle, list) : rd_kafka_resume_partitions(handle, list)
+    }
+
+    /// Messages not yet consumed on the assigned partitions, from the high watermarks librdkafka
+    /// last saw (no broker round trip).
+    public func lag() -> Int64 {
+        let parts = assignment
+        guard !parts.isEmpty else { return 0 }
+        let list = parts.cList()
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        guard rd_kafka_position(handle, list) == RD_KAFKA_RESP_ERR_NO_ERROR else { return 0 }
+        var total: Int64 = 0
+        for i in 0..<Int(list.pointee.cnt) {
+            let e = list.pointee.elems[i]
+            var low: Int64 = -1
+            var high: Int64 = -1
+            guard rd_kafka_get_watermark_offsets(handle, e.topic, e.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR,
+                  high >= 0 else { continue }
+            let position = e.offset >= 0 ? e.offset : low
+            if position >= 0 { total += max(0, high - position) }
+        }
+        return total
+    }
+
+    /// Leaves the group (revoking partitions through `onRebalance`) and closes. Idempotent.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        rd_kafka_consumer_close(handle)
+    }
+}

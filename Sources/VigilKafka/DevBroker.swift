@@ -1,0 +1,37 @@
+import CRdKafka
+
+/// librdkafka's mock cluster: a Kafka-protocol broker over TCP on loopback, in this process.
+///
+/// For development, tests and load runs on machines without a Kafka broker. It keeps messages in
+/// memory (about 5 MiB per partition; older ones are dropped), supports consumer groups and
+/// offset commits, and listens on ports of the operating system's choosing (librdkafka 2.0 has no
+/// setting for a fixed port). Point clients at a real cluster through `kafka.properties` instead.
+public final class DevBroker: @unchecked Sendable {
+    let client: OpaquePointer
+    let cluster: OpaquePointer
+
+    /// The `bootstrap.servers` value for clients.
+    public let bootstrapServers: String
+
+    public init(brokers: Int = 1) throws(KafkaError) {
+        let conf = try KafkaConf.make(["log_level": "3"])
+        client = try KafkaConf.handle(RD_KAFKA_PRODUCER, conf)
+        guard let cluster = rd_kafka_mock_cluster_new(client, Int32(brokers)) else {
+            rd_kafka_destroy(client)
+            throw KafkaError("cannot start the mock cluster")
+        }
+        self.cluster = cluster
+        bootstrapServers = String(cString: rd_kafka_mock_cluster_bootstraps(cluster))
+    }
+
+    deinit {
+        rd_kafka_mock_cluster_destroy(cluster)
+        rd_kafka_destroy(client)
+    }
+
+    /// Creates a topic (clients may also auto-create topics, with the mock's default partitions).
+    public func createTopic(_ name: String, partitions: Int) throws(KafkaError) {
+        let err = rd_kafka_mock_topic_create(cluster, name, Int32(partitions), 1)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { throw KafkaError(err, "create topic \(name)") }
+    }
+}

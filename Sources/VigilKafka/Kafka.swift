@@ -1,0 +1,122 @@
+import CRdKafka
+
+/// A librdkafka error: its code and text.
+public struct KafkaError: Error, Sendable, CustomStringConvertible {
+    public var code: Int32
+    public var message: String
+
+    public init(code: Int32 = -1, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(_ err: rd_kafka_resp_err_t, _ context: String) {
+        code = err.rawValue
+        message = "\(context): \(String(cString: rd_kafka_err2str(err)))"
+    }
+
+    public var description: String { message }
+}
+
+/// librdkafka properties, passed through as they are (`bootstrap.servers`, `security.protocol`,
+/// `sasl.*`, `ssl.*`, …), so SASL, TLS and real clusters work without code changes.
+public typealias KafkaProperties = [String: String]
+
+/// One consumed message, copied out of librdkafka.
+public struct KafkaMessage: Sendable, Hashable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+    public var key: [UInt8]?
+    public var value: [UInt8]
+    /// Message timestamp (ms since the epoch), when the broker reports one.
+    public var timestamp: Int64?
+
+    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8], timestamp: Int64?) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.timestamp = timestamp
+    }
+}
+
+/// A topic partition, with an offset where one is meant.
+public struct TopicPartition: Sendable, Hashable, CustomStringConvertible {
+    public var topic: String
+    public var partition: Int32
+    public init(_ topic: String, _ partition: Int32) {
+        self.topic = topic
+        self.partition = partition
+    }
+    public var description: String { "\(topic)[\(partition)]" }
+}
+
+/// A message to publish.
+public struct OutgoingMessage: Sendable {
+    public var topic: String
+    public var key: [UInt8]?
+    public var value: [UInt8]
+    public var headers: [(String, [UInt8])]
+
+    public init(topic: String, key: [UInt8]?, value: [UInt8], headers: [(String, [UInt8])] = []) {
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
+}
+
+enum KafkaConf {
+    /// The NUL-terminated text librdkafka wrote into `buffer`.
+    static func text(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// A new `rd_kafka_conf_t` with `properties` set; the caller owns it until `rd_kafka_new`.
+    static func make(_ properties: KafkaProperties) throws(KafkaError) -> OpaquePointer {
+        let conf = rd_kafka_conf_new()!
+        var errstr = [CChar](repeating: 0, count: 512)
+        for (name, value) in properties.sorted(by: { $0.key < $1.key }) {
+            if rd_kafka_conf_set(conf, name, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
+                rd_kafka_conf_destroy(conf)
+                throw KafkaError("Kafka property '\(name)': \(text(errstr))")
+            }
+        }
+        return conf
+    }
+
+    static func handle(_ type: rd_kafka_type_t, _ conf: OpaquePointer) throws(KafkaError) -> OpaquePointer {
+        var errstr = [CChar](repeating: 0, count: 512)
+        guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else {
+            rd_kafka_conf_destroy(conf)
+            throw KafkaError("cannot create Kafka client: \(text(errstr))")
+        }
+        return rk
+    }
+}
+
+extension Array where Element == TopicPartition {
+    /// A new `rd_kafka_topic_partition_list_t`; offsets from `offsets` where given.
+    func cList(offsets: [Int64]? = nil) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
+        let list = rd_kafka_topic_partition_list_new(Int32(count))!
+        for (i, tp) in enumerated() {
+            let p = rd_kafka_topic_partition_list_add(list, tp.topic, tp.partition)!
+            if let offsets { p.pointee.offset = offsets[i] }
+        }
+        return list
+    }
+
+    init(_ list: UnsafePointer<rd_kafka_topic_partition_list_t>?) {
+        self = []
+        guard let list else { return }
+        for i in 0..<Int(list.pointee.cnt) {
+            let e = list.pointee.elems[i]
+            append(TopicPartition(String(cString: e.topic), e.partition))
+        }
+    }
+}
+
+/// librdkafka's own version string, for logs and `--version`.
+public var librdkafkaVersion: String { String(cString: rd_kafka_version_str()) }

@@ -1,0 +1,94 @@
+import CRdKafka
+import Synchronization
+
+/// A delivery report: the `token` given to ``KafkaProducer/send(_:token:)`` and the outcome.
+public struct Delivery: Sendable {
+    public var token: UInt64
+    public var error: KafkaError?
+}
+
+/// A producer over librdkafka that reports each message's delivery by token.
+///
+/// Thread-safe for `send`; delivery reports are collected by ``poll(timeout:)``.
+public final class KafkaProducer: @unchecked Sendable {
+    final class Reports {
+        let delivered = Mutex<[Delivery]>([])
+    }
+
+    let handle: OpaquePointer
+    let reports = Reports()
+
+    /// - Parameter properties: passed through; `bootstrap.servers` is required. Defaults:
+    ///   `acks=all`, `linger.ms=1`.
+    public init(properties: KafkaProperties) throws(KafkaError) {
+        var p = properties
+        if p["acks"] == nil, p["request.required.acks"] == nil { p["acks"] = "all" }
+        if p["linger.ms"] == nil, p["queue.buffering.max.ms"] == nil { p["linger.ms"] = "1" }
+        let conf = try KafkaConf.make(p)
+        rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(reports).toOpaque())
+        rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
+            guard let message, let opaque else { return }
+            let reports = Unmanaged<KafkaProducer.Reports>.fromOpaque(opaque).takeUnretainedValue()
+            let m = message.pointee
+            let token = UInt64(UInt(bitPattern: m._private))
+            let error = m.err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : KafkaError(m.err, "deliver")
+            reports.delivered.withLock { $0.append(Delivery(token: token, error: error)) }
+        }
+        handle = try KafkaConf.handle(RD_KAFKA_PRODUCER, conf)
+    }
+
+    deinit {
+        rd_kafka_flush(handle, 5000)
+        rd_kafka_destroy(handle)
+    }
+
+    /// Queues a message; `token` (nonzero) comes back in its ``Delivery``. When librdkafka's
+    /// queue is full this serves delivery reports and retries, so a slow broker slows the caller
+    /// (backpressure) instead of dropping.
+    public func send(_ message: OutgoingMessage, token: UInt64) throws(KafkaError) {
+        precondition(token != 0, "delivery token 0 is reserved")
+        while true {
+            var headers: OpaquePointer?
+            if !message.headers.isEmpty {
+                headers = rd_kafka_headers_new(message.headers.count)
+                for (name, value) in message.headers {
+                    value.withUnsafeBytes { _ = rd_kafka_header_add(headers, name, -1, $0.baseAddress, $0.count) }
+                }
+            }
+            let err = message.value.withUnsafeBytes { v in
+                withKey(message.key) { k, klen in
+                    vigil_rd_kafka_produce(handle, message.topic, k, klen, v.baseAddress, v.count, headers,
+                                           UnsafeMutableRawPointer(bitPattern: UInt(token)))
+                }
+            }
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }
+            if let headers { rd_kafka_headers_destroy(headers) }
+            guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else { throw KafkaError(err, "produce to \(message.topic)") }
+            rd_kafka_poll(handle, 10)
+        }
+    }
+
+    private func withKey<R>(_ key: [UInt8]?, _ body: (UnsafeRawPointer?, Int) -> R) -> R {
+        guard let key else { return body(nil, 0) }
+        return key.withUnsafeBytes { body($0.baseAddress, $0.count) }
+    }
+
+    /// Serves callbacks for up to `timeout` and returns the delivery reports since the last call.
+    public func poll(timeout: Duration = .zero) -> [Delivery] {
+        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        rd_kafka_poll(handle, ms)
+        return reports.delivered.withLock { d in
+            defer { d.removeAll() }
+            return d
+        }
+    }
+
+    /// Messages queued or in flight (not yet acknowledged).
+    public var outstanding: Int { Int(rd_kafka_outq_len(handle)) }
+
+    /// Waits until every queued message is acknowledged or `timeout` passes.
+    public func flush(timeout: Duration) -> Bool {
+        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        return rd_kafka_flush(handle, ms) == RD_KAFKA_RESP_ERR_NO_ERROR
+    }
+}

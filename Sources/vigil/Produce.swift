@@ -1,0 +1,339 @@
+import ArgumentParser
+import Foundation
+import Synchronization
+import Vigil
+import VigilKafka
+import VigilSimulator
+
+/// `vigil produce`: publishes a simulated or recorded stream at a fixed rate (open loop), and
+/// with `--await-verdicts` follows the verdicts topic to report produce-to-verdict latency,
+/// duplicates and anything missing. The live demo and the load benchmark both drive it.
+struct Produce: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish transactions to Kafka at a fixed rate; optionally wait for their verdicts and report latency.")
+
+    @Option(help: "Kafka bootstrap servers.") var brokers: String
+    @Option(help: "Topic to publish to.") var topic = "transactions"
+    @Option(help: "JSONL file to publish, one message per line, sent as is (bad lines included).") var data: String?
+    @Option(help: "Simulate this many transactions instead of --data.") var simulate: Int?
+    @Option(help: "Simulation seed.") var seed: UInt64 = 7
+    @Option(help: "Simulated days.") var days = 30
+    @Option(help: "Messages per second; 0 sends as fast as the broker takes them.") var rate: Double = 1000
+    @Option(help: "Partition key: this transaction field's value (the primary entity keeps its order).") var key = "card_id"
+    @Option(help: "Also publish each labelled transaction's label to this topic, this many messages later.") var labelsTopic: String?
+    @Option(help: "Messages between a transaction and its label (with --labels-topic).") var labelLag = 1000
+    @Option(help: "Follow this verdicts topic and report latency per transaction.") var awaitVerdicts: String?
+    @Option(help: "Seconds to wait for the last verdicts.") var timeout: Double = 60
+    @Option(help: "Write the summary as JSON to this file.") var summaryJSON: String?
+    @Option(name: .customLong("property"), help: "A librdkafka property, name=value (repeatable).") var properties: [String] = []
+
+    func validate() throws {
+        guard (data == nil) != (simulate == nil) else { throw ValidationError("give exactly one of --data or --simulate") }
+        guard rate >= 0 else { throw ValidationError("--rate must be ≥ 0") }
+        if let simulate, !(1...50_000_000).contains(simulate) { throw ValidationError("--simulate must be 1…50000000") }
+    }
+
+    struct Outgoing {
+        var id: String?
+        var key: [UInt8]?
+        var value: [UInt8]
+        var label: Int?
+    }
+
+    func kafkaProperties() throws -> KafkaProperties {
+        var p: KafkaProperties = ["bootstrap.servers": brokers, "client.id": "vigil-produce"]
+        for kv in properties {
+            guard let eq = kv.firstIndex(of: "=") else { throw ValidationError("--property takes name=value") }
+            p[String(kv[..<eq])] = String(kv[kv.index(after: eq)...])
+        }
+        return p
+    }
+
+    func load() throws -> [Outgoing] {
+        guard let field = TransactionField(rawValue: key) else { throw ValidationError("--key: unknown field '\(key)'") }
+        func outgoing(_ tx: Transaction, _ text: String) -> Outgoing {
+            Outgoing(id: tx.id, key: tx.string(field).map { Array($0.utf8) }, value: Array(text.utf8), label: tx.label.map(Int.init))
+        }
+        if let simulate {
+            var options = Simulator.Options(transactions: simulate, days: days, seed: seed)
+            options.start = Int64(Date().timeIntervalSince1970 * 1000) - Int64(days) * 86_400_000
+            return Simulator(options: options).generate().map { outgoing($0, Simulator.json($0)) }
+        }
+        guard let text = try? String(contentsOfFile: data!, encoding: .utf8) else { throw ValidationError("cannot read \(data!)") }
+        let decoder = TransactionDecoder()
+        return text.split(separator: "\n", omittingEmptySubsequences: true).map { line in
+            if let tx = try? decoder.decode(String(line)) { return outgoing(tx, String(line)) }
+            return Outgoing(id: nil, key: nil, value: Array(line.utf8), label: nil)
+        }
+    }
+
+    func run() throws {
+        let messages = try load()
+        let props = try kafkaProperties()
+        let producer = try KafkaProducer(properties: props)
+        let tracker = try awaitVerdicts.map { try VerdictTracker(properties: props, topic: $0) }
+        if let tracker {
+            stderr("produce: waiting to join the verdicts topic…")
+            try tracker.waitForAssignment(timeout: .seconds(30))
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let startWall = Int64(Date().timeIntervalSince1970 * 1000)
+        tracker?.start(since: startWall - 1000)
+        var lastReport = start
+        var sentAtLastReport = 0
+        var acked = 0
+        var failed = 0
+        func serve(_ timeout: Duration = .zero) {
+            for d in producer.poll(timeout: timeout) { if d.error == nil { acked += 1 } else { failed += 1 } }
+        }
+        for (i, m) in messages.enumerated() {
+            if rate > 0 {
+                let due = start + .nanoseconds(Int64(Double(i) / rate * 1e9))
+                if clock.now < due {
+                    serve()
+                    let wait = clock.now.duration(to: due)
+                    if wait > .microseconds(50) { usleep(UInt32(wait.components.attoseconds / 1_000_000_000_000) + UInt32(wait.components.seconds * 1_000_000)) }
+                }
+            }
+            tracker?.sent(m.id)
+            try producer.send(OutgoingMessage(topic: topic, key: m.key, value: m.value), token: 1)
+            if let labelsTopic, i >= labelLag, let id = messages[i - labelLag].id, let label = messages[i - labelLag].label {
+                try producer.send(OutgoingMessage(topic: labelsTopic, key: Array(id.utf8), value: Array("{\"id\":\"\(id)\",\"label\":\(label)}".utf8)), token: 2)
+            }
+            if i & 255 == 0 { serve() }
+            if clock.now - lastReport >= .seconds(1) {
+                let seconds = (clock.now - lastReport).seconds
+                report(sent: i + 1, rate: Double(i + 1 - sentAtLastReport) / seconds, tracker: tracker)
+                lastReport = clock.now
+                sentAtLastReport = i + 1
+            }
+        }
+        _ = producer.flush(timeout: .seconds(30))
+        serve()
+        let sendSeconds = (clock.now - start).seconds
+        if let tracker {
+            let deadline = clock.now + .seconds(timeout)
+            while tracker.missing > 0, clock.now < deadline {
+                Thread.sleep(forTimeInterval: 0.25)
+                if clock.now - lastReport >= .seconds(1) {
+                    report(sent: messages.count, rate: 0, tracker: tracker)
+                    lastReport = clock.now
+                }
+            }
+            tracker.stop()
+        }
+        let summary = Summary(sent: messages.count, sendSeconds: sendSeconds, targetRate: rate, tracker: tracker?.snapshot())
+        print(summary.text)
+        if let path = summaryJSON {
+            guard FileManager.default.createFile(atPath: path, contents: Data(summary.json.utf8)) else { throw ValidationError("cannot write \(path)") }
+        }
+        if failed > 0 { throw ValidationError("\(failed) messages were not delivered") }
+        if let t = tracker?.snapshot(), t.missing > 0 { throw ExitCode(3) }
+    }
+
+    func report(sent: Int, rate: Double, tracker: VerdictTracker?) {
+        var line = "sent \(sent)"
+        if rate > 0 { line += "  \(Int(rate)) tx/s" }
+        if let t = tracker?.takeInterval() {
+            line += "  verdicts \(t.received)"
+            if !t.latencies.isEmpty {
+                line += "  latency ms p50 \(Self.ms(t.percentile(0.5))) p99 \(Self.ms(t.percentile(0.99)))"
+            }
+            line += "  " + Action.allCases.map { "\($0.rawValue) \(t.mix[$0] ?? 0)" }.joined(separator: " ")
+            if t.degraded > 0 { line += "  degraded \(t.degraded)" }
+        }
+        stderr(line)
+    }
+
+    static func ms(_ ns: Int64) -> String {
+        let v = Double(ns) / 1e6
+        return v < 10 ? String((v * 100).rounded() / 100) : String(Int(v.rounded()))
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// Follows the verdicts topic: latency per transaction id, verdict mix, duplicates and whether a
+/// duplicate differs from the first verdict (it must not).
+final class VerdictTracker: @unchecked Sendable {
+    struct Stats {
+        var received = 0
+        var latencies: [Int64] = []
+        var mix: [Action: Int] = [:]
+        var degraded = 0
+
+        func percentile(_ p: Double) -> Int64 {
+            guard !latencies.isEmpty else { return 0 }
+            let s = latencies.sorted()
+            return s[min(s.count - 1, Int(Double(s.count) * p))]
+        }
+    }
+
+    struct Snapshot {
+        var expected: Int
+        var unique: Int
+        var duplicates: Int
+        var differing: Int
+        var unexpected: Int
+        var missing: Int { expected - unique }
+        var total: Stats
+    }
+
+    struct State {
+        var sentAt: [String: ContinuousClock.Instant] = [:]
+        var first: [String: Substring] = [:]
+        var duplicates = 0
+        var differing = 0
+        var unexpected = 0
+        var interval = Stats()
+        var total = Stats()
+    }
+
+    final class Flag: Sendable {
+        let value = Atomic<Bool>(false)
+    }
+
+    let consumer: KafkaConsumer
+    let assigned = Flag()
+    let stopping = Atomic<Bool>(false)
+    let state = Mutex(State())
+    var thread: Thread?
+    var since: Int64 = 0
+
+    init(properties: KafkaProperties, topic: String) throws {
+        var p = properties
+        p["group.id"] = "vigil-produce-\(getpid())-\(Int(Date().timeIntervalSince1970))"
+        p["auto.offset.reset"] = "earliest"
+        let assigned = assigned
+        consumer = try KafkaConsumer(properties: p, topics: [topic], onRebalance: {
+            if case .assigned = $0 { assigned.value.store(true, ordering: .releasing) }
+        })
+        // Drive the join from a polling thread.
+        let t = Thread { [self] in loop() }
+        thread = t
+        t.start()
+    }
+
+    func waitForAssignment(timeout: Duration) throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while !assigned.value.load(ordering: .acquiring) {
+            guard clock.now < deadline else { throw ValidationError("verdicts consumer did not join its group") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    func start(since: Int64) { self.since = since }
+
+    func sent(_ id: String?) {
+        guard let id else { return }
+        let now = ContinuousClock.now
+        state.withLock { $0.sentAt[id] = now }
+    }
+
+    private func loop() {
+        while !stopping.load(ordering: .acquiring) {
+            let messages = consumer.poll(max: 1000, timeout: .milliseconds(100))
+            let now = ContinuousClock.now
+            guard !messages.isEmpty, since > 0 else { continue }
+            state.withLock { s in
+                for m in messages where (m.timestamp ?? .max) >= since {
+                    let id = String(decoding: m.key ?? [], as: UTF8.self)
+                    guard let sentAt = s.sentAt[id] else { s.unexpected += 1; continue }
+                    let text = String(decoding: m.value, as: UTF8.self)
+                    // Verdicts are equal in everything but latency, which is the last field.
+                    let decision = text[..<(text.range(of: ",\"latency_us\"")?.lowerBound ?? text.endIndex)]
+                    if let first = s.first[id] {
+                        s.duplicates += 1
+                        if first != decision { s.differing += 1 }
+                        continue
+                    }
+                    s.first[id] = decision
+                    let latency = sentAt.duration(to: now)
+                    let ns = latency.components.seconds * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000
+                    let action = Action.allCases.first { decision.contains("\"action\":\"\($0.rawValue)\"") } ?? .review
+                    let degraded = decision.contains("\"degraded\":true")
+                    for i in [0, 1] {
+                        var st = i == 0 ? s.interval : s.total
+                        st.received += 1
+                        st.latencies.append(ns)
+                        st.mix[action, default: 0] += 1
+                        if degraded { st.degraded += 1 }
+                        if i == 0 { s.interval = st } else { s.total = st }
+                    }
+                }
+            }
+        }
+    }
+
+    var missing: Int { state.withLock { $0.sentAt.count - $0.first.count } }
+
+    func takeInterval() -> Stats {
+        state.withLock { s in
+            defer { s.interval = Stats() }
+            return s.interval
+        }
+    }
+
+    func snapshot() -> Snapshot {
+        state.withLock { s in
+            Snapshot(expected: s.sentAt.count, unique: s.first.count, duplicates: s.duplicates, differing: s.differing,
+                     unexpected: s.unexpected, total: s.total)
+        }
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        while thread?.isFinished == false { Thread.sleep(forTimeInterval: 0.01) }
+        consumer.close()
+    }
+}
+
+struct Summary {
+    let sent: Int
+    let sendSeconds: Double
+    let targetRate: Double
+    let tracker: VerdictTracker.Snapshot?
+
+    var text: String {
+        var s = "produced \(sent) in \(String(format: "%.1f", sendSeconds)) s (\(Int(Double(sent) / max(sendSeconds, 1e-9))) msg/s"
+        s += targetRate > 0 ? ", target \(Int(targetRate))/s)" : ", unthrottled)"
+        if let t = tracker {
+            s += "\nverdicts: \(t.unique) of \(t.expected) transactions (missing \(t.missing)), duplicates \(t.duplicates) (differing \(t.differing))"
+            s += "\nproduce-to-verdict latency ms: p50 \(Produce.ms(t.total.percentile(0.5)))  p99 \(Produce.ms(t.total.percentile(0.99)))  p99.9 \(Produce.ms(t.total.percentile(0.999)))  max \(Produce.ms(t.total.latencies.max() ?? 0))"
+            s += "\nverdict mix: " + Action.allCases.map { a in
+                let n = t.total.mix[a] ?? 0
+                return "\(a.rawValue) \(n) (\(String(format: "%.2f", 100 * Double(n) / Double(max(t.unique, 1))))%)"
+            }.joined(separator: ", ")
+            s += "\ndegraded: \(t.total.degraded)"
+        }
+        return s
+    }
+
+    var json: String {
+        var w = JSONWriter()
+        w.object { w in
+            w.field("sent", sent)
+            w.field("send_seconds", sendSeconds)
+            w.field("target_rate", targetRate)
+            w.field("achieved_rate", Double(sent) / max(sendSeconds, 1e-9))
+            if let t = tracker {
+                w.field("expected", t.expected)
+                w.field("verdicts", t.unique)
+                w.field("missing", t.missing)
+                w.field("duplicates", t.duplicates)
+                w.field("differing", t.differing)
+                w.field("degraded", t.total.degraded)
+                w.field("p50_ms", Double(t.total.percentile(0.5)) / 1e6)
+                w.field("p99_ms", Double(t.total.percentile(0.99)) / 1e6)
+                w.field("p999_ms", Double(t.total.percentile(0.999)) / 1e6)
+                w.key("mix")
+                w.object { w in for a in Action.allCases { w.field(a.rawValue, t.total.mix[a] ?? 0) } }
+            }
+        }
+        return w.text + "\n"
+    }
+}
