@@ -90,12 +90,13 @@ let package = Package(
         .testTarget(name: "VigilRulesTests", dependencies: ["VigilRules"], swiftSettings: strict),
         .testTarget(name: "VigilModelsTests", dependencies: ["VigilModels"], swiftSettings: strict),
         .testTarget(name: "VigilDecisionTests", dependencies: ["VigilDecision"], swiftSettings: strict),
-        .testTarget(name: "VigilRedisTests", dependencies: ["VigilRedis", "Vigil", "VigilSimulator"], swiftSettings: strict),
+        .target(name: "VigilTestSupport", path: "Tests/VigilTestSupport", swiftSettings: strict),
+        .testTarget(name: "VigilRedisTests", dependencies: ["VigilRedis", "Vigil", "VigilSimulator", "VigilTestSupport"], swiftSettings: strict),
         .testTarget(name: "VigilBacktestTests", dependencies: ["VigilBacktest", "VigilSimulator"], swiftSettings: strict),
         .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"],
                     swiftSettings: strict),
         .testTarget(name: "VigilKafkaTests", dependencies: ["VigilKafka"], swiftSettings: strict),
-        .testTarget(name: "VigilDaemonTests", dependencies: ["VigilDaemon", "VigilKafka", "VigilSimulator"],
+        .testTarget(name: "VigilDaemonTests", dependencies: ["VigilDaemon", "VigilKafka", "VigilRedis", "VigilSimulator", "VigilTestSupport"],
                     swiftSettings: strict),
     ]
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Vigil needs on Debian 12 (Swift 6 itself is expected on PATH).
 set -euo pipefail
-packages=(pkg-config librdkafka-dev libhiredis-dev libxgboost-dev redis-server)
+packages=(pkg-config librdkafka-dev libhiredis-dev libxgboost-dev redis-server kcat curl python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,6 @@
 import Vigil
 import VigilKafka
+import VigilRedis
 import Yams
 
 /// Everything `vigild` needs, from `vigil.yaml` and flags. Every option has a default, so a daemon
@@ -130,7 +131,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             try r.string(m["prefix"], "store.prefix", into: &c.store.prefix)
             try r.int(m["connect_timeout_ms"], "store.connect_timeout_ms", 1...60_000, into: &c.store.connectTimeoutMs)
             try r.int(m["timeout_ms"], "store.timeout_ms", 1...60_000, into: &c.store.timeoutMs)
-            if c.store.url != "memory", c.store.url.contains("@"), c.store.url.split(separator: "@")[0].contains(":") {
+            if c.store.url != "memory", (try? RedisURL(c.store.url))?.password != nil {
                 throw r.fail(m["url"], "store.url must not carry a password: set VIGIL_REDIS_PASSWORD or VIGIL_REDIS_PASSWORD_FILE")
             }
         }

@@ -91,13 +91,25 @@ public final class KafkaConsumer: @unchecked Sendable {
                 }
                 continue
             }
+            var headers: [KafkaHeader] = []
+            var hdrs: OpaquePointer?
+            if rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs {
+                var i = 0
+                var name: UnsafePointer<CChar>?
+                var value: UnsafeRawPointer?
+                var size = 0
+                while rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                    if let name { headers.append(KafkaHeader(String(cString: name), value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? [])) }
+                    i += 1
+                }
+            }
             var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
             let ts = rd_kafka_message_timestamp(m, &type)
             out.append(KafkaMessage(
                 topic: String(cString: rd_kafka_topic_name(msg.rkt)), partition: msg.partition, offset: msg.offset,
                 key: msg.key.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.key_len)) },
                 value: msg.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.len)) } ?? [],
-                timestamp: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts))
+                timestamp: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts, headers: headers))
         }
         return out
     }

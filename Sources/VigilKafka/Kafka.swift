@@ -31,14 +31,30 @@ public struct KafkaMessage: Sendable, Hashable {
     public var value: [UInt8]
     /// Message timestamp (ms since the epoch), when the broker reports one.
     public var timestamp: Int64?
+    public var headers: [KafkaHeader]
 
-    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8], timestamp: Int64?) {
+    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8], timestamp: Int64?, headers: [KafkaHeader] = []) {
         self.topic = topic
         self.partition = partition
         self.offset = offset
         self.key = key
         self.value = value
         self.timestamp = timestamp
+        self.headers = headers
+    }
+
+    /// The last header named `name`, as text.
+    public func header(_ name: String) -> String? {
+        headers.last { $0.name == name }.map { String(decoding: $0.value, as: UTF8.self) }
+    }
+}
+
+public struct KafkaHeader: Sendable, Hashable {
+    public var name: String
+    public var value: [UInt8]
+    public init(_ name: String, _ value: [UInt8]) {
+        self.name = name
+        self.value = value
     }
 }
 

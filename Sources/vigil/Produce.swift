@@ -22,6 +22,8 @@ struct Produce: ParsableCommand {
     @Option(help: "Partition key: this transaction field's value (the primary entity keeps its order).") var key = "card_id"
     @Option(help: "Also publish each labelled transaction's label to this topic, this many messages later.") var labelsTopic: String?
     @Option(help: "Messages between a transaction and its label (with --labels-topic).") var labelLag = 1000
+    @Option(help: "Replace every Nth message with a truncated copy (malformed JSON, for the dead-letter path); 0: none.")
+    var corruptEvery = 0
     @Option(help: "Follow this verdicts topic and report latency per transaction.") var awaitVerdicts: String?
     @Option(help: "Seconds to wait for the last verdicts.") var timeout: Double = 60
     @Option(help: "Write the summary as JSON to this file.") var summaryJSON: String?
@@ -30,6 +32,7 @@ struct Produce: ParsableCommand {
     func validate() throws {
         guard (data == nil) != (simulate == nil) else { throw ValidationError("give exactly one of --data or --simulate") }
         guard rate >= 0 else { throw ValidationError("--rate must be ≥ 0") }
+        guard corruptEvery >= 0 else { throw ValidationError("--corrupt-every must be ≥ 0") }
         if let simulate, !(1...50_000_000).contains(simulate) { throw ValidationError("--simulate must be 1…50000000") }
     }
 
@@ -50,6 +53,16 @@ struct Produce: ParsableCommand {
     }
 
     func load() throws -> [Outgoing] {
+        var messages = try source()
+        if corruptEvery > 0 {
+            for i in stride(from: corruptEvery - 1, to: messages.count, by: corruptEvery) {
+                messages[i] = Outgoing(id: nil, key: messages[i].key, value: Array(messages[i].value.prefix(messages[i].value.count / 2)), label: nil)
+            }
+        }
+        return messages
+    }
+
+    func source() throws -> [Outgoing] {
         guard let field = TransactionField(rawValue: key) else { throw ValidationError("--key: unknown field '\(key)'") }
         func outgoing(_ tx: Transaction, _ text: String) -> Outgoing {
             Outgoing(id: tx.id, key: tx.string(field).map { Array($0.utf8) }, value: Array(text.utf8), label: tx.label.map(Int.init))
@@ -123,7 +136,7 @@ struct Produce: ParsableCommand {
             }
             tracker.stop()
         }
-        let summary = Summary(sent: messages.count, sendSeconds: sendSeconds, targetRate: rate, tracker: tracker?.snapshot())
+        let summary = Summary(sent: messages.count, corrupt: messages.count { $0.id == nil }, sendSeconds: sendSeconds, targetRate: rate, tracker: tracker?.snapshot())
         print(summary.text)
         if let path = summaryJSON {
             guard FileManager.default.createFile(atPath: path, contents: Data(summary.json.utf8)) else { throw ValidationError("cannot write \(path)") }
@@ -294,6 +307,8 @@ final class VerdictTracker: @unchecked Sendable {
 
 struct Summary {
     let sent: Int
+    /// Messages sent that are not transactions (expected in the dead-letter topic).
+    let corrupt: Int
     let sendSeconds: Double
     let targetRate: Double
     let tracker: VerdictTracker.Snapshot?
@@ -301,6 +316,7 @@ struct Summary {
     var text: String {
         var s = "produced \(sent) in \(String(format: "%.1f", sendSeconds)) s (\(Int(Double(sent) / max(sendSeconds, 1e-9))) msg/s"
         s += targetRate > 0 ? ", target \(Int(targetRate))/s)" : ", unthrottled)"
+        if corrupt > 0 { s += "; \(corrupt) of them malformed on purpose (dead-letter topic)" }
         if let t = tracker {
             s += "\nverdicts: \(t.unique) of \(t.expected) transactions (missing \(t.missing)), duplicates \(t.duplicates) (differing \(t.differing))"
             s += "\nproduce-to-verdict latency ms: p50 \(Produce.ms(t.total.percentile(0.5)))  p99 \(Produce.ms(t.total.percentile(0.99)))  p99.9 \(Produce.ms(t.total.percentile(0.999)))  max \(Produce.ms(t.total.latencies.max() ?? 0))"
@@ -317,6 +333,7 @@ struct Summary {
         var w = JSONWriter()
         w.object { w in
             w.field("sent", sent)
+            w.field("malformed", corrupt)
             w.field("send_seconds", sendSeconds)
             w.field("target_rate", targetRate)
             w.field("achieved_rate", Double(sent) / max(sendSeconds, 1e-9))

@@ -25,6 +25,8 @@ struct Vigild: AsyncParsableCommand {
     @Option(help: "Decision cost file.") var costs: String?
     @Option(help: "Consumer group id.") var group: String?
     @Option(help: "Admin HTTP port (0 picks a free one).") var adminPort: Int?
+    @Option(name: .customLong("property"), help: "A librdkafka property, name=value (repeatable; overrides the file).")
+    var properties: [String] = []
     @Flag(help: "Allow the built-in development hash key when VIGIL_HASH_SECRET is unset (simulated data only).")
     var allowDevHashKey = false
     @Option(help: "Log format: text or json.") var logFormat: LogFormat = .text
@@ -41,6 +43,12 @@ struct Vigild: AsyncParsableCommand {
         if let costs { c.scoring.costs = costs }
         if let group { c.kafka.group = group }
         if let adminPort { c.admin.port = adminPort }
+        for kv in properties {
+            guard let eq = kv.firstIndex(of: "=") else {
+                throw ConfigurationError(file: nil, line: nil, message: "--property takes name=value (got '\(kv)')")
+            }
+            c.kafka.properties[String(kv[..<eq])] = String(kv[kv.index(after: eq)...])
+        }
         return c
     }
 

@@ -1,1 +1,290 @@
+import Foundation
+import Glibc
 import Testing
+import Vigil
+@testable import VigilDaemon
+import VigilKafka
+import VigilRedis
+import VigilTestSupport
+
+@Suite("Daemon configuration")
+struct DaemonConfigurationTests {
+    @Test("the shipped example file parses to exactly the documented defaults")
+    func exampleIsDefaults() throws {
+        let c = try DaemonConfiguration.load(path: BuiltProduct.packageRoot + "/config/vigil.yaml")
+        #expect(c == DaemonConfiguration())
+    }
+
+    @Test("every option is read")
+    func everyOption() throws {
+        let c = try DaemonConfiguration.parse("""
+            kafka:
+              brokers: k1:9092,k2:9092
+              group: fraud
+              topics: { transactions: tx, verdicts: v, dead_letters: dlq, labels: lb }
+              properties: { security.protocol: SASL_SSL, sasl.mechanism: PLAIN }
+              batch_size: 64
+              max_in_flight: 2
+              pause_after_ms: 50
+            store: { url: "redis://vigil@r:6379/2", prefix: p, connect_timeout_ms: 100, timeout_ms: 20 }
+            scoring: { model: m, features: f.yaml, rules: r.yaml, costs: c.yaml, deadline_ms: 30, degradation: review, evaluator: capi, explain_top: 0 }
+            admin: { host: 0.0.0.0, port: 0 }
+            limits: { max_message_bytes: 4096 }
+            """, file: "x.yaml")
+        #expect(c.kafka.brokers == "k1:9092,k2:9092" && c.kafka.group == "fraud" && c.kafka.batchSize == 64)
+        #expect(c.kafka.topics.deadLetters == "dlq" && c.kafka.topics.labels == "lb")
+        #expect(c.kafkaProperties["security.protocol"] == "SASL_SSL" && c.kafkaProperties["bootstrap.servers"] == "k1:9092,k2:9092")
+        #expect(c.store.url == "redis://vigil@r:6379/2" && c.store.timeoutMs == 20)
+        #expect(c.scoring.degradation == .failClosed && c.scoring.evaluator == .capi && c.scoring.explainTop == 0)
+        #expect(c.scorerConfiguration(hasher: .insecureDevelopmentKey).memberBudget == .milliseconds(30))
+        #expect(c.admin.port == 0 && c.limits.maxMessageBytes == 4096)
+    }
+
+    @Test("bad files fail with file, line and cause", arguments: [
+        ("kafka:\n  brokers: a\n  batchsize: 5\n", 3, "unknown key 'batchsize'"),
+        ("kafka:\n  batch_size: -1\n", 2, "kafka.batch_size must be an integer"),
+        ("scoring:\n  degradation: maybe\n", 2, "scoring.degradation"),
+        ("store:\n  url: redis://u:hunter2@h:6379/0\n", 2, "must not carry a password"),
+        ("kafka: [1, 2\n", 2, "invalid YAML"),
+    ])
+    func badFiles(text: String, line: Int, message: String) {
+        do {
+            _ = try DaemonConfiguration.parse(text, file: "vigil.yaml")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.file == "vigil.yaml")
+            #expect(error.line == line, "\(error)")
+            #expect(error.description.contains(message), "\(error)")
+            #expect(!error.description.contains("hunter2"))
+        }
+    }
+
+    @Test("the admin token comparison is exact")
+    func tokenCompare() {
+        #expect(AdminServer.constantTimeEqual("Bearer abc", "Bearer abc"))
+        #expect(!AdminServer.constantTimeEqual("Bearer ab", "Bearer abc"))
+        #expect(!AdminServer.constantTimeEqual("Bearer abd", "Bearer abc"))
+        #expect(!AdminServer.constantTimeEqual("", "Bearer abc"))
+    }
+}
+
+/// `vigild` end to end: its own process, the dev broker over TCP, a real Redis where it matters.
+@Suite("vigild end to end", .serialized)
+struct DaemonEndToEndTests {
+    @Test("clean run: one verdict per transaction, bad input dead-lettered with reasons, kcat reads the verdicts, admin needs its token")
+    func cleanRunWithDeadLetters() throws {
+        let stack = try Stack()
+        let daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let txs = Stack.transactions(1500)
+        let base = #"{"id":"bad","timestamp":"2026-01-04T06:20:14.443Z","amount":12.5,"currency":"EUR","card_id":"4711052564607753"}"#
+        let bad: [(String, String)] = [
+            ("{\"id\": \"x1\", \"amount\": ", "malformed JSON"),
+            (base.replacingOccurrences(of: #""amount":12.5,"#, with: ""), "amount"),
+            (base.replacingOccurrences(of: "12.5", with: "-3"), "amount"),
+            (base.replacingOccurrences(of: "12.5", with: #""12.5""#), "amount"),
+            (base.replacingOccurrences(of: "2026-01-04", with: "9999-01-04"), "timestamp"),
+            ("{\"id\":\"x6\",\"pad\":\"" + String(repeating: "a", count: 70_000) + "\"}", "larger than"),
+            ("\u{FF}\u{FE}not json", "malformed JSON"),
+        ]
+        var messages = txs.map { Stack.message($0) }
+        for (i, b) in bad.enumerated() {
+            messages.insert(OutgoingMessage(topic: "transactions", key: Array("bad\(i)".utf8), value: Array(b.0.utf8)), at: 100 * (i + 1))
+        }
+        try stack.publish(messages)
+
+        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count))
+        #expect(verdicts.missing(txs.map(\.id)).isEmpty)
+        #expect(verdicts.byID.count == txs.count)
+        #expect(verdicts.duplicates == 0)
+
+        let dead = try stack.read("transactions.dlq", count: bad.count, timeout: .seconds(20))
+        #expect(dead.count == bad.count)
+        for (i, b) in bad.enumerated() {
+            let d = try #require(dead.first { $0.key == Array("bad\(i)".utf8) })
+            #expect(d.value == Array(b.0.utf8), "original bytes kept")
+            #expect(d.header("vigil-reason")?.contains(b.1) == true, "\(d.header("vigil-reason") ?? "no reason") should mention \(b.1)")
+            #expect(d.header("vigil-source")?.hasPrefix("transactions/") == true)
+        }
+        #expect(try daemon.metric("vigil_dead_letters_total{reason=\"malformed_json\"}") == 2)
+        #expect(try daemon.metric("vigil_transactions_total") == Double(txs.count + bad.count))
+
+        // kcat, a standard Kafka tool, reads the verdicts.
+        let kcat = try ChildProcess("/usr/bin/kcat", ["-C", "-b", stack.bootstrap, "-t", "verdicts", "-e", "-q", "-f", "%k\n"], directory: stack.directory)
+        #expect(kcat.wait(timeout: .seconds(30)) == 0)
+        #expect(Set(kcat.output.split(separator: "\n").map(String.init)) == Set(txs.map(\.id)))
+
+        // The mutating admin endpoint refuses a request without the token.
+        #expect(try HTTP.request(port: daemon.adminPort, "POST", "/admin/reload").status == 401)
+        #expect(try HTTP.request(port: daemon.adminPort, "POST", "/admin/reload", headers: ["Authorization": "Bearer wrong"]).status == 401)
+        #expect(try HTTP.request(port: daemon.adminPort, "POST", "/admin/reload", headers: ["Authorization": "Bearer \(Stack.adminToken)"]).status == 200)
+
+        daemon.process.signal(SIGTERM)
+        #expect(daemon.process.wait(timeout: .seconds(30)) == 0, "graceful exit: \(daemon.log.suffix(1000))")
+    }
+
+    @Test("kill -9 mid-stream and restart: nothing lost, every duplicate verdict equals the original")
+    func killNineAndRestart() throws {
+        let stack = try Stack(redis: true)
+        var daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let txs = Stack.transactions(6000, seed: 21)
+        let publisher = Thread { try? stack.publish(txs.map { Stack.message($0) }, rate: 1500) }
+        publisher.start()
+        for round in 0..<2 {
+            Thread.sleep(forTimeInterval: 1.2)
+            daemon.process.kill()
+            daemon = try stack.startDaemon()
+            try daemon.waitReady()
+            _ = round
+        }
+        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count, timeout: .seconds(90)))
+        #expect(verdicts.missing(txs.map(\.id)).isEmpty, "lost \(verdicts.missing(txs.map(\.id)).count)")
+        #expect(verdicts.differing == 0)
+        // Velocity never double counted: the Redis store recorded each transaction once.
+        #expect(try stack.redisKeys("vigil:t:*").count == txs.count)
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("Redis outage: verdicts degrade and are marked, then recover when Redis returns")
+    func redisOutage() throws {
+        let stack = try Stack(redis: true)
+        let daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let txs = Stack.transactions(900, seed: 31)
+        try stack.publish(txs[0..<300].map { Stack.message($0) })
+        var verdicts = VerdictSet(try stack.read("verdicts", count: 300))
+        #expect(verdicts.byID.count == 300)
+        #expect(verdicts.byID.values.allSatisfy { !$0[0].contains("\"degraded\":true") })
+
+        let port = stack.redis!.port
+        stack.redis = nil  // stops it
+        try stack.publish(txs[300..<600].map { Stack.message($0) })
+        verdicts = VerdictSet(try stack.read("verdicts", count: 600))
+        let outage = txs[300..<600].compactMap { verdicts.byID[$0.id]?.first }
+        #expect(outage.count == 300)
+        #expect(outage.allSatisfy { $0.contains("\"degraded\":true") && $0.contains("store_") })
+        #expect(try daemon.metric("vigil_degraded_verdicts_total") >= 300)
+
+        stack.redis = try RedisServer(port: port)
+        Thread.sleep(forTimeInterval: 1.5)  // past the breaker's cool-down
+        try stack.publish(txs[600..<900].map { Stack.message($0) })
+        verdicts = VerdictSet(try stack.read("verdicts", count: 900))
+        let after = txs[600..<900].compactMap { verdicts.byID[$0.id]?.first }
+        #expect(after.count == 300)
+        // Recovery without a manual step: the tail of the wave scores against Redis again.
+        #expect(after.suffix(100).allSatisfy { !$0.contains("\"degraded\":true") })
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("reload under load (admin endpoint, SIGHUP, and a broken rule file) drops and double-scores nothing")
+    func reloadUnderLoad() throws {
+        let stack = try Stack()
+        let rules = stack.directory + "/rules.yaml"
+        try FileManager.default.copyItem(atPath: BuiltProduct.packageRoot + "/rules/default.yaml", toPath: rules)
+        // The rule file names its lists relative to itself.
+        try? FileManager.default.createSymbolicLink(atPath: stack.directory + "/lists", withDestinationPath: BuiltProduct.packageRoot + "/rules/lists")
+        let daemon = try stack.startDaemon(config: "scoring:\n  rules: \(rules)\n")
+        try daemon.waitReady()
+        let txs = Stack.transactions(4000, seed: 41)
+        let publisher = Thread { try? stack.publish(txs.map { Stack.message($0) }, rate: 1000) }
+        publisher.start()
+        let auth = ["Authorization": "Bearer \(Stack.adminToken)"]
+        for i in 0..<6 {
+            Thread.sleep(forTimeInterval: 0.4)
+            if i == 2 {
+                let good = try String(contentsOfFile: rules, encoding: .utf8)
+                try "rules:\n  - id: broken\n    when: amount >\n    action: block\n".write(toFile: rules, atomically: true, encoding: .utf8)
+                let r = try HTTP.request(port: daemon.adminPort, "POST", "/admin/reload", headers: auth)
+                #expect(r.status == 422)
+                #expect(r.body.contains("rules.yaml:3"), "\(r.body)")
+                try good.write(toFile: rules, atomically: true, encoding: .utf8)
+            } else if i % 2 == 0 {
+                daemon.process.signal(SIGHUP)
+            } else {
+                #expect(try HTTP.request(port: daemon.adminPort, "POST", "/admin/reload", headers: auth).status == 200)
+            }
+        }
+        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count))
+        #expect(verdicts.missing(txs.map(\.id)).isEmpty)
+        #expect(verdicts.duplicates == 0)
+        #expect(try daemon.metric("vigil_reloads_total{result=\"failed\"}") == 1)
+        #expect(try daemon.metric("vigil_reloads_total{result=\"ok\"}") == 5)
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("two daemons in one group split the partitions; when one stops the other takes over")
+    func twoDaemonsTakeOver() throws {
+        let stack = try Stack(redis: true)
+        let a = try stack.startDaemon()
+        let b = try stack.startDaemon()
+        try a.waitReady()
+        try b.waitReady()
+        let txs = Stack.transactions(4000, seed: 51)
+        let publisher = Thread { try? stack.publish(txs.map { Stack.message($0) }, rate: 1000) }
+        publisher.start()
+        #expect(try eventually(timeout: .seconds(20)) { try a.metric("vigil_transactions_total") > 0 && b.metric("vigil_transactions_total") > 0 },
+                "both members score")
+        a.process.signal(SIGTERM)
+        #expect(a.process.wait(timeout: .seconds(30)) == 0)
+        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count, timeout: .seconds(90)))
+        #expect(verdicts.missing(txs.map(\.id)).isEmpty)
+        #expect(verdicts.differing == 0)
+        b.process.signal(SIGTERM)
+        b.process.wait()
+    }
+
+    @Test("labels feed the store; no raw card number, email or IP in Redis keys, verdicts or logs")
+    func labelsAndNoRawIdentifiers() throws {
+        let stack = try Stack(redis: true)
+        let daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let txs = Stack.transactions(1500, seed: 61)
+        let labelled = txs.filter { $0.label == 1 }
+        #expect(!labelled.isEmpty)
+        try stack.publish(txs.map { Stack.message($0) })
+        _ = try stack.read("verdicts", count: txs.count)
+        try stack.publish(labelled.map { OutgoingMessage(topic: "labels", key: nil, value: Array("{\"id\":\"\($0.id)\",\"label\":1}".utf8)) })
+        #expect(try eventually { try daemon.metric("vigil_labels_total") == Double(labelled.count) })
+
+        let keys = try stack.redisKeys("*")
+        #expect(keys.contains { $0.hasPrefix("vigil:f:") }, "fraud sets written from labels")
+        let verdictText = try stack.read("verdicts", count: txs.count).map { String(decoding: $0.value, as: UTF8.self) + " " + ($0.headers.map { String(decoding: $0.value, as: UTF8.self) }.joined(separator: " ")) }.joined(separator: "\n")
+        let logs = daemon.log
+        var raw = Set<String>()
+        for tx in txs {
+            if let c = tx.cardID { raw.insert(c) }
+            if let e = tx.email { raw.insert(e) }
+            if let ip = tx.ip { raw.insert(ip) }
+        }
+        let joinedKeys = keys.joined(separator: "\n")
+        let leaks = raw.filter { joinedKeys.contains($0) || verdictText.contains($0) || logs.contains($0) }
+        #expect(leaks.isEmpty, "raw identifiers found: \(leaks.prefix(5))")
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("vigil produce paces a stream and reports every verdict with its latency")
+    func produceCommand() throws {
+        let stack = try Stack()
+        let daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let summary = stack.directory + "/summary.json"
+        let p = try ChildProcess(BuiltProduct.path("vigil"), ["produce", "--brokers", stack.bootstrap, "--simulate", "800", "--rate", "400",
+                                                              "--await-verdicts", "verdicts", "--summary-json", summary],
+                                 directory: stack.directory, name: "produce")
+        #expect(p.wait(timeout: .seconds(90)) == 0, "\(p.errorOutput.suffix(1000))")
+        let json = try String(contentsOfFile: summary, encoding: .utf8)
+        let fields = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+        #expect(fields["missing"] as? Int == 0)
+        #expect(fields["differing"] as? Int == 0)
+        #expect((fields["verdicts"] as? Int ?? 0) >= 800)
+        #expect((fields["p50_ms"] as? Double ?? 0) > 0)
+        #expect(p.errorOutput.contains("tx/s"), "live progress")
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+}

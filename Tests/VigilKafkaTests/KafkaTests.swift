@@ -1,1 +1,72 @@
+import Foundation
 import Testing
+import VigilKafka
+
+/// The Kafka client against librdkafka's mock cluster, over TCP like any broker.
+@Suite("Kafka client", .serialized)
+struct KafkaTests {
+    func consumeAll(_ consumer: KafkaConsumer, count: Int, timeout: Duration = .seconds(20)) -> [KafkaMessage] {
+        var out: [KafkaMessage] = []
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while out.count < count, clock.now < deadline {
+            out += consumer.poll(max: 500, timeout: .milliseconds(100))
+        }
+        return out
+    }
+
+    @Test("produce with keys and headers, consume in a group, resume from the committed offset")
+    func roundTripAndCommit() throws {
+        let broker = try DevBroker()
+        try broker.createTopic("t", partitions: 2)
+        let props: KafkaProperties = ["bootstrap.servers": broker.bootstrapServers]
+        let producer = try KafkaProducer(properties: props)
+        for i in 0..<100 {
+            try producer.send(OutgoingMessage(topic: "t", key: Array("k\(i % 7)".utf8), value: Array("v\(i)".utf8),
+                                              headers: [("h", Array("x\(i)".utf8))]), token: UInt64(i + 1))
+        }
+        #expect(producer.flush(timeout: .seconds(10)))
+        let delivered = producer.poll()
+        #expect(delivered.count == 100)
+        #expect(delivered.allSatisfy { $0.error == nil })
+        #expect(Set(delivered.map(\.token)) == Set(1...100))
+
+        var group = props
+        group["group.id"] = "g"
+        group["session.timeout.ms"] = "6000"  // the mock cluster holds a rejoin for the session timeout
+        var first: [KafkaMessage] = []
+        do {
+            let consumer = try KafkaConsumer(properties: group, topics: ["t"])
+            first = consumeAll(consumer, count: 100)
+            #expect(first.count == 100)
+            #expect(Set(first.map { String(decoding: $0.value, as: UTF8.self) }).count == 100)
+            let m = try #require(first.first { $0.value == Array("v5".utf8) })
+            #expect(m.header("h") == "x5")
+            #expect(m.key == Array("k5".utf8))
+            // Commit only the first half of each partition.
+            var offsets: [TopicPartition: Int64] = [:]
+            for p in Set(first.map(\.partition)) {
+                let inPartition = first.filter { $0.partition == p }.map(\.offset).sorted()
+                offsets[TopicPartition("t", p)] = inPartition[inPartition.count / 2]
+            }
+            try consumer.commit(offsets, wait: true)
+            consumer.close()
+        }
+        let again = try KafkaConsumer(properties: group, topics: ["t"])
+        let rest = consumeAll(again, count: 50, timeout: .seconds(40))
+        #expect(rest.count == 50)
+        #expect(rest.allSatisfy { m in first.contains { $0.partition == m.partition && $0.offset == m.offset } })
+        again.close()
+    }
+
+    @Test("a bad librdkafka property fails with its name")
+    func badProperty() throws {
+        #expect(throws: KafkaError.self) { try KafkaProducer(properties: ["no.such.property": "1"]) }
+        do {
+            _ = try KafkaProducer(properties: ["linger.ms": "not-a-number"])
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.description.contains("linger.ms"))
+        }
+    }
+}
