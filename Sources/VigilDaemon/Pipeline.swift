@@ -55,6 +55,9 @@ final class Pipeline: @unchecked Sendable {
     /// Acknowledged offsets of label partitions held back by a pending label.
     private var heldOffsets: [TopicPartition: Int64] = [:]
     private var lastLabelRetry: ContinuousClock.Instant?
+    /// Everything committed so far (asynchronously), re-committed synchronously before the
+    /// partitions are given up, so the last commits are known to have landed.
+    private var committed: [TopicPartition: Int64] = [:]
     private var paused = false
     private var lastGauges: ContinuousClock.Instant?
 
@@ -111,8 +114,8 @@ final class Pipeline: @unchecked Sendable {
         }
 
         logger.info("stopping: finishing batches in flight")
-        drain(timeout: .seconds(30))
         retryLabels(force: true)
+        drain(timeout: .seconds(30))
         state.withLock { $0.running = false }
         consumer.close()
         metrics.ready.set(to: 0)
@@ -269,6 +272,7 @@ final class Pipeline: @unchecked Sendable {
 
     private func commit(_ offsets: [TopicPartition: Int64]) {
         guard !offsets.isEmpty else { return }
+        committed.merge(offsets) { max($0, $1) }
         do {
             try consumer?.commit(offsets, wait: false)
         } catch {
@@ -316,12 +320,20 @@ final class Pipeline: @unchecked Sendable {
         }
     }
 
-    /// Waits for every batch in flight to be acknowledged (and committed), up to `timeout`.
+    /// Waits for every batch in flight to be acknowledged, up to `timeout`, then commits
+    /// synchronously.
     private func drain(timeout: Duration) {
         guard let producer else { return }
         let deadline = clock.now + timeout
         while !inFlight.isEmpty, clock.now < deadline {
             settle(producer.poll(timeout: .milliseconds(10)))
+        }
+        guard !committed.isEmpty else { return }
+        do {
+            try consumer?.commit(committed, wait: true)
+        } catch {
+            metrics.commitFailures.increment()
+            logger.warning("final commit failed; the uncommitted tail is redelivered", metadata: ["error": "\(error)"])
         }
     }
 
@@ -335,6 +347,7 @@ final class Pipeline: @unchecked Sendable {
         case .revoked(let parts):
             logger.info("partitions revoked; finishing what was consumed from them", metadata: ["partitions": "\(parts)"])
             drain(timeout: .seconds(10))
+            for tp in parts { committed.removeValue(forKey: tp) }
         }
     }
 

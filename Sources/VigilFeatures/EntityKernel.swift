@@ -247,13 +247,17 @@ extension EventBatch {
     /// The walk every store does: for each transaction in order and each of its entities,
     /// evaluate the kernel on the entity's events (strictly before the transaction), then record
     /// the transaction locally unless it was seen before — so later transactions of the batch see
-    /// earlier ones. Stores differ only in where the events live (`withEvents`).
+    /// earlier ones — then drop the entity's events older than its newest prior event minus its
+    /// retention and `lateness`. Stores differ only in where the events live (`withEvents`); doing
+    /// the trim here, per event, keeps features independent of batch boundaries and identical
+    /// across stores even for events later than the allowed lateness.
     ///
     /// - Parameters:
+    ///   - lateness: the store's allowed lateness (ms).
     ///   - duplicate: whether transaction `i` was recorded before (a redelivery).
     ///   - withEvents: gives in-place access to an entity's events (creating them if new).
     public func walk(
-        plan: FeaturePlan, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool,
+        plan: FeaturePlan, lateness: Int64, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool,
         withEvents: (_ entity: Int, _ key: UInt64, _ body: (inout EntityEvents) -> Void) -> Void
     ) {
         let columns = matrix.columns
@@ -272,11 +276,14 @@ extension EventBatch {
                         let own = UnsafeBufferPointer(rebasing: tracked[(i * trackedTotal + trackedOffsets[e])...].prefix(ep.tracked.count))
                         let current = CurrentEvent(time: times[i], amount: amounts[i], lat: lats[i], lon: lons[i], tracked: own)
                         withEvents(e, key) { events in
+                            let keep = events.times.last.map { $0 - ep.retention - lateness }
                             EntityKernel.evaluate(events, plan: ep, current: current, row: row, scratch: &scratch[e])
-                            guard !seen, events.index(time: times[i], id: ids[i]) == nil else { return }
-                            events.insert(
-                                time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
-                                filterBits: filterBits[i * entityCount + e], label: 0, tracked: own)
+                            if !seen, events.index(time: times[i], id: ids[i]) == nil {
+                                events.insert(
+                                    time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
+                                    filterBits: filterBits[i * entityCount + e], label: 0, tracked: own)
+                            }
+                            if let keep, let first = events.times.first, first < keep { events.trim(before: keep) }
                         }
                     }
                 }

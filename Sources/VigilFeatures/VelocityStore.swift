@@ -135,10 +135,8 @@ public final class InMemoryVelocityStore: VelocityStore {
             // Idempotence: a transaction id already recorded is a redelivery.
             let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil }
             var seenInBatch = Set<UInt64>()
-            batch.walk(plan: plan, into: &matrix, duplicate: { duplicates[$0] }) { e, key, body in
-                let keep = s.entities[e][key]?.times.last.map { $0 - plan.entities[e].retention - lateness }
+            batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { duplicates[$0] }) { e, key, body in
                 body(&s.entities[e][key, default: EntityEvents(trackedCount: plan.entities[e].tracked.count)])
-                if let keep, let first = s.entities[e][key]?.times.first, first < keep { s.entities[e][key]!.trim(before: keep) }
             }
             for i in 0..<batch.count where !duplicates[i] && seenInBatch.insert(batch.ids[i]).inserted {
                 var keys: [UInt64] = []

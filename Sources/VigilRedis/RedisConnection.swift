@@ -15,12 +15,16 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     public var user: String?
     public var password: String?
     public var database: Int
+    /// `redis+cluster://`: the endpoint is a seed node of a Redis Cluster; commands are routed
+    /// by hash slot (``RedisClusterClient``).
+    public var cluster: Bool = false
 
-    public init(endpoint: Endpoint, user: String? = nil, password: String? = nil, database: Int = 0) {
+    public init(endpoint: Endpoint, user: String? = nil, password: String? = nil, database: Int = 0, cluster: Bool = false) {
         self.endpoint = endpoint
         self.user = user
         self.password = password
         self.database = database
+        self.cluster = cluster
     }
 
     public init(_ text: String) throws(StoreError) {
@@ -30,25 +34,27 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
         user = url.user.flatMap { $0.isEmpty ? nil : $0.removingPercentEncoding }
         password = url.password?.removingPercentEncoding
         switch scheme {
-        case "redis":
+        case "redis", "redis+cluster":
+            cluster = scheme == "redis+cluster"
             guard let host = url.host, !host.isEmpty else { throw StoreError(.protocolError, "Redis URL has no host") }
             endpoint = .tcp(host: host, port: url.port ?? 6379)
             let path = url.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
             guard let db = path.isEmpty ? 0 : Int(path), db >= 0 else { throw StoreError(.protocolError, "Redis URL database must be a number") }
+            guard !cluster || db == 0 else { throw StoreError(.protocolError, "Redis Cluster has only database 0") }
             database = db
         case "unix":
             guard !url.path.isEmpty else { throw StoreError(.protocolError, "unix:// URL has no socket path") }
             endpoint = .unix(path: url.path)
             database = url.queryItems?.first { $0.name == "db" }?.value.flatMap(Int.init) ?? 0
         default:
-            throw StoreError(.protocolError, "unsupported scheme '\(scheme)' (redis or unix)")
+            throw StoreError(.protocolError, "unsupported scheme '\(scheme)' (redis, redis+cluster or unix)")
         }
     }
 
     public var description: String {
         let auth = user.map { "\($0):***@" } ?? (password != nil ? ":***@" : "")
         switch endpoint {
-        case .tcp(let host, let port): return "redis://\(auth)\(host):\(port)/\(database)"
+        case .tcp(let host, let port): return cluster ? "redis+cluster://\(auth)\(host):\(port)" : "redis://\(auth)\(host):\(port)/\(database)"
         case .unix(let path): return "unix://\(auth)\(path)?db=\(database)"
         }
     }
@@ -171,6 +177,13 @@ final class RedisConnection {
     /// - Throws: ``StoreError`` `.timeout` or `.unavailable` on an I/O error (the connection is
     ///   dropped and re-established on the next call). Redis error replies are returned, not thrown.
     func pipeline(_ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+        try send(commands)
+        return try receive(commands.count)
+    }
+
+    /// Queues commands and writes them out without waiting for replies (so several connections
+    /// can have requests in flight at once, as the cluster client does).
+    func send(_ commands: [[[UInt8]]]) throws(StoreError) {
         let c = try connect()
         for command in commands {
             var lengths = command.map { $0.count }
@@ -183,9 +196,22 @@ final class RedisConnection {
                 throw StoreError(.unavailable, "append: \(message)")
             }
         }
+        var done: Int32 = 0
+        while done == 0 {
+            guard redisBufferWrite(c, &done) == 0 else {
+                let message = Self.errorString(c)
+                disconnect()
+                throw StoreError(.unavailable, "\(configuration.url): write: \(message)")
+            }
+        }
+    }
+
+    /// Reads `count` replies to what ``send(_:)`` wrote.
+    func receive(_ count: Int) throws(StoreError) -> [RedisReply] {
+        guard let c = context else { throw StoreError(.unavailable, "\(configuration.url): not connected") }
         var replies: [RedisReply] = []
-        replies.reserveCapacity(commands.count)
-        for _ in commands {
+        replies.reserveCapacity(count)
+        for _ in 0..<count {
             var raw: UnsafeMutableRawPointer?
             guard redisGetReply(c, &raw) == 0, let raw else {
                 let message = Self.errorString(c)

@@ -76,7 +76,7 @@ public final class RedisVelocityStore: VelocityStore {
     public let allowedLateness: Int64
 
     struct State: ~Copyable {
-        var connection: RedisConnection
+        var connection: any RedisTransport
         var breaker: CircuitBreaker
         var roundTrips = 0
     }
@@ -87,13 +87,18 @@ public final class RedisVelocityStore: VelocityStore {
         self.configuration = configuration
         self.allowedLateness = allowedLateness
         state = Mutex(State(
-            connection: RedisConnection(configuration: configuration),
+            connection: configuration.url.cluster ? RedisClusterClient(configuration: configuration) : RedisConnection(configuration: configuration),
             breaker: CircuitBreaker(threshold: configuration.breakerThreshold, cooldown: configuration.breakerCooldown,
                                     maxCooldown: configuration.breakerMaxCooldown)))
     }
 
     /// Round trips made so far (for benchmarks and tests).
     public var roundTrips: Int { state.withLock { $0.roundTrips } }
+
+    /// Redis Cluster redirections followed so far (MOVED, ASK); zeros on a single Redis.
+    public var clusterRedirects: (moved: Int, ask: Int) {
+        state.withLock { ($0.connection as? RedisClusterClient)?.redirects ?? (0, 0) }
+    }
 
     /// True while the breaker is open: the scorer degrades without trying Redis.
     public var isCircuitOpen: Bool { state.withLock { $0.breaker.isOpen } }
@@ -224,7 +229,7 @@ public final class RedisVelocityStore: VelocityStore {
         }
         // Evaluate in batch order, exactly as the in-memory store does. SET NX answered nil: the
         // transaction was recorded before (a redelivery).
-        batch.walk(plan: plan, into: &matrix, duplicate: { replies[setBase + $0] == .null }) { e, key, body in
+        batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { replies[setBase + $0] == .null }) { e, key, body in
             body(&entities[Slot(e: e, key: key), default: EntityEvents(trackedCount: plan.entities[e].tracked.count)])
         }
     }

@@ -136,7 +136,8 @@ struct Produce: ParsableCommand {
             }
             tracker.stop()
         }
-        let summary = Summary(sent: messages.count, corrupt: messages.count { $0.id == nil }, sendSeconds: sendSeconds, targetRate: rate, tracker: tracker?.snapshot())
+        let verdictSeconds = tracker?.snapshot().lastVerdict.map { (start.duration(to: $0)).seconds }
+        let summary = Summary(sent: messages.count, corrupt: messages.count { $0.id == nil }, sendSeconds: sendSeconds, verdictSeconds: verdictSeconds, targetRate: rate, tracker: tracker?.snapshot())
         print(summary.text)
         if let path = summaryJSON {
             guard FileManager.default.createFile(atPath: path, contents: Data(summary.json.utf8)) else { throw ValidationError("cannot write \(path)") }
@@ -193,6 +194,7 @@ final class VerdictTracker: @unchecked Sendable {
         var unexpected: Int
         var missing: Int { expected - unique }
         var total: Stats
+        var lastVerdict: ContinuousClock.Instant?
     }
 
     struct State {
@@ -203,6 +205,7 @@ final class VerdictTracker: @unchecked Sendable {
         var unexpected = 0
         var interval = Stats()
         var total = Stats()
+        var lastVerdict: ContinuousClock.Instant?
     }
 
     final class Flag: Sendable {
@@ -265,6 +268,7 @@ final class VerdictTracker: @unchecked Sendable {
                         continue
                     }
                     s.first[id] = decision
+                    s.lastVerdict = now
                     let latency = sentAt.duration(to: now)
                     let ns = latency.components.seconds * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000
                     let action = Action.allCases.first { decision.contains("\"action\":\"\($0.rawValue)\"") } ?? .review
@@ -294,7 +298,7 @@ final class VerdictTracker: @unchecked Sendable {
     func snapshot() -> Snapshot {
         state.withLock { s in
             Snapshot(expected: s.sentAt.count, unique: s.first.count, duplicates: s.duplicates, differing: s.differing,
-                     unexpected: s.unexpected, total: s.total)
+                     unexpected: s.unexpected, total: s.total, lastVerdict: s.lastVerdict)
         }
     }
 
@@ -310,6 +314,8 @@ struct Summary {
     /// Messages sent that are not transactions (expected in the dead-letter topic).
     let corrupt: Int
     let sendSeconds: Double
+    /// From the first message sent to the last verdict received.
+    let verdictSeconds: Double?
     let targetRate: Double
     let tracker: VerdictTracker.Snapshot?
 
@@ -319,6 +325,7 @@ struct Summary {
         if corrupt > 0 { s += "; \(corrupt) of them malformed on purpose (dead-letter topic)" }
         if let t = tracker {
             s += "\nverdicts: \(t.unique) of \(t.expected) transactions (missing \(t.missing)), duplicates \(t.duplicates) (differing \(t.differing))"
+            if let v = verdictSeconds { s += "; last verdict after \(String(format: "%.1f", v)) s (\(Int(Double(t.unique) / max(v, 1e-9))) verdicts/s)" }
             s += "\nproduce-to-verdict latency ms: p50 \(Produce.ms(t.total.percentile(0.5)))  p99 \(Produce.ms(t.total.percentile(0.99)))  p99.9 \(Produce.ms(t.total.percentile(0.999)))  max \(Produce.ms(t.total.latencies.max() ?? 0))"
             s += "\nverdict mix: " + Action.allCases.map { a in
                 let n = t.total.mix[a] ?? 0
@@ -338,6 +345,8 @@ struct Summary {
             w.field("target_rate", targetRate)
             w.field("achieved_rate", Double(sent) / max(sendSeconds, 1e-9))
             if let t = tracker {
+                w.field("verdict_seconds", verdictSeconds ?? 0)
+                w.field("verdict_rate", Double(t.unique) / max(verdictSeconds ?? 0, 1e-9))
                 w.field("expected", t.expected)
                 w.field("verdicts", t.unique)
                 w.field("missing", t.missing)
