@@ -42,11 +42,11 @@ for r in $RATES 0; do
   if [ "$r" = 0 ]; then n=$MAX_N; else n=$((r * DURATION)); fi
   echo "== rate ${r/#0/unthrottled}: $n transactions" >&2
   $bin/vigil produce --brokers "$brokers" --simulate "$n" --seed "$((1000 + r))" --rate "$r" \
-    --await-verdicts verdicts --timeout 120 --summary-json "$work/rate-$r.json" >&2 || true
+    --warmup "$(( r > 0 ? r : 1000 ))" --await-verdicts verdicts --timeout 120 --summary-json "$work/rate-$r.json" >&2 || true
   results+=("$work/rate-$r.json")
 done
 echo "== broker ceiling: consume+produce+commit with no scoring" >&2
-$bin/vigil bench-kafka --brokers "$brokers" --messages 200000 | tee "$work/ceiling.txt" >&2
+$bin/vigil bench-kafka --brokers "$brokers" | tee "$work/ceiling.txt" >&2
 
 python3 - "$work/ceiling.txt" "${results[@]}" <<'PY'
 import json, sys, re

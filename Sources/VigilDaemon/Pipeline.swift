@@ -90,6 +90,10 @@ final class Pipeline: @unchecked Sendable {
         var consumerProperties = configuration.kafkaProperties
         consumerProperties["group.id"] = k.group
         if consumerProperties["queued.max.messages.kbytes"] == nil { consumerProperties["queued.max.messages.kbytes"] = "16384" }
+        // A broker answers a fetch as soon as data arrives, but librdkafka's mock cluster waits out
+        // the whole fetch wait (default 500 ms): keep it short. On a real cluster this only sets
+        // how often an idle consumer asks.
+        if consumerProperties["fetch.wait.max.ms"] == nil { consumerProperties["fetch.wait.max.ms"] = "5" }
         let producer = try KafkaProducer(properties: configuration.kafkaProperties)
         self.producer = producer
         let consumer = try KafkaConsumer(

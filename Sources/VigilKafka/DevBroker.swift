@@ -12,6 +12,7 @@ public final class DevBroker: @unchecked Sendable {
 
     /// The `bootstrap.servers` value for clients.
     public let bootstrapServers: String
+    let brokerCount: Int
 
     public init(brokers: Int = 1) throws(KafkaError) {
         let conf = try KafkaConf.make(["log_level": "3"])
@@ -21,12 +22,21 @@ public final class DevBroker: @unchecked Sendable {
             throw KafkaError("cannot start the mock cluster")
         }
         self.cluster = cluster
+        brokerCount = brokers
         bootstrapServers = String(cString: rd_kafka_mock_cluster_bootstraps(cluster))
     }
 
     deinit {
         rd_kafka_mock_cluster_destroy(cluster)
         rd_kafka_destroy(client)
+    }
+
+    /// Takes every broker down (connections closed, new ones refused) or brings them back up:
+    /// what clients see when a broker restarts. Messages and offsets are kept.
+    public func setDown(_ down: Bool) {
+        for id in 1...brokerCount {
+            _ = down ? rd_kafka_mock_broker_set_down(cluster, Int32(id)) : rd_kafka_mock_broker_set_up(cluster, Int32(id))
+        }
     }
 
     /// Creates a topic (clients may also auto-create topics, with the mock's default partitions).

@@ -27,8 +27,7 @@ struct BacktestCommand: ParsableCommand {
 
     func run() throws {
         // Fail before the long part if the report cannot be written.
-        try FileManager.default.createDirectory(atPath: report, withIntermediateDirectories: true)
-        guard FileManager.default.isWritableFile(atPath: report) else { throw ValidationError("report directory \(report) is not writable") }
+        try makeDirectory(report)
         var config = ScorerConfiguration(modelDirectory: model, rulesPath: rules, costsPath: costs)
         config.hasher = try HashSecret.fromEnvironment()
         config.evaluator = evaluator
@@ -81,7 +80,7 @@ struct Tune: ParsableCommand {
         do {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
         } catch {
-            throw ValidationError("cannot write \(path): \((error as NSError).localizedDescription)")
+            throw OutputError("cannot write \(path): \(systemReason(error))")
         }
         print("chosen: \(best.name) → \(path)")
     }

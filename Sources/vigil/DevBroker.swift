@@ -29,6 +29,8 @@ struct DevBrokerCommand: ParsableCommand {
         sigemptyset(&signals)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGUSR1)
+        sigaddset(&signals, SIGUSR2)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let broker = try DevBroker(brokers: brokers)
@@ -38,7 +40,19 @@ struct DevBrokerCommand: ParsableCommand {
         FileHandle.standardOutput.write(Data((broker.bootstrapServers + "\n").utf8))
         stderr("dev broker: \(brokers) broker(s), topics \(topics) with \(partitions) partitions each; Ctrl-C stops")
         var received: Int32 = 0
-        sigwait(&signals, &received)
-        stderr("dev broker: stopping")
+        while true {
+            sigwait(&signals, &received)
+            switch received {
+            case SIGUSR1:
+                broker.setDown(true)
+                stderr("dev broker: brokers down")
+            case SIGUSR2:
+                broker.setDown(false)
+                stderr("dev broker: brokers up")
+            default:
+                stderr("dev broker: stopping")
+                return
+            }
+        }
     }
 }

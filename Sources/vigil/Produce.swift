@@ -26,6 +26,7 @@ struct Produce: ParsableCommand {
     var corruptEvery = 0
     @Option(help: "Follow this verdicts topic and report latency per transaction.") var awaitVerdicts: String?
     @Option(help: "Seconds to wait for the last verdicts.") var timeout: Double = 60
+    @Option(help: "Send this many messages first, at the same rate, and leave them out of the figures (warm-up).") var warmup = 0
     @Option(help: "Write the summary as JSON to this file.") var summaryJSON: String?
     @Option(name: .customLong("property"), help: "A librdkafka property, name=value (repeatable).") var properties: [String] = []
 
@@ -68,7 +69,7 @@ struct Produce: ParsableCommand {
             Outgoing(id: tx.id, key: tx.string(field).map { Array($0.utf8) }, value: Array(text.utf8), label: tx.label.map(Int.init))
         }
         if let simulate {
-            var options = Simulator.Options(transactions: simulate, days: days, seed: seed)
+            var options = Simulator.Options(transactions: simulate + warmup, days: days, seed: seed)
             options.start = Int64(Date().timeIntervalSince1970 * 1000) - Int64(days) * 86_400_000
             return Simulator(options: options).generate().map { outgoing($0, Simulator.json($0)) }
         }
@@ -81,7 +82,9 @@ struct Produce: ParsableCommand {
     }
 
     func run() throws {
-        let messages = try load()
+        var messages = try load()
+        let warm = Array(messages.prefix(warmup))
+        messages.removeFirst(warm.count)
         let props = try kafkaProperties()
         let producer = try KafkaProducer(properties: props)
         let tracker = try awaitVerdicts.map { try VerdictTracker(properties: props, topic: $0) }
@@ -90,6 +93,20 @@ struct Produce: ParsableCommand {
             try tracker.waitForAssignment(timeout: .seconds(30))
         }
         let clock = ContinuousClock()
+        if !warm.isEmpty {
+            stderr("produce: warming up with \(warm.count) messages")
+            let warmStart = clock.now
+            for (i, m) in warm.enumerated() {
+                if rate > 0 {
+                    let due = warmStart + .nanoseconds(Int64(Double(i) / rate * 1e9))
+                    while clock.now < due { _ = producer.poll(timeout: .milliseconds(1)) }
+                }
+                try producer.send(OutgoingMessage(topic: topic, key: m.key, value: m.value), token: 1)
+            }
+            _ = producer.flush(timeout: .seconds(30))
+            _ = producer.poll()
+            Thread.sleep(forTimeInterval: 2)  // let the daemon drain them
+        }
         let start = clock.now
         let startWall = Int64(Date().timeIntervalSince1970 * 1000)
         tracker?.start(since: startWall - 1000)
@@ -140,7 +157,7 @@ struct Produce: ParsableCommand {
         let summary = Summary(sent: messages.count, corrupt: messages.count { $0.id == nil }, sendSeconds: sendSeconds, verdictSeconds: verdictSeconds, targetRate: rate, tracker: tracker?.snapshot())
         print(summary.text)
         if let path = summaryJSON {
-            guard FileManager.default.createFile(atPath: path, contents: Data(summary.json.utf8)) else { throw ValidationError("cannot write \(path)") }
+            try openOutput(path).write(summary.json, to: path)
         }
         if failed > 0 { throw ValidationError("\(failed) messages were not delivered") }
         if let t = tracker?.snapshot(), t.missing > 0 { throw ExitCode(3) }
@@ -223,6 +240,7 @@ final class VerdictTracker: @unchecked Sendable {
         var p = properties
         p["group.id"] = "vigil-produce-\(getpid())-\(Int(Date().timeIntervalSince1970))"
         p["auto.offset.reset"] = "earliest"
+        if p["fetch.wait.max.ms"] == nil { p["fetch.wait.max.ms"] = "5" }  // see the daemon's consumer
         let assigned = assigned
         consumer = try KafkaConsumer(properties: p, topics: [topic], onRebalance: {
             if case .assigned = $0 { assigned.value.store(true, ordering: .releasing) }

@@ -28,10 +28,7 @@ struct Score: ParsableCommand {
         let scorer = try Scorer(configuration: config, store: try StoreOption.factory(store))
         let output: FileHandle
         if let out {
-            guard FileManager.default.createFile(atPath: out, contents: nil), let h = FileHandle(forWritingAtPath: out) else {
-                throw ValidationError("cannot write \(out)")
-            }
-            output = h
+            output = try openOutput(out)
         } else {
             output = .standardOutput
         }
@@ -54,7 +51,7 @@ struct Score: ParsableCommand {
             stats.record(verdicts, batchMicros: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000)
             var text = ""
             for v in verdicts { text += v.json() + "\n" }
-            try output.write(contentsOf: Data(text.utf8))
+            try output.write(text, to: out ?? "<stdout>")
             pending.removeAll(keepingCapacity: true)
             progress.show(count: stats.count)
         }

@@ -22,20 +22,18 @@ struct Simulate: ParsableCommand {
         options.start = try parseTime(start, "start")!
         let progress = Progress(label: "simulating")
         let generated = Simulator(options: options).generateLabelled { progress.show(fraction: $0) }
-        guard FileManager.default.createFile(atPath: out, contents: nil), let h = FileHandle(forWritingAtPath: out) else {
-            throw ValidationError("cannot write \(out)")
-        }
+        let h = try openOutput(out)
         var text = ""
         text.reserveCapacity(1 << 22)
         for g in generated {
             text += Simulator.json(g.transaction, pattern: g.pattern)
             text += "\n"
             if text.utf8.count > 1 << 22 {
-                try h.write(contentsOf: Data(text.utf8))
+                try h.write(text, to: out)
                 text.removeAll(keepingCapacity: true)
             }
         }
-        try h.write(contentsOf: Data(text.utf8))
+        try h.write(text, to: out)
         try h.close()
         let fraud = generated.filter { $0.transaction.label == 1 }.count
         var byPattern: [FraudPattern: Int] = [:]

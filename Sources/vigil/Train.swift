@@ -55,10 +55,8 @@ struct Features: ParsableCommand {
         let engine = FeatureEngine(plan: plan, hasher: try HashSecret.fromEnvironment())
         let velocity = try StoreOption.factory(store)?(plan) ?? InMemoryVelocityStore(plan: plan)
         let (txs, _) = try InputReader.readAll(data, map: map)
-        guard FileManager.default.createFile(atPath: out, contents: nil), let h = FileHandle(forWritingAtPath: out) else {
-            throw ValidationError("cannot write \(out)")
-        }
-        try h.write(contentsOf: Data((["id", "label"] + plan.schema.names).joined(separator: ",").utf8 + [10]))
+        let h = try openOutput(out)
+        try h.write((["id", "label"] + plan.schema.names).joined(separator: ",") + "\n", to: out)
         var i = 0
         while i < txs.count {
             let batch = Array(txs[i..<min(i + 256, txs.count)])
@@ -69,7 +67,7 @@ struct Features: ParsableCommand {
                 for v in m.row(r) { text += "," + (v.isNaN ? "" : "\(v)") }
                 text += "\n"
             }
-            try h.write(contentsOf: Data(text.utf8))
+            try h.write(text, to: out)
             i += 256
         }
         try h.close()

@@ -89,6 +89,54 @@ struct InputReader {
     }
 }
 
+/// Opens a file for writing in place (`O_CREAT | O_TRUNC`), never by replacing what the path
+/// names: a device such as `/dev/stdout` or `/dev/full` stays one, and a full disk or a missing
+/// directory is an error naming the path.
+func openOutput(_ path: String) throws -> FileHandle {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw OutputError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+}
+
+/// Creates a directory (and its parents), or says why not.
+func makeDirectory(_ path: String) throws {
+    do {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    } catch {
+        throw OutputError("cannot create directory \(path): \(systemReason(error))")
+    }
+    guard FileManager.default.isWritableFile(atPath: path) else { throw OutputError("directory \(path) is not writable") }
+}
+
+/// An output that cannot be written (full disk, missing or unwritable directory): exit 1 with
+/// the path and the cause, not a usage error.
+struct OutputError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension FileHandle {
+    /// Writes all of `text`, turning an I/O error (a full disk) into a message naming `path`.
+    func write(_ text: String, to path: String) throws {
+        do {
+            try write(contentsOf: Data(text.utf8))
+        } catch {
+            throw OutputError("cannot write \(path): \(systemReason(error))")
+        }
+    }
+}
+
+/// The operating system's words for an I/O error ("No space left on device"), where it has some.
+func systemReason(_ error: any Error) -> String {
+    let e = error as NSError
+    for candidate in [e, e.userInfo[NSUnderlyingErrorKey] as? NSError].compactMap({ $0 }) where candidate.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(candidate.code)))
+    }
+    if e.domain == NSCocoaErrorDomain, e.code == NSFileWriteOutOfSpaceError { return String(cString: strerror(ENOSPC)) }
+    if e.domain == NSCocoaErrorDomain, e.code == NSFileNoSuchFileError || e.code == NSFileReadNoSuchFileError { return String(cString: strerror(ENOENT)) }
+    return e.localizedDescription
+}
+
 func stderr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
 /// Progress on a terminal (stderr), silent when stderr is not one.

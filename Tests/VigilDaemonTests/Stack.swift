@@ -56,7 +56,6 @@ final class Stack: @unchecked Sendable {
     func startDaemon(group: String = "vigil", config: String? = nil, extra: [String] = []) throws -> Daemon {
         let port = RedisServer.freePort()
         var args = ["--brokers", bootstrap, "--group", group, "--admin-port", String(port),
-                    "--model", BuiltProduct.packageRoot + "/models/default",
                     "--redis", redis?.url ?? "memory", "--log-format", "json",
                     // The mock cluster holds a member's partitions for the session timeout after it dies.
                     "--property", "session.timeout.ms=6000", "--property", "heartbeat.interval.ms=500"]
@@ -65,7 +64,7 @@ final class Stack: @unchecked Sendable {
             try config.write(toFile: path, atomically: true, encoding: .utf8)
             args += ["--config", path]
         } else {
-            args += ["--rules", BuiltProduct.packageRoot + "/rules/default.yaml"]
+            args += ["--model", BuiltProduct.packageRoot + "/models/default", "--rules", BuiltProduct.packageRoot + "/rules/default.yaml"]
         }
         let p = try ChildProcess(BuiltProduct.path("vigild"), args + extra,
                                  environment: ["VIGIL_HASH_SECRET": Stack.hashSecret, "VIGIL_ADMIN_TOKEN": Stack.adminToken],

@@ -135,6 +135,20 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         expectIdentical(a, b)
     }
 
+    /// The store runs no scripts, so there is nothing to lose in a `SCRIPT FLUSH` or a restart
+    /// (`NOSCRIPT` cannot happen): Redis's command statistics show no EVAL/EVALSHA at all.
+    @Test func usesNoScripts() throws {
+        let server = try RedisServer()
+        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let (a, b) = try runBoth(hostileStream(count: 1200, seed: 5), redis: redis, batch: 50, labelsEvery: 4)
+        expectIdentical(a, b)
+        guard case .string(let stats) = try redis.command(["INFO", "commandstats"]) else { Issue.record("INFO"); return }
+        let text = String(decoding: stats, as: UTF8.self)
+        #expect(text.contains("cmdstat_zadd"))
+        #expect(!text.contains("cmdstat_eval"), "no scripts: \(text)")
+        #expect(!text.contains("cmdstat_evalsha"))
+    }
+
     @Test func redeliveryIsIdempotent() throws {
         let server = try RedisServer()
         let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))

@@ -67,6 +67,12 @@ public final class RedisServer: @unchecked Sendable {
 
     public var url: String { "redis://127.0.0.1:\(port)/0" }
 
+    /// SIGKILL, no chance to save: what a crash looks like.
+    public func crash() {
+        RedisServer.kill(pid, signal: SIGKILL)
+        pid = 0
+    }
+
     public func stop() {
         RedisServer.kill(pid, signal: SIGTERM)
         pid = 0

@@ -1,0 +1,208 @@
+import Foundation
+import Glibc
+import Testing
+import Vigil
+import VigilKafka
+import VigilTestSupport
+
+/// Faults injected end to end: the daemon as deployed, the dev broker over TCP, a real Redis.
+/// Each test prints one `fault-result:` line with what it measured (docs/reliability.md).
+@Suite("Faults", .serialized)
+struct FaultTests {
+    /// What every fault must leave behind: a verdict for every transaction, and any duplicate
+    /// verdict equal to the original.
+    func check(_ name: String, _ txs: [Transaction], _ verdicts: VerdictSet, recovery: Duration? = nil) {
+        let missing = verdicts.missing(txs.map(\.id))
+        let degraded = verdicts.byID.values.filter { $0[0].contains("\"degraded\":true") }.count
+        #expect(missing.isEmpty, "\(name): \(missing.count) transactions without a verdict")
+        #expect(verdicts.differing == 0, "\(name): duplicate verdicts that differ")
+        var line = "fault-result: \(name) transactions=\(txs.count) verdicts=\(verdicts.byID.count) duplicates=\(verdicts.duplicates) differing=\(verdicts.differing) lost=\(missing.count) degraded=\(degraded)"
+        if let recovery { line += " recovery_ms=\(Int(Double(recovery.components.seconds) * 1000 + Double(recovery.components.attoseconds) / 1e15))" }
+        print(line)
+    }
+
+    func publishInBackground(_ stack: Stack, _ txs: [Transaction], rate: Double) -> Thread {
+        let t = Thread { try? stack.publish(txs.map { Stack.message($0) }, rate: rate) }
+        t.start()
+        return t
+    }
+
+    /// The time of the first non-degraded verdict sent after `instant` (ms since the epoch).
+    func firstHealthyAfter(_ messages: [KafkaMessage], _ instant: Int64) -> Int64? {
+        messages.filter { ($0.timestamp ?? 0) >= instant && !String(decoding: $0.value, as: UTF8.self).contains("\"degraded\":true") }
+            .compactMap(\.timestamp).min()
+    }
+
+    static func nowMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    @Test("Redis killed (SIGKILL) and restarted mid-stream: degraded verdicts marked, recovery by itself, velocity never double counted")
+    func redisKilledMidStream() throws {
+        let stack = try Stack(redis: false)
+        let dataDir = stack.directory + "/redis-data"
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        let persistent = ["--appendonly", "yes", "--appendfsync", "always", "--dir", dataDir]
+        stack.redis = try RedisServer(extra: persistent)
+        let port = stack.redis!.port
+        let daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let txs = Stack.transactions(3000, seed: 71)
+        let publisher = publishInBackground(stack, txs, rate: 1000)
+        Thread.sleep(forTimeInterval: 1.0)
+        stack.redis!.crash()
+        Thread.sleep(forTimeInterval: 1.0)
+        let restarted = Self.nowMillis()
+        stack.redis = try RedisServer(extra: persistent, port: port)
+        while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
+        let messages = try stack.read("verdicts", count: txs.count)
+        let verdicts = VerdictSet(messages)
+        let healthy = firstHealthyAfter(messages, restarted)
+        check("redis_killed", txs, verdicts, recovery: healthy.map { .milliseconds($0 - restarted) })
+        #expect(verdicts.byID.values.contains { $0[0].contains("store_") }, "the outage shows in the verdicts")
+        #expect(healthy != nil, "recovered without a manual step")
+        #expect(try daemon.metric("vigil_degraded_verdicts_total") > 0)
+        // Each recorded transaction is in its card's window once: the sum of the card windows'
+        // sizes equals the number of transaction records (cards are entity 0 of the default spec).
+        let records = try stack.redisKeys("vigil:t:*").count
+        var events = 0
+        for key in try stack.redisKeys("vigil:e:{0:*") {
+            events += Int(try RedisClusterFixture.cli(["-p", String(port), "ZCARD", key]).output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        }
+        #expect(records > 0 && events == records, "card events \(events) vs transaction records \(records)")
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("Redis slowed past the deadline (DEBUG SLEEP): the stuck batches degrade instead of waiting, then recover")
+    func redisSlowed() throws {
+        let stack = try Stack()
+        stack.redis = try RedisServer(extra: ["--enable-debug-command", "yes"])  // Redis 7 refuses DEBUG otherwise
+        let port = stack.redis!.port
+        let daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let txs = Stack.transactions(3000, seed: 72)
+        let publisher = publishInBackground(stack, txs, rate: 1000)
+        Thread.sleep(forTimeInterval: 1.0)
+        let sleeper = try ChildProcess("/usr/bin/redis-cli", ["-p", String(port), "DEBUG", "SLEEP", "0.5"], directory: stack.directory, name: "sleep")
+        #expect(sleeper.wait(timeout: .seconds(10)) == 0)
+        #expect(sleeper.output.contains("OK"), "DEBUG SLEEP ran: \(sleeper.output)")
+        let awake = Self.nowMillis()
+        while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
+        let messages = try stack.read("verdicts", count: txs.count)
+        let verdicts = VerdictSet(messages)
+        let healthy = firstHealthyAfter(messages, awake)
+        check("redis_slow", txs, verdicts, recovery: healthy.map { .milliseconds(max(0, $0 - awake)) })
+        #expect(verdicts.byID.values.contains { $0[0].contains("store_timeout") || $0[0].contains("store_unavailable") })
+        #expect(healthy != nil)
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("the broker goes down and comes back: nothing lost, no differing duplicate")
+    func brokerDownAndUp() throws {
+        let stack = try Stack()
+        let daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let txs = Stack.transactions(3000, seed: 73)
+        let publisher = publishInBackground(stack, txs, rate: 1000)
+        Thread.sleep(forTimeInterval: 1.0)
+        stack.broker.signal(SIGUSR1)
+        Thread.sleep(forTimeInterval: 3.0)
+        stack.broker.signal(SIGUSR2)
+        let up = Self.nowMillis()
+        while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
+        let messages = try stack.read("verdicts", count: txs.count, timeout: .seconds(120))
+        let firstAfter = messages.compactMap(\.timestamp).filter { $0 >= up }.min()
+        check("broker_down_3s", txs, VerdictSet(messages), recovery: firstAfter.map { .milliseconds($0 - up) })
+        #expect(daemon.process.isRunning)
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("SIGKILL at random points, five times in one stream: nothing lost, every duplicate equal")
+    func repeatedKillNine() throws {
+        let stack = try Stack(redis: true)
+        var daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        let txs = Stack.transactions(8000, seed: 74)
+        let publisher = publishInBackground(stack, txs, rate: 800)
+        var rng = SplitMix(seed: 74)
+        for _ in 0..<5 {
+            Thread.sleep(forTimeInterval: 0.3 + Double(rng.next() % 1000) / 1000)
+            daemon.process.kill()
+            daemon = try stack.startDaemon()
+            try daemon.waitReady()
+        }
+        while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
+        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count, timeout: .seconds(120)))
+        check("sigkill_x5", txs, verdicts)
+        #expect(try stack.redisKeys("vigil:t:*").count == txs.count, "each transaction recorded once")
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("a corrupt model bundle during a reload is refused; scoring goes on with the running model")
+    func corruptModelReload() throws {
+        let stack = try Stack()
+        let model = stack.directory + "/model"
+        try FileManager.default.copyItem(atPath: BuiltProduct.packageRoot + "/models/default", toPath: model)
+        let daemon = try stack.startDaemon(config: "scoring:\n  model: \(model)\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n")
+        try daemon.waitReady()
+        let txs = Stack.transactions(2000, seed: 75)
+        let publisher = publishInBackground(stack, txs, rate: 1000)
+        Thread.sleep(forTimeInterval: 0.7)
+        let members = try FileManager.default.contentsOfDirectory(atPath: model).filter { $0.hasSuffix(".json") && $0 != "manifest.json" }
+        let member = model + "/" + (members.sorted().first ?? "missing")
+        let original = try Data(contentsOf: URL(fileURLWithPath: member))
+        try Data(original.prefix(original.count / 3)).write(to: URL(fileURLWithPath: member))
+        let auth = ["Authorization": "Bearer \(Stack.adminToken)"]
+        let refused = try HTTP.request(port: daemon.adminPort, "POST", "/admin/reload", headers: auth)
+        #expect(refused.status == 422, "\(refused.body)")
+        daemon.process.signal(SIGHUP)
+        Thread.sleep(forTimeInterval: 0.3)
+        try original.write(to: URL(fileURLWithPath: member))
+        #expect(try HTTP.request(port: daemon.adminPort, "POST", "/admin/reload", headers: auth).status == 200)
+        while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
+        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count))
+        check("corrupt_model_reload", txs, verdicts)
+        #expect(verdicts.duplicates == 0)
+        #expect(try daemon.metric("vigil_reloads_total{result=\"failed\"}") == 2)
+        #expect(daemon.log.contains("reload failed"))
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
+
+    @Test("the CLI on an unwritable report directory or a full disk fails with a clear error", arguments: [
+        (["backtest", "--data", "DATA", "--report", "/proc/vigil-report"], "cannot create directory /proc/vigil-report"),
+        (["score", "--model", "MODEL", "--data", "DATA", "--out", "/dev/full"], "No space left on device"),
+        (["simulate", "--transactions", "2000", "--out", "/dev/full"], "No space left on device"),
+        (["features", "--data", "DATA", "--out", "/proc/vigil.csv"], "cannot write /proc/vigil.csv"),
+    ])
+    func cliOutputFailures(arguments: [String], message: String) throws {
+        let dir = NSTemporaryDirectory() + "vigil-cli-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = dir + "/stream.jsonl"
+        let sim = try ChildProcess(BuiltProduct.path("vigil"), ["simulate", "--transactions", "500", "--days", "3", "--out", data], directory: dir)
+        #expect(sim.wait(timeout: .seconds(60)) == 0)
+        let args = arguments.map { $0 == "DATA" ? data : $0 == "MODEL" ? BuiltProduct.packageRoot + "/models/default" : $0 }
+        let p = try ChildProcess(BuiltProduct.path("vigil"), args, directory: dir)
+        let status = p.wait(timeout: .seconds(120))
+        #expect(status.map { $0 >> 8 } == 1, "fails with exit 1 (an I/O error, not a usage error)")
+        #expect(status.map { $0 & 0x7f } == 0, "exits, no crash (signal \(status.map { $0 & 0x7f } ?? -1))")
+        #expect(p.errorOutput.contains(message), "\(p.errorOutput.suffix(400))")
+        print("fault-result: cli \(arguments[0]) \(arguments.last!) exit=\((status ?? 0) >> 8) message=\(p.errorOutput.split(separator: "\n").last ?? "")")
+    }
+}
+
+/// Deterministic randomness for the fault schedule.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Soak and overload: vigild (release, Redis store) under a sustained rate for DURATION seconds
+# while its memory (RSS), open file descriptors and consumer lag are sampled every SAMPLE
+# seconds; then OVERLOAD_RATE (default twice the sustainable rate) for OVERLOAD seconds, then
+# back to RATE, to show bounded memory, backpressure and recovery. Writes OUT/samples.csv,
+# OUT/soak.svg and OUT/summary.txt.
+#   RATE=1000 DURATION=600 OVERLOAD_RATE=4400 OVERLOAD=60 OUT=soak-out scripts/soak.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+RATE=${RATE:-1000}
+DURATION=${DURATION:-600}
+OVERLOAD_RATE=${OVERLOAD_RATE:-4400}
+OVERLOAD=${OVERLOAD:-60}
+SAMPLE=${SAMPLE:-5}
+OUT=${OUT:-soak-out}
+mkdir -p "$OUT"
+work=$(mktemp -d /tmp/vigil-soak.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+swift build -c release --product vigil >&2
+swift build -c release --product vigild >&2
+bin=.build/release
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rp=$(free_port)
+redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" &
+pids+=($!)
+$bin/vigil dev-broker --partitions 4 > "$work/broker.out" 2>/dev/null &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/broker.out" ] && break; sleep 0.1; done
+brokers=$(head -1 "$work/broker.out")
+export VIGIL_HASH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+ap=$(free_port)
+$bin/vigild --brokers "$brokers" --redis "redis://127.0.0.1:$rp/0" --model models/default --rules rules/default.yaml \
+  --admin-port "$ap" 2> "$work/vigild.log" &
+vpid=$!
+pids+=($vpid)
+for _ in $(seq 300); do curl -sf "http://127.0.0.1:$ap/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+
+metric() { curl -s "http://127.0.0.1:$ap/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+echo "t_s,phase,rss_kib,fds,lag,verdicts,paused,degraded" > "$OUT/samples.csv"
+phase_file="$work/phase"; echo soak > "$phase_file"
+(
+  start=$(date +%s)
+  while kill -0 "$vpid" 2>/dev/null; do
+    t=$(( $(date +%s) - start ))
+    rss=$(awk '/VmRSS/ { print $2 }' /proc/$vpid/status)
+    fds=$(ls /proc/$vpid/fd | wc -l)
+    v=0; for a in approve challenge review block; do x=$(curl -s "http://127.0.0.1:$ap/metrics" | awk -v a="vigil_verdicts_total{action=\"$a\"}" '$1 == a { print $2 }'); v=$((v + ${x:-0})); done
+    echo "$t,$(cat "$phase_file"),$rss,$fds,$(metric vigil_consumer_lag),$v,$(metric vigil_paused),$(metric vigil_degraded_verdicts_total)" >> "$OUT/samples.csv"
+    sleep "$SAMPLE"
+  done
+) &
+pids+=($!)
+
+echo "== soak: $RATE tx/s for $DURATION s" >&2
+$bin/vigil produce --brokers "$brokers" --simulate $((RATE * DURATION)) --seed 501 --rate "$RATE" \
+  --await-verdicts verdicts --timeout 300 --summary-json "$OUT/soak.json" 2> "$work/soak-produce.log" | tee "$OUT/soak.txt" >&2
+echo overload > "$phase_file"
+echo "== overload: $OVERLOAD_RATE tx/s for $OVERLOAD s" >&2
+$bin/vigil produce --brokers "$brokers" --simulate $((OVERLOAD_RATE * OVERLOAD)) --seed 502 --rate "$OVERLOAD_RATE" \
+  --await-verdicts verdicts --timeout 600 --summary-json "$OUT/overload.json" 2> "$work/overload-produce.log" | tee "$OUT/overload.txt" >&2 &
+over=$!
+sleep "$OVERLOAD"
+echo recovery > "$phase_file"
+wait $over || true
+echo "== back to $RATE tx/s for 60 s" >&2
+$bin/vigil produce --brokers "$brokers" --simulate $((RATE * 60)) --seed 503 --rate "$RATE" \
+  --await-verdicts verdicts --timeout 300 --summary-json "$OUT/after.json" 2> "$work/after-produce.log" | tee "$OUT/after.txt" >&2
+echo done > "$phase_file"
+sleep "$SAMPLE"
+
+python3 - "$OUT" <<'PY'
+import csv, sys, json
+out = sys.argv[1]
+rows = [r for r in csv.DictReader(open(f"{out}/samples.csv"))]
+def num(r, k):
+    try: return float(r[k])
+    except: return 0.0
+soak = [r for r in rows if r["phase"] == "soak"]
+lines = []
+if soak:
+    first, last = soak[min(2, len(soak)-1)], soak[-1]
+    lines.append(f"soak: {len(soak)} samples over {int(num(last,'t_s'))} s; RSS {num(first,'rss_kib')/1024:.1f} → {num(last,'rss_kib')/1024:.1f} MiB (max {max(num(r,'rss_kib') for r in soak)/1024:.1f}); fds {int(num(first,'fds'))} → {int(num(last,'fds'))} (max {int(max(num(r,'fds') for r in soak))}); max lag {int(max(num(r,'lag') for r in soak))}")
+over = [r for r in rows if r["phase"] in ("overload", "recovery")]
+if over:
+    lines.append(f"overload: max RSS {max(num(r,'rss_kib') for r in over)/1024:.1f} MiB, max lag {int(max(num(r,'lag') for r in over))}, paused samples {sum(1 for r in over if num(r,'paused') > 0)}")
+    rec = [r for r in rows if r["phase"] == "recovery"]
+    t0 = num(rec[0], "t_s") if rec else None
+    back = next((r for r in rows if r["phase"] in ("recovery", "done") and num(r, "lag") < 1000 and t0 is not None and num(r, "t_s") >= t0), None)
+    if back is not None: lines.append(f"recovery: lag under 1000 {int(num(back,'t_s') - t0)} s after the overload stopped")
+for name in ("soak", "overload", "after"):
+    try:
+        s = json.load(open(f"{out}/{name}.json"))
+        lines.append(f"{name}: sent {s['sent']}, verdicts {s['verdicts']}, missing {s['missing']}, duplicates {s['duplicates']} (differing {s['differing']}), p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms")
+    except Exception as e:
+        lines.append(f"{name}: no summary ({e})")
+open(f"{out}/summary.txt", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+# A plot: RSS (MiB) and fds against time, phases shaded.
+W, H, P = 760, 300, 50
+ts = [num(r, "t_s") for r in rows] or [0]
+rss = [num(r, "rss_kib") / 1024 for r in rows] or [0]
+fds = [num(r, "fds") for r in rows] or [0]
+lag = [num(r, "lag") for r in rows] or [0]
+tmax = max(ts) or 1
+def x(t): return P + (W - 2 * P) * t / tmax
+def poly(vals, vmax, color):
+    vmax = vmax or 1
+    pts = " ".join(f"{x(t):.1f},{H - P - (H - 2 * P) * v / vmax:.1f}" for t, v in zip(ts, vals))
+    return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>'
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+       '<rect width="100%" height="100%" fill="white"/>']
+for ph, color in (("overload", "#fde2e2"), ("recovery", "#e2f0fd")):
+    pts = [num(r, "t_s") for r in rows if r["phase"] == ph]
+    if pts: svg.append(f'<rect x="{x(min(pts)):.1f}" y="{P}" width="{max(2, x(max(pts)) - x(min(pts))):.1f}" height="{H - 2 * P}" fill="{color}"/>')
+svg.append(f'<line x1="{P}" y1="{H-P}" x2="{W-P}" y2="{H-P}" stroke="black"/><line x1="{P}" y1="{P}" x2="{P}" y2="{H-P}" stroke="black"/>')
+svg.append(poly(rss, max(rss) * 1.2, "#1f77b4"))
+svg.append(poly(fds, max(fds) * 1.2, "#2ca02c"))
+svg.append(poly(lag, max(lag) * 1.2 if max(lag) > 0 else 1, "#d62728"))
+svg.append(f'<text x="{P}" y="20">vigild soak: RSS (blue, max {max(rss):.0f} MiB), open fds (green, max {int(max(fds))}), consumer lag (red, max {int(max(lag))}); overload shaded red, recovery blue</text>')
+svg.append(f'<text x="{W-P}" y="{H-P+20}" text-anchor="end">{int(tmax)} s</text></svg>')
+open(f"{out}/soak.svg", "w").write("\n".join(svg))
+PY
