@@ -247,10 +247,10 @@ extension EventBatch {
     /// The walk every store does: for each transaction in order and each of its entities,
     /// evaluate the kernel on the entity's events (strictly before the transaction), then record
     /// the transaction locally unless it was seen before — so later transactions of the batch see
-    /// earlier ones — then drop the entity's events older than its newest prior event minus its
-    /// retention and `lateness`. Stores differ only in where the events live (`withEvents`); doing
-    /// the trim here, per event, keeps features independent of batch boundaries and identical
-    /// across stores even for events later than the allowed lateness.
+    /// earlier ones. Before evaluating, the entity's events older than its newest event minus its
+    /// retention and `lateness` are dropped. Stores differ only in where the events live
+    /// (`withEvents`); trimming here, per event, keeps features independent of batch boundaries
+    /// and identical across stores even for events later than the allowed lateness.
     ///
     /// - Parameters:
     ///   - lateness: the store's allowed lateness (ms).
@@ -276,14 +276,19 @@ extension EventBatch {
                         let own = UnsafeBufferPointer(rebasing: tracked[(i * trackedTotal + trackedOffsets[e])...].prefix(ep.tracked.count))
                         let current = CurrentEvent(time: times[i], amount: amounts[i], lat: lats[i], lon: lons[i], tracked: own)
                         withEvents(e, key) { events in
-                            let keep = events.times.last.map { $0 - ep.retention - lateness }
+                            // Trim to the canonical set first: events older than the entity's
+                            // newest one minus retention and lateness. A store may hold more (the
+                            // Redis store trims once per batch, less eagerly), never less, so both
+                            // stores evaluate exactly the same events.
+                            if let newest = events.times.last, let first = events.times.first, first < newest - ep.retention - lateness {
+                                events.trim(before: newest - ep.retention - lateness)
+                            }
                             EntityKernel.evaluate(events, plan: ep, current: current, row: row, scratch: &scratch[e])
                             if !seen, events.index(time: times[i], id: ids[i]) == nil {
                                 events.insert(
                                     time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
                                     filterBits: filterBits[i * entityCount + e], label: 0, tracked: own)
                             }
-                            if let keep, let first = events.times.first, first < keep { events.trim(before: keep) }
                         }
                     }
                 }
