@@ -4,15 +4,16 @@
 import PackageDescription
 
 let fuzz: [SwiftSetting] = [.unsafeFlags(["-sanitize=fuzzer,address", "-parse-as-library"])]
-let link: [LinkerSetting] = [.unsafeFlags(["-sanitize=fuzzer,address"])]
+let link: [LinkerSetting] = [.unsafeFlags(["-sanitize=fuzzer,address", "-use-ld=lld"])]
 
 let package = Package(
     name: "VigilFuzz",
     dependencies: [.package(name: "vigil", path: "..")],
     targets: [
-        .executableTarget(name: "FuzzDecoder", dependencies: [.product(name: "Vigil", package: "vigil")],
+        .target(name: "FuzzSupport", path: "Sources/FuzzSupport", swiftSettings: fuzz),
+        .executableTarget(name: "FuzzDecoder", dependencies: ["FuzzSupport", .product(name: "Vigil", package: "vigil")],
                           path: "Sources/FuzzDecoder", swiftSettings: fuzz, linkerSettings: link),
-        .executableTarget(name: "FuzzRules", dependencies: [.product(name: "Vigil", package: "vigil")],
+        .executableTarget(name: "FuzzRules", dependencies: ["FuzzSupport", .product(name: "Vigil", package: "vigil")],
                           path: "Sources/FuzzRules", swiftSettings: fuzz, linkerSettings: link),
     ]
 )

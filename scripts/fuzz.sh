@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 SECONDS_EACH=${1:-60}
-swift build --package-path Fuzz --scratch-path .build-fuzz -c debug >&2
+# Instrument every module (the decoder and rule parser live in the main package), not only the
+# fuzz targets, so libFuzzer's coverage guidance sees inside them.
+swift build --package-path Fuzz --scratch-path .build-fuzz -c debug -Xswiftc -sanitize=fuzzer,address >&2
 bin=.build-fuzz/debug
 mkdir -p Fuzz/findings .build-fuzz/corpus-decoder .build-fuzz/corpus-rules
 cp Tests/Corpus/hostile/* .build-fuzz/corpus-decoder/

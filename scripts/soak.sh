@@ -15,33 +15,15 @@ OVERLOAD=${OVERLOAD:-60}
 SAMPLE=${SAMPLE:-5}
 OUT=${OUT:-soak-out}
 mkdir -p "$OUT"
-work=$(mktemp -d /tmp/vigil-soak.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-swift build -c release --product vigil >&2
-swift build -c release --product vigild >&2
-bin=.build/release
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rp=$(free_port)
-redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" &
-pids+=($!)
-$bin/vigil dev-broker --partitions 4 > "$work/broker.out" 2>/dev/null &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$work/broker.out" ] && break; sleep 0.1; done
-brokers=$(head -1 "$work/broker.out")
-export VIGIL_HASH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-ap=$(free_port)
-$bin/vigild --brokers "$brokers" --redis "redis://127.0.0.1:$rp/0" --model models/default --rules rules/default.yaml \
-  --admin-port "$ap" 2> "$work/vigild.log" &
-vpid=$!
-pids+=($vpid)
-for _ in $(seq 300); do curl -sf "http://127.0.0.1:$ap/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+source scripts/lib/stack.sh
+stack_start redis
+vpid=$vigild_pid
+ap=$admin_port
 
-metric() { curl -s "http://127.0.0.1:$ap/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 echo "t_s,phase,rss_kib,fds,lag,verdicts,paused,degraded" > "$OUT/samples.csv"
 phase_file="$work/phase"; echo soak > "$phase_file"
 (
+  trap - EXIT
   start=$(date +%s)
   while kill -0 "$vpid" 2>/dev/null; do
     t=$(( $(date +%s) - start ))
@@ -52,7 +34,7 @@ phase_file="$work/phase"; echo soak > "$phase_file"
     sleep "$SAMPLE"
   done
 ) &
-pids+=($!)
+stack_pids+=($!)
 
 echo "== soak: $RATE tx/s for $DURATION s" >&2
 $bin/vigil produce --brokers "$brokers" --simulate $((RATE * DURATION)) --seed 501 --rate "$RATE" \
@@ -60,7 +42,7 @@ $bin/vigil produce --brokers "$brokers" --simulate $((RATE * DURATION)) --seed 5
 echo overload > "$phase_file"
 echo "== overload: $OVERLOAD_RATE tx/s for $OVERLOAD s" >&2
 $bin/vigil produce --brokers "$brokers" --simulate $((OVERLOAD_RATE * OVERLOAD)) --seed 502 --rate "$OVERLOAD_RATE" \
-  --await-verdicts verdicts --timeout 600 --summary-json "$OUT/overload.json" 2> "$work/overload-produce.log" | tee "$OUT/overload.txt" >&2 &
+  --await-verdicts verdicts --timeout 120 --summary-json "$OUT/overload.json" 2> "$work/overload-produce.log" | tee "$OUT/overload.txt" >&2 &
 over=$!
 sleep "$OVERLOAD"
 echo recovery > "$phase_file"

@@ -112,15 +112,20 @@ public final class Daemon: Sendable {
     /// and leaves the group. SIGHUP reloads.
     public func run() async throws {
         let admin = try AdminServer(daemon: self).application()
-        let group = ServiceGroup(configuration: .init(
+        var configuration = ServiceGroupConfiguration(
             services: [
                 .init(service: PipelineService(pipeline: pipeline), successTerminationBehavior: .gracefullyShutdownGroup,
                       failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: ReloadOnHangup(daemon: self)),
                 .init(service: admin),
             ],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // Draining waits up to 30 s for acknowledgements; leaving the group can block while the
+        // broker is unreachable. Past these bounds the process exits anyway: whatever was not
+        // committed is redelivered, with the same verdicts.
+        configuration.maximumGracefulShutdownDuration = .seconds(45)
+        configuration.maximumCancellationDuration = .seconds(5)
+        try await ServiceGroup(configuration: configuration).run()
     }
 }
 

@@ -204,7 +204,7 @@ struct DaemonEndToEndTests {
         let b = try stack.startDaemon()
         try a.waitReady()
         try b.waitReady()
-        let txs = Stack.transactions(4000, seed: 51)
+        let txs = Stack.transactions(4000, seed: 51, days: 1)
         let publisher = Thread { try? stack.publish(txs.map { Stack.message($0) }, rate: 1000) }
         publisher.start()
         #expect(try eventually(timeout: .seconds(20)) { try a.metric("vigil_transactions_total") > 0 && b.metric("vigil_transactions_total") > 0 },

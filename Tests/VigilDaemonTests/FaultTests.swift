@@ -3,6 +3,7 @@ import Glibc
 import Testing
 import Vigil
 import VigilKafka
+import VigilSimulator
 import VigilTestSupport
 
 /// Faults injected end to end: the daemon as deployed, the dev broker over TCP, a real Redis.
@@ -121,15 +122,18 @@ struct FaultTests {
     @Test("SIGKILL at random points, five times in one stream: nothing lost, every duplicate equal")
     func repeatedKillNine() throws {
         let stack = try Stack(redis: true)
-        var daemon = try stack.startDaemon()
+        // A generous store timeout: a batch that degrades on a busy test machine would (rightly)
+        // differ from its redelivery, which is not what this test is about.
+        let config = "store:\n  timeout_ms: 2000\nscoring:\n  model: \(BuiltProduct.packageRoot)/models/default\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n"
+        var daemon = try stack.startDaemon(config: config)
         try daemon.waitReady()
-        let txs = Stack.transactions(8000, seed: 74)
+        let txs = Stack.transactions(8000, seed: 74, days: 1)
         let publisher = publishInBackground(stack, txs, rate: 800)
-        var rng = SplitMix(seed: 74)
+        var rng = SplitMix64(seed: 74)
         for _ in 0..<5 {
             Thread.sleep(forTimeInterval: 0.3 + Double(rng.next() % 1000) / 1000)
             daemon.process.kill()
-            daemon = try stack.startDaemon()
+            daemon = try stack.startDaemon(config: config)
             try daemon.waitReady()
         }
         while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
@@ -191,18 +195,5 @@ struct FaultTests {
         #expect(status.map { $0 & 0x7f } == 0, "exits, no crash (signal \(status.map { $0 & 0x7f } ?? -1))")
         #expect(p.errorOutput.contains(message), "\(p.errorOutput.suffix(400))")
         print("fault-result: cli \(arguments[0]) \(arguments.last!) exit=\((status ?? 0) >> 8) message=\(p.errorOutput.split(separator: "\n").last ?? "")")
-    }
-}
-
-/// Deterministic randomness for the fault schedule.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -97,9 +97,12 @@ final class Stack: @unchecked Sendable {
         guard producer.flush(timeout: .seconds(30)) else { throw TestFailure("publish not acknowledged") }
     }
 
-    static func transactions(_ n: Int, seed: UInt64 = 11) -> [Transaction] {
-        var o = Simulator.Options(transactions: n, days: 10, seed: seed)
-        o.start = Int64(Date().timeIntervalSince1970 * 1000) - 10 * 86_400_000
+    /// `days` of simulated history ending now. Sent in seconds, it compresses event time: keep it
+    /// short where redeliveries happen, so that they stay within the store's allowed lateness
+    /// (24 h of event time), as they do in production.
+    static func transactions(_ n: Int, seed: UInt64 = 11, days: Int = 10) -> [Transaction] {
+        var o = Simulator.Options(transactions: n, days: days, seed: seed)
+        o.start = Int64(Date().timeIntervalSince1970 * 1000) - Int64(days) * 86_400_000
         return Simulator(options: o).generate()
     }
 

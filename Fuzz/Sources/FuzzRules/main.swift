@@ -1,11 +1,12 @@
+import FuzzSupport
 import Vigil
 
 /// Every rule file must load or fail with a `ConfigurationError` naming the file; one that loads
 /// must evaluate a transaction without trapping.
 let schema = FeatureSchemaProbe.schema
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    guard let data else { return 0 }
     guard let text = String(validating: UnsafeBufferPointer(start: data, count: size), as: UTF8.self) else { return 0 }
     do {
         let rules = try RuleSet.parse(text, file: "fuzz.yaml", schema: schema)
@@ -22,3 +23,11 @@ enum FeatureSchemaProbe {
     /// The shipped model's feature schema, so rules may name real features.
     static let schema: FeatureSchema = try! FeaturePlan(spec: FeatureSpec.default).schema
 }
+
+@_cdecl("FuzzRules_main")
+func entry(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    runFuzzer(argc, argv) { LLVMFuzzerTestOneInput($0, $1) }
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func LLVMFuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt { fuzz(data, size) }
