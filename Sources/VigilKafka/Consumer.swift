@@ -80,7 +80,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// fetched without waiting, so a batch is whatever has arrived (small when idle, full under load).
     public func poll(max: Int, timeout: Duration) -> [KafkaMessage] {
         var out: [KafkaMessage] = []
-        var wait = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        var wait = timeout.librdkafkaMilliseconds
         while out.count < max, let m = rd_kafka_consumer_poll(handle, wait) {
             wait = 0
             defer { rd_kafka_message_destroy(m) }

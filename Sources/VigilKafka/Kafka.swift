@@ -136,3 +136,10 @@ extension Array where Element == TopicPartition {
 
 /// librdkafka's own version string, for logs and `--version`.
 public var librdkafkaVersion: String { String(cString: rd_kafka_version_str()) }
+
+extension Duration {
+    /// Whole milliseconds, as librdkafka's timeouts take them.
+    var librdkafkaMilliseconds: Int32 {
+        Int32(clamping: components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000)
+    }
+}

@@ -75,7 +75,7 @@ public final class KafkaProducer: @unchecked Sendable {
 
     /// Serves callbacks for up to `timeout` and returns the delivery reports since the last call.
     public func poll(timeout: Duration = .zero) -> [Delivery] {
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ms = timeout.librdkafkaMilliseconds
         rd_kafka_poll(handle, ms)
         return reports.delivered.withLock { d in
             defer { d.removeAll() }
@@ -88,7 +88,7 @@ public final class KafkaProducer: @unchecked Sendable {
 
     /// Waits until every queued message is acknowledged or `timeout` passes.
     public func flush(timeout: Duration) -> Bool {
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let ms = timeout.librdkafkaMilliseconds
         return rd_kafka_flush(handle, ms) == RD_KAFKA_RESP_ERR_NO_ERROR
     }
 }
