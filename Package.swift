@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // C libraries, each wrapped by exactly one Swift module.
@@ -38,7 +39,10 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "VigilExpression", dependencies: ["VigilCore"], swiftSettings: strict),
         .target(name: "VigilFeatures",
-                dependencies: ["VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams")],
+                dependencies: [
+                    "VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams"),
+                    .product(name: "DequeModule", package: "swift-collections"),
+                ],
                 swiftSettings: strict),
         .target(name: "VigilRedis", dependencies: ["VigilFeatures", "CHiredis"], swiftSettings: strict),
         .target(name: "VigilRules",

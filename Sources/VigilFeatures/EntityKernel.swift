@@ -15,6 +15,8 @@ public struct EntityEvents: Sendable {
     public var labels: [UInt8] = []
     /// `tracked[k][i]`: hashed value of tracked field `k` for event `i`, 0 when absent.
     public var tracked: [[UInt64]]
+    /// Events trimmed from the front so far: `dropped + i` is event `i`'s position for good.
+    public var dropped = 0
 
     public init(trackedCount: Int) { tracked = Array(repeating: [], count: trackedCount) }
 
@@ -36,12 +38,16 @@ public struct EntityEvents: Sendable {
         return i < count && times[i] == time && ids[i] == id ? i : nil
     }
 
-    /// Inserts an event keeping (time, id) order; appends in the common in-order case.
+    /// Where an event goes to keep (time, id) order: the end in the common in-order case.
+    public func insertionIndex(time: Int64, id: UInt64) -> Int {
+        (times.last.map { $0 < time || ($0 == time && ids[ids.count - 1] < id) } ?? true) ? count : lowerBound(time: time, id: id)
+    }
+
+    /// Inserts an event at `i` (from ``insertionIndex(time:id:)``).
     public mutating func insert(
-        time: Int64, id: UInt64, amount: Double, lat: Double, lon: Double, filterBits f: UInt8, label: UInt8,
+        at i: Int, time: Int64, id: UInt64, amount: Double, lat: Double, lon: Double, filterBits f: UInt8, label: UInt8,
         tracked values: UnsafeBufferPointer<UInt64>
     ) {
-        let i = (times.last.map { $0 < time || ($0 == time && ids[ids.count - 1] < id) } ?? true) ? count : lowerBound(time: time, id: id)
         times.insert(time, at: i)
         ids.insert(id, at: i)
         amounts.insert(amount, at: i)
@@ -64,6 +70,7 @@ public struct EntityEvents: Sendable {
         filterBits.removeFirst(n)
         labels.removeFirst(n)
         for k in tracked.indices { tracked[k].removeFirst(n) }
+        dropped += n
     }
 }
 
@@ -85,42 +92,90 @@ public struct CurrentEvent {
     }
 }
 
+/// Amounts are aggregated as whole numbers of 1/10,000 of a currency unit (finer than any ISO 4217
+/// currency's minor unit), in 128-bit integers. Integer sums do not depend on the order in which
+/// events are added and removed, so a window kept up to date as events enter and leave it holds
+/// exactly what a recomputation over the same events gives, bit for bit.
+public enum FixedAmount {
+    public static let scale: Double = 10_000
+
+    @inline(__always)
+    public static func units(_ amount: Double) -> Int64 {
+        // Decoded amounts are finite and at most 1e9 (1e13 units); anything else counts as 0.
+        amount.isFinite && abs(amount) <= 1e14 ? Int64((amount * scale).rounded()) : 0
+    }
+}
+
+/// What an entity's windows hold at one point in time: everything its features are computed from.
+///
+/// Both the incremental windows (``EntityState``) and the recomputing reference
+/// (``EntityKernel/evaluate(_:plan:current:row:scratch:)``) fill one of these and hand it to
+/// ``EntityKernel/write(_:plan:current:row:)``, so the two can only differ if their sums differ.
+public struct WindowAggregates: Sendable {
+    /// Per filter group and lane, at ``EntityPlan/cell(_:_:)``.
+    public var count: [Int64]
+    public var sum: [Int128]
+    public var sumsq: [Int128]
+    public var maxv: [Double]
+    /// Events labelled fraud, per lane.
+    public var fraud: [Int64]
+    /// Distinct values per distinct request.
+    public var distinct: [Int]
+    /// Whether the transaction's value of each first-seen field occurs in the history window.
+    public var seen: [Bool]
+    /// The latest event in the history window, and the latest one with a location.
+    public var lastTime: Int64?
+    public var lastLat = Double.nan, lastLon = Double.nan
+    public var lastLocTime: Int64 = 0
+    /// The country of the earliest event in the history window that has one; 0 when none.
+    public var homeCountry: UInt64 = 0
+
+    public init(plan: EntityPlan) {
+        let cells = plan.cellCount
+        count = Array(repeating: 0, count: cells)
+        sum = Array(repeating: 0, count: cells)
+        sumsq = Array(repeating: 0, count: cells)
+        maxv = Array(repeating: -.infinity, count: cells)
+        fraud = Array(repeating: 0, count: plan.laneCount)
+        distinct = Array(repeating: 0, count: plan.distinct.count)
+        seen = Array(repeating: false, count: plan.firstSeen.count)
+    }
+
+    mutating func reset() {
+        for c in count.indices {
+            count[c] = 0
+            sum[c] = 0
+            sumsq[c] = 0
+            maxv[c] = -.infinity
+        }
+        for l in fraud.indices { fraud[l] = 0 }
+        for r in distinct.indices { distinct[r] = 0 }
+        for k in seen.indices { seen[k] = false }
+        lastTime = nil
+        lastLat = .nan
+        lastLon = .nan
+        lastLocTime = 0
+        homeCountry = 0
+    }
+}
+
 /// Computes an entity's features at time `t` from its events strictly before `t`.
 public enum EntityKernel {
     /// Working memory for ``evaluate(_:plan:current:row:scratch:)``, reused across calls so the
     /// hot path does not allocate.
     public struct Scratch {
-        var count: [SIMD8<Double>]
-        var sum: [SIMD8<Double>]
-        var sumsq: [SIMD8<Double>]
-        var maxv: [SIMD8<Double>]
+        var aggregates: WindowAggregates
         var distinct: [Set<UInt64>]
-        var seen: [Bool]
 
         public init(plan: EntityPlan) {
-            let groups = plan.filterCount + 1
-            count = Array(repeating: .zero, count: groups)
-            sum = count
-            sumsq = count
-            maxv = Array(repeating: SIMD8(repeating: -.infinity), count: groups)
+            aggregates = WindowAggregates(plan: plan)
             distinct = Array(repeating: Set(minimumCapacity: 16), count: plan.distinct.count)
-            seen = Array(repeating: false, count: plan.firstSeen.count)
-        }
-
-        mutating func reset() {
-            for g in count.indices {
-                count[g] = .zero
-                sum[g] = .zero
-                sumsq[g] = .zero
-                maxv[g] = SIMD8(repeating: -.infinity)
-            }
-            for r in distinct.indices { distinct[r].removeAll(keepingCapacity: true) }
-            for k in seen.indices { seen[k] = false }
         }
     }
 
-    /// Writes every feature of `plan` for the current event into `row` (at the plan's columns).
-    /// `events` may hold events at or after `t`; they are ignored.
+    /// The reference: recomputes every window from the entity's events by walking them backwards
+    /// from `t` (cost grows with the entity's history). The stores use the incremental
+    /// ``EntityState``; tests check the two agree on every feature.
     public static func evaluate(
         _ events: EntityEvents, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>
     ) {
@@ -132,94 +187,109 @@ public enum EntityKernel {
         _ events: EntityEvents, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>,
         scratch: inout Scratch
     ) {
-        scratch.reset()
+        scratch.aggregates.reset()
+        for r in scratch.distinct.indices { scratch.distinct[r].removeAll(keepingCapacity: true) }
         let t = c.time
         let end = events.lowerBound(time: t)
         let lanes = plan.lanes
-        let zero = SIMD8<Double>(repeating: 0)
         let groups = plan.filterCount + 1
-        var fraud = zero
-        var lastTime: Int64?
-        var lastLat = Double.nan, lastLon = Double.nan, lastLocTime: Int64 = 0
-        var homeCountry: UInt64 = 0
         let historyLane = plan.historyLane ?? 0
         let horizon = Double(plan.retention)
-
-        var i = end - 1
-        while i >= 0 {
-            let age = Double(t - events.times[i])
-            if age > horizon { break }
-            let inLane = SIMD8<Double>(repeating: age) .<= lanes
-            let one = zero.replacing(with: 1, where: inLane)
-            let a = events.amounts[i]
-            let av = SIMD8<Double>(repeating: a)
-            scratch.count[0] += one
-            scratch.sum[0] += one * av
-            scratch.sumsq[0] += one * av * av
-            scratch.maxv[0] = scratch.maxv[0].replacing(with: pointwiseMax(scratch.maxv[0], av), where: inLane)
-            let bits = events.filterBits[i]
-            if bits != 0 {
-                for g in 1..<groups where bits & (1 << UInt8(g - 1)) != 0 {
-                    scratch.count[g] += one
-                    scratch.sum[g] += one * av
-                    scratch.sumsq[g] += one * av * av
-                    scratch.maxv[g] = scratch.maxv[g].replacing(with: pointwiseMax(scratch.maxv[g], av), where: inLane)
+        var found = false
+        withUnsafeMutablePointer(to: &scratch.aggregates) { agg in
+            var i = end - 1
+            while i >= 0 {
+                let age = Double(t - events.times[i])
+                if age > horizon { break }
+                let inLane = SIMD8<Double>(repeating: age) .<= lanes
+                let a = events.amounts[i]
+                let u = Int128(FixedAmount.units(a))
+                let bits = events.filterBits[i]
+                for l in 0..<plan.laneCount where inLane[l] {
+                    for g in 0..<groups where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
+                        let cell = plan.cell(g, l)
+                        agg.pointee.count[cell] += 1
+                        agg.pointee.sum[cell] += u
+                        agg.pointee.sumsq[cell] += u * u
+                        agg.pointee.maxv[cell] = Swift.max(agg.pointee.maxv[cell], a)
+                    }
+                    if events.labels[i] == 2 { agg.pointee.fraud[l] += 1 }
                 }
-            }
-            if events.labels[i] == 2 { fraud += one }
-            for (r, req) in plan.distinct.enumerated() where inLane[req.lane] {
-                let h = events.tracked[req.tracked][i]
-                if h != 0 { scratch.distinct[r].insert(h) }
-            }
-            if plan.historyLane != nil, inLane[historyLane] {
-                if lastTime == nil { lastTime = events.times[i] }
-                if lastLat.isNaN, !events.lats[i].isNaN, !events.lons[i].isNaN {
-                    lastLat = events.lats[i]
-                    lastLon = events.lons[i]
-                    lastLocTime = events.times[i]
+                for (r, req) in plan.distinct.enumerated() where inLane[req.lane] {
+                    let h = events.tracked[req.tracked][i]
+                    if h != 0 { scratch.distinct[r].insert(h) }
                 }
-                for (k, tr) in plan.firstSeen.enumerated() where !scratch.seen[k] {
-                    let h = c.tracked[tr]
-                    if h != 0, events.tracked[tr][i] == h { scratch.seen[k] = true }
+                if plan.historyLane != nil, inLane[historyLane] {
+                    if agg.pointee.lastTime == nil { agg.pointee.lastTime = events.times[i] }
+                    if !found, !events.lats[i].isNaN, !events.lons[i].isNaN {
+                        found = true
+                        agg.pointee.lastLat = events.lats[i]
+                        agg.pointee.lastLon = events.lons[i]
+                        agg.pointee.lastLocTime = events.times[i]
+                    }
+                    for (k, tr) in plan.firstSeen.enumerated() where !agg.pointee.seen[k] {
+                        let h = c.tracked[tr]
+                        if h != 0, events.tracked[tr][i] == h { agg.pointee.seen[k] = true }
+                    }
+                    if let ct = plan.countryTracked, events.tracked[ct][i] != 0 { agg.pointee.homeCountry = events.tracked[ct][i] }
                 }
-                if let ct = plan.countryTracked, events.tracked[ct][i] != 0 { homeCountry = events.tracked[ct][i] }
+                i -= 1
             }
-            i -= 1
         }
+        for r in scratch.distinct.indices { scratch.aggregates.distinct[r] = scratch.distinct[r].count }
+        write(scratch.aggregates, plan: plan, current: c, row: row)
+    }
 
+    /// Mean amount of `n` events summing to `sum` units; NaN when empty.
+    @inline(__always)
+    static func mean(_ n: Int64, _ sum: Int128) -> Double {
+        n > 0 ? Double(sum) / Double(n) / FixedAmount.scale : .nan
+    }
+
+    /// Population standard deviation, from the exact integer numerator `n·Σx² − (Σx)²` while it fits
+    /// in 128 bits (always, for decoded amounts and up to ~10¹¹ events); NaN when empty.
+    static func std(_ n: Int64, _ sum: Int128, _ sumsq: Int128) -> Double {
+        guard n > 0 else { return .nan }
+        let (nq, o1) = Int128(n).multipliedReportingOverflow(by: sumsq)
+        let (s2, o2) = sum.multipliedReportingOverflow(by: sum)
+        if !o1, !o2 { return Double(nq - s2).squareRoot() / Double(n) / FixedAmount.scale }
+        let m = Double(sum) / Double(n)
+        return Swift.max(0, Double(sumsq) / Double(n) - m * m).squareRoot() / FixedAmount.scale
+    }
+
+    /// Writes every feature of `plan` for the current event into `row` (at the plan's columns).
+    public static func write(_ a: WindowAggregates, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>) {
+        let t = c.time
+        let h = plan.historyLane ?? 0
         // Unfiltered history statistics for the profile features.
-        let hCount = scratch.count[0][historyLane]
-        let hMean = hCount > 0 ? scratch.sum[0][historyLane] / hCount : .nan
-        let hStd = hCount > 1 ? max(0, scratch.sumsq[0][historyLane] / hCount - hMean * hMean).squareRoot() : .nan
-
+        let hCount = plan.laneCount > 0 ? a.count[h] : 0
+        let hMean = hCount > 0 ? mean(hCount, a.sum[h]) : .nan
+        let hStd = hCount > 1 ? std(hCount, a.sum[h], a.sumsq[h]) : .nan
         for o in plan.outputs {
             let v: Double
             switch o.kind {
-            case .count(let g, let l): v = scratch.count[g][l]
-            case .sum(let g, let l): v = scratch.sum[g][l]
-            case .mean(let g, let l): v = scratch.count[g][l] > 0 ? scratch.sum[g][l] / scratch.count[g][l] : .nan
-            case .std(let g, let l):
-                let n = scratch.count[g][l]
-                let m = scratch.sum[g][l] / n
-                v = n > 0 ? max(0, scratch.sumsq[g][l] / n - m * m).squareRoot() : .nan
-            case .max(let g, let l): v = scratch.count[g][l] > 0 ? scratch.maxv[g][l] : .nan
-            case .distinct(let r): v = Double(scratch.distinct[r].count)
+            case .count(let g, let l): v = Double(a.count[plan.cell(g, l)])
+            case .sum(let g, let l): v = Double(a.sum[plan.cell(g, l)]) / FixedAmount.scale
+            case .mean(let g, let l): v = mean(a.count[plan.cell(g, l)], a.sum[plan.cell(g, l)])
+            case .std(let g, let l): v = std(a.count[plan.cell(g, l)], a.sum[plan.cell(g, l)], a.sumsq[plan.cell(g, l)])
+            case .max(let g, let l): v = a.count[plan.cell(g, l)] > 0 ? a.maxv[plan.cell(g, l)] : .nan
+            case .distinct(let r): v = Double(a.distinct[r])
             case .zscore: v = hStd > 0 ? (c.amount - hMean) / hStd : .nan
             case .ratio: v = hMean > 0 ? c.amount / hMean : .nan
-            case .secondsSinceLast: v = lastTime.map { Double(t - $0) / 1000 } ?? .nan
-            case .distance: v = haversineKm(lastLat, lastLon, c.lat, c.lon)
+            case .secondsSinceLast: v = a.lastTime.map { Double(t - $0) / 1000 } ?? .nan
+            case .distance: v = haversineKm(a.lastLat, a.lastLon, c.lat, c.lon)
             case .speed:
-                let d = haversineKm(lastLat, lastLon, c.lat, c.lon)
+                let d = haversineKm(a.lastLat, a.lastLon, c.lat, c.lon)
                 // At least a minute apart, so two swipes at one terminal are not "infinitely fast".
-                let hours = max(Double(t - lastLocTime), 60_000) / 3_600_000
+                let hours = Swift.max(Double(t - a.lastLocTime), 60_000) / 3_600_000
                 v = d / hours
             case .crossBorder:
                 let here = plan.countryTracked.map { c.tracked[$0] } ?? 0
-                v = here == 0 || homeCountry == 0 ? .nan : (here == homeCountry ? 0 : 1)
+                v = here == 0 || a.homeCountry == 0 ? .nan : (here == a.homeCountry ? 0 : 1)
             case .newValue(let tr):
                 let k = plan.firstSeen.firstIndex(of: tr)!
-                v = c.tracked[tr] == 0 || hCount == 0 ? .nan : (scratch.seen[k] ? 0 : 1)
-            case .fraudRate(let l): v = scratch.count[0][l] > 0 ? fraud[l] / scratch.count[0][l] : .nan
+                v = c.tracked[tr] == 0 || hCount == 0 ? .nan : (a.seen[k] ? 0 : 1)
+            case .fraudRate(let l): v = a.count[l] > 0 ? Double(a.fraud[l]) / Double(a.count[l]) : .nan
             }
             row[o.column] = Float(v)
         }
@@ -245,23 +315,22 @@ public enum EntityKernel {
 
 extension EventBatch {
     /// The walk every store does: for each transaction in order and each of its entities,
-    /// evaluate the kernel on the entity's events (strictly before the transaction), then record
-    /// the transaction locally unless it was seen before — so later transactions of the batch see
+    /// evaluate the entity's windows at the transaction's time (events strictly before it), then
+    /// record the transaction unless it was seen before — so later transactions of the batch see
     /// earlier ones. Before evaluating, the entity's events older than its newest event minus its
-    /// retention and `lateness` are dropped. Stores differ only in where the events live
-    /// (`withEvents`); trimming here, per event, keeps features independent of batch boundaries
+    /// retention and `lateness` are dropped. Stores differ only in where the entity state lives
+    /// (`withState`); trimming here, per event, keeps features independent of batch boundaries
     /// and identical across stores even for events later than the allowed lateness.
     ///
     /// - Parameters:
     ///   - lateness: the store's allowed lateness (ms).
     ///   - duplicate: whether transaction `i` was recorded before (a redelivery).
-    ///   - withEvents: gives in-place access to an entity's events (creating them if new).
+    ///   - withState: gives in-place access to an entity's state (creating it if new).
     public func walk(
         plan: FeaturePlan, lateness: Int64, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool,
-        withEvents: (_ entity: Int, _ key: UInt64, _ body: (inout EntityEvents) -> Void) -> Void
+        withState: (_ entity: Int, _ key: UInt64, _ body: (inout EntityState) -> Void) -> Void
     ) {
         let columns = matrix.columns
-        var scratch = plan.entities.map(EntityKernel.Scratch.init)
         matrix.values.withUnsafeMutableBufferPointer { values in
             tracked.withUnsafeBufferPointer { tracked in
                 for i in 0..<count {
@@ -275,24 +344,31 @@ extension EventBatch {
                         }
                         let own = UnsafeBufferPointer(rebasing: tracked[(i * trackedTotal + trackedOffsets[e])...].prefix(ep.tracked.count))
                         let current = CurrentEvent(time: times[i], amount: amounts[i], lat: lats[i], lon: lons[i], tracked: own)
-                        withEvents(e, key) { events in
+                        withState(e, key) { state in
                             // Trim to the canonical set first: events older than the entity's
-                            // newest one minus retention and lateness. A store may hold more (the
-                            // Redis store trims once per batch, less eagerly), never less, so both
-                            // stores evaluate exactly the same events.
-                            if let newest = events.times.last, let first = events.times.first, first < newest - ep.retention - lateness {
-                                events.trim(before: newest - ep.retention - lateness)
-                            }
-                            EntityKernel.evaluate(events, plan: ep, current: current, row: row, scratch: &scratch[e])
-                            if !seen, events.index(time: times[i], id: ids[i]) == nil {
-                                events.insert(
-                                    time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
-                                    filterBits: filterBits[i * entityCount + e], label: 0, tracked: own)
+                            // newest one minus retention and lateness. A store may hold more
+                            // (trimming lazily), never less, so every store evaluates exactly the
+                            // same events.
+                            state.trimToCanonical(plan: ep, lateness: lateness)
+                            state.evaluate(plan: ep, current: current, row: row)
+                            if !seen {
+                                state.insert(
+                                    plan: ep, time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
+                                    filterBits: filterBits[i * entityCount + e], tracked: own)
                             }
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+extension EntityState {
+    /// Drops the events older than the newest one minus the entity's retention and `lateness`.
+    public mutating func trimToCanonical(plan: EntityPlan, lateness: Int64) {
+        if let newest = events.times.last, let first = events.times.first, first < newest - plan.retention - lateness {
+            trim(plan: plan, before: newest - plan.retention - lateness)
         }
     }
 }

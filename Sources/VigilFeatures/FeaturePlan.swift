@@ -99,6 +99,10 @@ public struct EntityPlan: Sendable {
     let historyLane: Int?
     let firstSeen: [Int]
     let countryTracked: Int?
+    /// The cells (``cell(_:_:)``) whose maximum is an output: only these keep a sliding maximum.
+    let maxCells: [Int]
+    /// For each cell, its index in `maxCells`, or -1.
+    let maxSlot: [Int]
     /// How long events are kept: the longest lane.
     public let retention: Int64
 
@@ -114,6 +118,13 @@ public struct EntityPlan: Sendable {
         case newValue(tracked: Int)
         case fraudRate(lane: Int)
     }
+
+    /// Where filter group `g` (0 unfiltered, i + 1 for filter i) and lane `l` live in the
+    /// per-cell arrays of ``WindowAggregates``.
+    @inline(__always)
+    public func cell(_ g: Int, _ l: Int) -> Int { g * laneCount + l }
+
+    public var cellCount: Int { (filterCount + 1) * laneCount }
 
     struct Output: Sendable {
         let column: Int
@@ -225,6 +236,14 @@ public struct EntityPlan: Sendable {
         self.historyLane = historyLane
         self.firstSeen = firstSeen
         self.countryTracked = countryTracked
+        let maxCells = Array(Set(outputs.compactMap { o -> Int? in
+            if case .max(let g, let l) = o.kind { return g * windows.count + l }
+            return nil
+        })).sorted()
+        var maxSlot = Array(repeating: -1, count: (filters.count + 1) * windows.count)
+        for (k, c) in maxCells.enumerated() { maxSlot[c] = k }
+        self.maxCells = maxCells
+        self.maxSlot = maxSlot
         self.retention = windows.max() ?? 0
     }
 }

@@ -101,7 +101,7 @@ public protocol VelocityStore: AnyObject, Sendable {
     func apply(labels: [(id: UInt64, fraud: Bool)]) throws(StoreError) -> Int
 }
 
-/// The in-process store: per-entity sorted event columns, no I/O.
+/// The in-process store: per-entity sorted event columns and incremental windows, no I/O.
 ///
 /// The default for embedded use, backtests and tests; the reference the Redis store is checked
 /// against. Thread-safe (one lock; batches are processed one at a time).
@@ -113,7 +113,7 @@ public final class InMemoryVelocityStore: VelocityStore {
     public let allowedLateness: Int64
 
     struct State: ~Copyable {
-        var entities: [[UInt64: EntityEvents]]
+        var entities: [[UInt64: EntityState]]
         /// Transaction id → (time, entity keys): idempotence and label lookup.
         var transactions: [UInt64: (time: Int64, keys: [UInt64])] = [:]
         var newest: Int64 = .min
@@ -136,7 +136,7 @@ public final class InMemoryVelocityStore: VelocityStore {
             let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil }
             var seenInBatch = Set<UInt64>()
             batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { duplicates[$0] }) { e, key, body in
-                body(&s.entities[e][key, default: EntityEvents(trackedCount: plan.entities[e].tracked.count)])
+                body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
             }
             for i in 0..<batch.count where !duplicates[i] && seenInBatch.insert(batch.ids[i]).inserted {
                 var keys: [UInt64] = []
@@ -156,7 +156,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         let newest = s.newest
         for (e, ep) in plan.entities.enumerated() {
             let cutoff = newest - ep.retention - allowedLateness
-            s.entities[e] = s.entities[e].filter { ($0.value.times.last ?? .min) >= cutoff }
+            s.entities[e] = s.entities[e].filter { ($0.value.events.times.last ?? .min) >= cutoff }
         }
         let cutoff = newest - plan.retention - allowedLateness
         s.transactions = s.transactions.filter { $0.value.time >= cutoff }
@@ -170,8 +170,8 @@ public final class InMemoryVelocityStore: VelocityStore {
                 guard let tx = s.transactions[l.id] else { continue }
                 matched += 1
                 for (e, key) in tx.keys.enumerated() where key != 0 {
-                    guard let i = s.entities[e][key]?.index(time: tx.time, id: l.id) else { continue }
-                    s.entities[e][key]!.labels[i] = l.fraud ? 2 : 1
+                    guard let i = s.entities[e][key]?.events.index(time: tx.time, id: l.id) else { continue }
+                    s.entities[e][key]!.setLabel(l.fraud ? 2 : 1, at: i, plan: plan.entities[e])
                 }
             }
             return matched

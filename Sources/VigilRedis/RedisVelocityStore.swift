@@ -55,21 +55,27 @@ struct CircuitBreaker {
     }
 }
 
-/// The production velocity store: every daemon instance sees every event of an entity.
+/// The production velocity store: every daemon instance sees every event of an entity, and each
+/// keeps the windows of the entities it has seen lately in memory, so a batch moves only what
+/// changed.
 ///
 /// Layout (see `docs/redis.md`), all keys hash-tagged by entity so one entity lives in one slot:
-/// - `P:e:{E:H}` — sorted set of the entity's events: score = event time (ms), member = 8-byte
-///   transaction id hash (big-endian, so ties sort as in memory) + amount, latitude, longitude,
-///   filter bits and the hashed tracked fields, packed. Trimmed to the entity's longest window
-///   plus the allowed lateness, with a TTL of the same length.
-/// - `P:f:{E:H}` — sorted set of the entity's transactions labelled fraud (score = time).
+/// - `P:x:{E:H}` — the entity's log, a stream. Each entry is one batch's events of the entity
+///   (field `e`: packed events) or fraud labels (field `l`), with explicit ids `0-1`, `0-2`, …
+///   Entries whose events are all older than the entity's retention plus the allowed lateness
+///   are trimmed (`XTRIM MINID`); a TTL of the same length expires idle entities.
 /// - `P:t:{I}` — the transaction record (time + entity keys), for idempotence and labels.
+/// - `P:{gen}` — a random generation (the one key without a TTL), so a Redis that lost its data is noticed and caches dropped.
 ///
-/// One pipelined round trip per batch: the entities' events are read (`ZRANGEBYSCORE`), the
-/// batch's events written (`ZADD NX`, `SET NX`), trimmed and their TTLs refreshed, all in one
-/// pipeline; the client then evaluates the batch in order with the same ``EntityKernel`` as the
-/// in-memory store, applying the batch's own events locally as it goes. No Lua: Redis does only
-/// O(log n) sorted-set work per command, and all aggregation happens client-side.
+/// Sync protocol, one pipelined round trip per batch in the steady state: for a cached entity
+/// whose log ends at `0-n`, append the batch's entry as `XADD … NOMKSTREAM 0-(n+1)`. Redis refuses
+/// an id not above the stream's last, so success proves nobody appended since this process last
+/// looked, and the cached windows are exact. A refusal means another instance appended: read
+/// the entries after `0-n` (`XRANGE`), apply them, append again. An entity not cached is read
+/// whole (`XRANGE - +`, bounded by its retention) while `XADD 0-1` creates its stream if it has
+/// none. The features of a batch's events thus come from exactly the entries before the batch's
+/// own in each entity's log: the same order for every instance. No Lua: Redis only appends and
+/// reads ranges; all aggregation happens client-side, incrementally (``EntityState``).
 public final class RedisVelocityStore: VelocityStore {
     public let plan: FeaturePlan
     public let configuration: RedisConfiguration
@@ -79,8 +85,25 @@ public final class RedisVelocityStore: VelocityStore {
         var connection: any RedisTransport
         var breaker: CircuitBreaker
         var roundTrips = 0
+        var cache: EntityCache
+        var generation: [UInt8]?
+        /// `XTRIM`s decided after a batch, sent with the next one.
+        var pendingTrims: [[[UInt8]]] = []
+        var stats = SyncStatistics()
     }
     let state: Mutex<State>
+
+    /// What the sync did so far (for benchmarks, tests and metrics).
+    public struct SyncStatistics: Sendable {
+        /// Entities read whole (not cached, evicted, or their stream disappeared).
+        public var coldReads = 0
+        /// Appends refused because another instance had appended first.
+        public var conflicts = 0
+        /// Entries of other instances (or of earlier failed batches) applied to the cache.
+        public var entriesApplied = 0
+        /// Caches dropped because Redis lost its data (its generation changed).
+        public var generationResets = 0
+    }
 
     public init(plan: FeaturePlan, configuration: RedisConfiguration, allowedLateness: Int64 = 86_400_000) {
         self.plan = plan
@@ -89,11 +112,19 @@ public final class RedisVelocityStore: VelocityStore {
         state = Mutex(State(
             connection: configuration.url.cluster ? RedisClusterClient(configuration: configuration) : RedisConnection(configuration: configuration),
             breaker: CircuitBreaker(threshold: configuration.breakerThreshold, cooldown: configuration.breakerCooldown,
-                                    maxCooldown: configuration.breakerMaxCooldown)))
+                                    maxCooldown: configuration.breakerMaxCooldown),
+            cache: EntityCache(budget: configuration.cacheBytes)))
     }
 
     /// Round trips made so far (for benchmarks and tests).
     public var roundTrips: Int { state.withLock { $0.roundTrips } }
+
+    public var statistics: SyncStatistics { state.withLock { $0.stats } }
+
+    /// Entities cached, their approximate bytes, and evictions so far.
+    public var cacheUsage: (entities: Int, bytes: Int, evictions: Int) {
+        state.withLock { ($0.cache.count, $0.cache.bytes, $0.cache.evictions) }
+    }
 
     /// Redis Cluster redirections followed so far (MOVED, ASK); zeros on a single Redis.
     public var clusterRedirects: (moved: Int, ask: Int) {
@@ -105,132 +136,281 @@ public final class RedisVelocityStore: VelocityStore {
 
     // MARK: Keys and encoding
 
-    func entityKey(_ e: Int, _ key: UInt64) -> [UInt8] { Array("\(configuration.prefix):e:{\(e):\(KeyedHasher.hex(key))}".utf8) }
-    func fraudKey(_ e: Int, _ key: UInt64) -> [UInt8] { Array("\(configuration.prefix):f:{\(e):\(KeyedHasher.hex(key))}".utf8) }
+    func streamKey(_ s: EntitySlot) -> [UInt8] { Array("\(configuration.prefix):x:{\(s.entity):\(KeyedHasher.hex(s.key))}".utf8) }
     func transactionKey(_ id: UInt64) -> [UInt8] { Array("\(configuration.prefix):t:{\(KeyedHasher.hex(id))}".utf8) }
+    var generationKey: [UInt8] { Array("\(configuration.prefix):{gen}".utf8) }
 
-    static func append(_ v: UInt64, bigEndian: Bool = false, to out: inout [UInt8]) {
-        var x = bigEndian ? v.bigEndian : v.littleEndian
+    static func append(_ v: UInt64, to out: inout [UInt8]) {
+        var x = v.littleEndian
         withUnsafeBytes(of: &x) { out.append(contentsOf: $0) }
     }
-    static func read(_ b: [UInt8], _ at: Int, bigEndian: Bool = false) -> UInt64 {
+    static func read(_ b: ArraySlice<UInt8>, _ at: Int) -> UInt64 {
         var v: UInt64 = 0
-        for k in 0..<8 { v |= UInt64(b[at + k]) << (8 * UInt64(bigEndian ? 7 - k : k)) }
+        for k in 0..<8 { v |= UInt64(b[b.startIndex + at + k]) << (8 * UInt64(k)) }
         return v
     }
 
-    func member(_ batch: EventBatch, _ i: Int, _ e: Int) -> [UInt8] {
-        var m: [UInt8] = []
-        m.reserveCapacity(33 + 8 * plan.entities[e].tracked.count)
-        Self.append(batch.ids[i], bigEndian: true, to: &m)
+    /// Bytes of one packed event of entity type `e`: id, time, amount, latitude, longitude, filter
+    /// bits, then the hashed tracked fields.
+    func eventSize(_ e: Int) -> Int { 41 + 8 * plan.entities[e].tracked.count }
+
+    func appendEvent(_ batch: EventBatch, _ i: Int, _ e: Int, to m: inout [UInt8]) {
+        Self.append(batch.ids[i], to: &m)
+        Self.append(UInt64(bitPattern: batch.times[i]), to: &m)
         Self.append(batch.amounts[i].bitPattern, to: &m)
         Self.append(batch.lats[i].bitPattern, to: &m)
         Self.append(batch.lons[i].bitPattern, to: &m)
         m.append(batch.filterBits[i * batch.entityCount + e])
         let base = i * batch.trackedTotal + batch.trackedOffsets[e]
         for k in 0..<plan.entities[e].tracked.count { Self.append(batch.tracked[base + k], to: &m) }
-        return m
     }
 
-    /// Rebuilds an entity's columns from `ZRANGEBYSCORE … WITHSCORES` and its fraud set.
-    func events(_ reply: RedisReply, fraud: RedisReply, e: Int) throws(StoreError) -> EntityEvents {
-        let trackedCount = plan.entities[e].tracked.count
-        var ev = EntityEvents(trackedCount: trackedCount)
-        guard case .array(let items) = reply, items.count % 2 == 0 else {
-            throw StoreError(.protocolError, "unexpected ZRANGEBYSCORE reply: \(reply.errorMessage ?? "\(reply)")")
+    /// `0-n` → n.
+    static func sequence(_ id: [UInt8]) -> UInt64? {
+        guard id.count > 2, id[0] == UInt8(ascii: "0"), id[1] == UInt8(ascii: "-") else { return nil }
+        return UInt64(String(decoding: id[2...], as: UTF8.self))
+    }
+
+    /// Applies one stream entry (events or labels) to a cached entity. Returns the newest event time it carries.
+    func apply(field: [UInt8], value: [UInt8], to c: inout CachedEntity, entity e: Int) throws(StoreError) -> Int64 {
+        let ep = plan.entities[e]
+        var newest = Int64.min
+        if field == [UInt8(ascii: "e")] {
+            let size = eventSize(e)
+            guard value.count % size == 0 else { throw StoreError(.protocolError, "malformed event entry (\(value.count) bytes)") }
+            var tracked = [UInt64](repeating: 0, count: ep.tracked.count)
+            var at = 0
+            while at < value.count {
+                let v = value[at..<(at + size)]
+                let time = Int64(bitPattern: Self.read(v, 8))
+                for k in tracked.indices { tracked[k] = Self.read(v, 41 + 8 * k) }
+                tracked.withUnsafeBufferPointer { t in
+                    _ = c.state.insert(
+                        plan: ep, time: time, id: Self.read(v, 0), amount: Double(bitPattern: Self.read(v, 16)),
+                        lat: Double(bitPattern: Self.read(v, 24)), lon: Double(bitPattern: Self.read(v, 32)), filterBits: v[v.startIndex + 40],
+                        tracked: t)
+                }
+                newest = max(newest, time)
+                at += size
+            }
+        } else if field == [UInt8(ascii: "l")] {
+            guard value.count % 16 == 0 else { throw StoreError(.protocolError, "malformed label entry (\(value.count) bytes)") }
+            var at = 0
+            while at < value.count {
+                let v = value[at..<(at + 16)]
+                let id = Self.read(v, 0), time = Int64(bitPattern: Self.read(v, 8))
+                if let i = c.state.events.index(time: time, id: id) { c.state.setLabel(2, at: i, plan: ep) }
+                newest = max(newest, time)
+                at += 16
+            }
+        } else {
+            throw StoreError(.protocolError, "unknown stream field '\(String(decoding: field, as: UTF8.self))'")
         }
-        var fraudIDs = Set<UInt64>()
-        if case .array(let f) = fraud {
-            for case .string(let b) in f where b.count == 8 { fraudIDs.insert(Self.read(b, 0, bigEndian: true)) }
+        return newest
+    }
+
+    /// Applies an `XRANGE` reply's entries after `c.last`.
+    func apply(range reply: RedisReply, to c: inout CachedEntity, entity e: Int) throws(StoreError) -> Int {
+        guard case .array(let entries) = reply else {
+            throw StoreError(.protocolError, "unexpected XRANGE reply: \(reply.errorMessage ?? "\(reply)")")
         }
-        var k = 0
-        while k < items.count {
-            guard case .string(let m) = items[k], case .string(let score) = items[k + 1], m.count == 33 + 8 * trackedCount,
-                let time = Double(String(decoding: score, as: UTF8.self))
-            else { throw StoreError(.protocolError, "malformed event member") }
-            let id = Self.read(m, 0, bigEndian: true)
-            ev.times.append(Int64(time))
-            ev.ids.append(id)
-            ev.amounts.append(Double(bitPattern: Self.read(m, 8)))
-            ev.lats.append(Double(bitPattern: Self.read(m, 16)))
-            ev.lons.append(Double(bitPattern: Self.read(m, 24)))
-            ev.filterBits.append(m[32])
-            ev.labels.append(fraudIDs.contains(id) ? 2 : 0)
-            for t in 0..<trackedCount { ev.tracked[t].append(Self.read(m, 33 + 8 * t)) }
-            k += 2
+        for entry in entries {
+            guard case .array(let pair) = entry, pair.count == 2, case .string(let id) = pair[0], let n = Self.sequence(id),
+                  case .array(let fields) = pair[1], fields.count == 2, case .string(let f) = fields[0], case .string(let v) = fields[1]
+            else { throw StoreError(.protocolError, "malformed stream entry") }
+            guard n > c.last else { continue }
+            let newest = try apply(field: f, value: v, to: &c, entity: e)
+            c.entries.append((n, newest))
+            c.last = n
         }
-        return ev
+        return entries.count
+    }
+
+    // MARK: Sync
+
+    /// Appends one entry per slot to its entity's log, first catching up with whatever other
+    /// instances appended, in as many round trips as contention needs (one when there is none).
+    /// `leading` commands go out in the first round trip; their replies are returned.
+    ///
+    /// On return every slot is cached, holding every entry before the one appended, which is at
+    /// `last`: the caller applies its own entry to the cache itself.
+    func sync(
+        _ s: inout State, slots: [EntitySlot], field: [UInt8], entries: [[UInt8]], newest: [Int64], leading: [[[UInt8]]]
+    ) throws(StoreError) -> [RedisReply] {
+        enum Step { case readWhole, readAfter, append, done }
+        let now = ContinuousClock.now
+        let ttl = plan.retention + allowedLateness
+        let ttlText = Array(String(ttl).utf8)
+        let refreshEvery = Duration.milliseconds(max(ttl / 8, 1))
+        var steps = slots.map { s.cache.entities[$0] == nil ? Step.readWhole : .append }
+        var leadingReplies: [RedisReply] = []
+        for round in 0..<8 {
+            var commands: [[[UInt8]]] = []
+            if round == 0 {
+                if s.generation == nil {
+                    let token = KeyedHasher.hex(UInt64.random(in: 1...UInt64.max)) + KeyedHasher.hex(UInt64.random(in: 1...UInt64.max))
+                    commands.append([Array("SET".utf8), generationKey, Array(token.utf8), Array("NX".utf8)])
+                }
+                commands.append([Array("GET".utf8), generationKey])
+                commands.append(contentsOf: s.pendingTrims)
+                commands.append(contentsOf: leading)
+            }
+            let head = commands.count
+            var sent: [(slot: Int, at: Int)] = []
+            for (k, slot) in slots.enumerated() {
+                let key = streamKey(slot)
+                switch steps[k] {
+                case .done: continue
+                case .readWhole:
+                    sent.append((k, commands.count))
+                    commands.append([Array("XRANGE".utf8), key, Array("-".utf8), Array("+".utf8)])
+                    // Creates the stream if it has none; refused (harmlessly) if it has entries.
+                    commands.append([Array("XADD".utf8), key, Array("0-1".utf8), field, entries[k]])
+                    commands.append([Array("PEXPIRE".utf8), key, ttlText])
+                case .readAfter:
+                    sent.append((k, commands.count))
+                    commands.append([Array("XRANGE".utf8), key, Array("(0-\(s.cache.entities[slot]!.last)".utf8), Array("+".utf8)])
+                case .append:
+                    sent.append((k, commands.count))
+                    let c = s.cache.entities[slot]!
+                    var xadd = [Array("XADD".utf8), key]
+                    // An entity read as empty may still have no stream; one known to have entries
+                    // must still have them, else it expired or Redis lost it: never recreate it here.
+                    if c.last > 0 { xadd.append(Array("NOMKSTREAM".utf8)) }
+                    xadd.append(contentsOf: [Array("0-\(c.last + 1)".utf8), field, entries[k]])
+                    commands.append(xadd)
+                    if now - c.refreshed > refreshEvery {
+                        commands.append([Array("PEXPIRE".utf8), key, ttlText])
+                        s.cache.entities[slot]!.refreshed = now
+                    }
+                }
+            }
+            let replies = try roundTrip(&s, commands)
+            if round == 0 {
+                let got = replies[s.generation == nil ? 1 : 0]
+                let g: [UInt8]? = if case .string(let g) = got { g } else { nil }
+                if got.errorMessage != nil { throw StoreError(.protocolError, "GET generation: \(got.errorMessage!)") }
+                if s.generation != nil, s.generation != g {
+                    // Redis restarted empty or was flushed: what the caches hold is gone from Redis.
+                    s.cache.removeAll()
+                    s.generation = nil
+                    s.stats.generationResets += 1
+                    throw StoreError(.unavailable, "Redis lost its data (generation changed); entity caches dropped")
+                }
+                s.generation = g
+                s.pendingTrims.removeAll()
+                leadingReplies = Array(replies[(head - leading.count)..<head])
+            }
+            for (k, at) in sent {
+                let slot = slots[k]
+                switch steps[k] {
+                case .readWhole:
+                    s.stats.coldReads += 1
+                    var c = CachedEntity(plan: plan.entities[slot.entity], now: now)
+                    _ = try apply(range: replies[at], to: &c, entity: slot.entity)
+                    if case .string(let id) = replies[at + 1], Self.sequence(id) == 1 {
+                        // The stream was empty and this entry created it.
+                        c.entries.append((1, newest[k]))
+                        c.last = 1
+                        steps[k] = .done
+                    } else {
+                        steps[k] = c.last == 0 ? .readAfter : .append
+                    }
+                    s.cache.insert(slot, c)
+                case .readAfter:
+                    s.stats.entriesApplied += try apply(range: replies[at], to: &s.cache.entities[slot]!, entity: slot.entity)
+                    steps[k] = .append
+                case .append:
+                    switch replies[at] {
+                    case .string:
+                        s.cache.entities[slot]!.last += 1
+                        s.cache.entities[slot]!.entries.append((s.cache.entities[slot]!.last, newest[k]))
+                        steps[k] = .done
+                    case .null:
+                        // NOMKSTREAM: the stream is gone (expired or lost). Start over from Redis.
+                        s.cache.remove(slot)
+                        steps[k] = .readWhole
+                    case .error(let m) where m.contains("equal or smaller"):
+                        s.stats.conflicts += 1
+                        steps[k] = .readAfter
+                    default:
+                        throw StoreError(.protocolError, "XADD: \(replies[at].errorMessage ?? "\(replies[at])")")
+                    }
+                case .done: break
+                }
+            }
+            if !steps.contains(where: { if case .done = $0 { false } else { true } }) { return leadingReplies }
+        }
+        throw StoreError(.timeout, "gave up appending after 8 rounds of contention with other instances")
+    }
+
+    /// After a batch: trims entries wholly older than the canonical cutoff (sent with the next
+    /// batch), counts the cache's bytes, and evicts over budget.
+    func settle(_ s: inout State, slots: [EntitySlot]) {
+        for slot in slots {
+            guard let c = s.cache.entities[slot], let newest = c.state.events.times.last else { continue }
+            let cutoff = newest - plan.entities[slot.entity].retention - allowedLateness
+            var first = c.firstEntry
+            while first < c.entries.count - 1, c.entries[first].newest < cutoff { first += 1 }
+            if first - c.firstEntry >= 16 {
+                s.pendingTrims.append([Array("XTRIM".utf8), streamKey(slot), Array("MINID".utf8), Array("0-\(c.entries[first].seq)".utf8)])
+                s.cache.entities[slot]!.entries.removeFirst(first)
+                s.cache.entities[slot]!.firstEntry = 0
+            }
+            s.cache.touch(slot)
+        }
+        s.cache.evictIfNeeded()
     }
 
     // MARK: VelocityStore
 
     public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
         guard batch.count > 0 else { return }
-        // Distinct entities of the batch and the earliest event time of each.
-        struct Slot: Hashable { let e: Int; let key: UInt64 }
-        var earliest: [Slot: Int64] = [:]
-        var latest: [Slot: Int64] = [:]
-        var order: [Slot] = []
+        // The batch's entities in order of first appearance, each with its entry: its events in batch order.
+        var slots: [EntitySlot] = []
+        var index: [EntitySlot: Int] = [:]
+        var entries: [[UInt8]] = []
+        var newest: [Int64] = []
         for i in 0..<batch.count {
             for e in 0..<batch.entityCount {
                 let key = batch.keys[i * batch.entityCount + e]
                 guard key != 0 else { continue }
-                let s = Slot(e: e, key: key)
-                if let t = earliest[s] {
-                    earliest[s] = min(t, batch.times[i])
-                    latest[s] = max(latest[s]!, batch.times[i])
+                let slot = EntitySlot(entity: e, key: key)
+                let k: Int
+                if let found = index[slot] {
+                    k = found
                 } else {
-                    earliest[s] = batch.times[i]
-                    latest[s] = batch.times[i]
-                    order.append(s)
+                    k = slots.count
+                    index[slot] = k
+                    slots.append(slot)
+                    entries.append([])
+                    newest.append(.min)
                 }
+                appendEvent(batch, i, e, to: &entries[k])
+                newest[k] = max(newest[k], batch.times[i])
             }
         }
-        var commands: [[[UInt8]]] = []
-        commands.reserveCapacity(order.count * 6 + batch.count * (1 + batch.entityCount))
-        // Reads first: Redis runs the pipeline in order, so they see the state before this batch.
-        for s in order {
-            let from = String(earliest[s]! - plan.entities[s.e].retention)
-            commands.append([Array("ZRANGEBYSCORE".utf8), entityKey(s.e, s.key), Array(from.utf8), Array("+inf".utf8), Array("WITHSCORES".utf8)])
-            commands.append([Array("ZRANGEBYSCORE".utf8), fraudKey(s.e, s.key), Array(from.utf8), Array("+inf".utf8)])
-        }
         let ttl = Array(String(plan.retention + allowedLateness).utf8)
+        var records: [[[UInt8]]] = []
+        records.reserveCapacity(batch.count)
         for i in 0..<batch.count {
             var record: [UInt8] = []
             Self.append(UInt64(bitPattern: batch.times[i]), to: &record)
             for e in 0..<batch.entityCount { Self.append(batch.keys[i * batch.entityCount + e], to: &record) }
-            commands.append([Array("SET".utf8), transactionKey(batch.ids[i]), record, Array("PX".utf8), ttl, Array("NX".utf8)])
+            records.append([Array("SET".utf8), transactionKey(batch.ids[i]), record, Array("PX".utf8), ttl, Array("NX".utf8)])
         }
-        for i in 0..<batch.count {
-            for e in 0..<batch.entityCount {
-                let key = batch.keys[i * batch.entityCount + e]
-                guard key != 0 else { continue }
-                commands.append([Array("ZADD".utf8), entityKey(e, key), Array("NX".utf8), Array(String(batch.times[i]).utf8), member(batch, i, e)])
+        let plan = self.plan
+        let lateness = allowedLateness
+        try state.withLock { s throws(StoreError) in
+            let set = try sync(&s, slots: slots, field: [UInt8(ascii: "e")], entries: entries, newest: newest, leading: records)
+            for r in set { if let m = r.errorMessage { throw StoreError(.protocolError, "SET: \(m)") } }
+            // Every entity now holds exactly the entries before this batch's own: evaluate in
+            // batch order, applying the batch's events as the walk goes. SET NX answered nil: the
+            // transaction was recorded before (a redelivery).
+            batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { set[$0] == .null }) { e, key, body in
+                body(&s.cache.entities[EntitySlot(entity: e, key: key)]!.state)
             }
-        }
-        for s in order {
-            let keep = plan.entities[s.e].retention + allowedLateness
-            let cutoff = Array("(\(latest[s]! - keep)".utf8)
-            let ttlE = Array(String(keep).utf8)
-            commands.append([Array("ZREMRANGEBYSCORE".utf8), entityKey(s.e, s.key), Array("-inf".utf8), cutoff])
-            commands.append([Array("ZREMRANGEBYSCORE".utf8), fraudKey(s.e, s.key), Array("-inf".utf8), cutoff])
-            commands.append([Array("PEXPIRE".utf8), entityKey(s.e, s.key), ttlE])
-            commands.append([Array("PEXPIRE".utf8), fraudKey(s.e, s.key), ttlE])
-        }
-        let replies = try roundTrip(commands)
-
-        var entities: [Slot: EntityEvents] = [:]
-        for (k, s) in order.enumerated() {
-            entities[s] = try events(replies[2 * k], fraud: replies[2 * k + 1], e: s.e)
-        }
-        let setBase = 2 * order.count
-        for i in 0..<batch.count {
-            if let m = replies[setBase + i].errorMessage { throw StoreError(.protocolError, "SET: \(m)") }
-        }
-        // Evaluate in batch order, exactly as the in-memory store does. SET NX answered nil: the
-        // transaction was recorded before (a redelivery).
-        batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { replies[setBase + $0] == .null }) { e, key, body in
-            body(&entities[Slot(e: e, key: key), default: EntityEvents(trackedCount: plan.entities[e].tracked.count)])
+            settle(&s, slots: slots)
         }
     }
 
@@ -238,48 +418,91 @@ public final class RedisVelocityStore: VelocityStore {
     public func apply(labels: [(id: UInt64, fraud: Bool)]) throws(StoreError) -> Int {
         let fraud = labels.filter(\.fraud)
         guard !fraud.isEmpty else { return 0 }
-        let records = try roundTrip(fraud.map { [Array("GET".utf8), transactionKey($0.id)] })
-        var commands: [[[UInt8]]] = []
+        let records = try state.withLock { s throws(StoreError) in
+            try roundTrip(&s, fraud.map { [Array("GET".utf8), transactionKey($0.id)] })
+        }
+        var slots: [EntitySlot] = []
+        var index: [EntitySlot: Int] = [:]
+        var entries: [[UInt8]] = []
+        var newest: [Int64] = []
+        var marks: [(slot: Int, id: UInt64, time: Int64)] = []
         var matched = 0
         for (l, r) in zip(fraud, records) {
             guard case .string(let record) = r, record.count == 8 * (1 + plan.entities.count) else { continue }
             matched += 1
-            let time = Int64(bitPattern: Self.read(record, 0))
-            var member: [UInt8] = []
-            Self.append(l.id, bigEndian: true, to: &member)
+            let time = Int64(bitPattern: Self.read(record[...], 0))
             for e in 0..<plan.entities.count {
-                let key = Self.read(record, 8 * (1 + e))
+                let key = Self.read(record[...], 8 * (1 + e))
                 guard key != 0 else { continue }
-                commands.append([Array("ZADD".utf8), fraudKey(e, key), Array("NX".utf8), Array(String(time).utf8), member])
-                commands.append([Array("PEXPIRE".utf8), fraudKey(e, key), Array(String(plan.entities[e].retention + allowedLateness).utf8)])
+                let slot = EntitySlot(entity: e, key: key)
+                let k: Int
+                if let found = index[slot] {
+                    k = found
+                } else {
+                    k = slots.count
+                    index[slot] = k
+                    slots.append(slot)
+                    entries.append([])
+                    newest.append(.min)
+                }
+                Self.append(l.id, to: &entries[k])
+                Self.append(UInt64(bitPattern: time), to: &entries[k])
+                newest[k] = max(newest[k], time)
+                marks.append((k, l.id, time))
             }
         }
-        if !commands.isEmpty { _ = try roundTrip(commands) }
+        guard !slots.isEmpty else { return matched }
+        let plan = self.plan
+        try state.withLock { s throws(StoreError) in
+            _ = try sync(&s, slots: slots, field: [UInt8(ascii: "l")], entries: entries, newest: newest, leading: [])
+            for m in marks {
+                let slot = slots[m.slot]
+                guard let i = s.cache.entities[slot]?.state.events.index(time: m.time, id: m.id) else { continue }
+                s.cache.entities[slot]!.state.setLabel(2, at: i, plan: plan.entities[slot.entity])
+            }
+            settle(&s, slots: slots)
+        }
         return matched
     }
 
-    /// One pipelined round trip through the breaker.
-    func roundTrip(_ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
-        let result: Result<[RedisReply], StoreError> = state.withLock { s in
-            let now = ContinuousClock.now
-            guard s.breaker.allow(now: now) else {
-                return .failure(StoreError(.unavailable, "circuit open: Redis failed \(s.breaker.failures) times in a row"))
+    /// The distinct events recorded in an entity's stream (tests and diagnostics).
+    public func recordedEvents(streamKey key: String) throws(StoreError) -> Set<UInt64> {
+        guard let open = key.firstIndex(of: "{"), let colon = key[open...].firstIndex(of: ":"), let e = Int(key[key.index(after: open)..<colon]),
+              plan.entities.indices.contains(e) else { throw StoreError(.protocolError, "not an entity stream key: \(key)") }
+        let reply = try command(["XRANGE", key, "-", "+"])
+        guard case .array(let items) = reply else { throw StoreError(.protocolError, "unexpected XRANGE reply") }
+        var ids = Set<UInt64>()
+        let size = eventSize(e)
+        for case .array(let pair) in items {
+            guard pair.count == 2, case .array(let fields) = pair[1], fields.count == 2, fields[0] == .string([UInt8(ascii: "e")]),
+                  case .string(let v) = fields[1] else { continue }
+            var at = 0
+            while at + size <= v.count {
+                ids.insert(Self.read(v[at...], 0))
+                at += size
             }
-            let result = Result { () throws(StoreError) in try s.connection.pipeline(commands) }
-            switch result {
-            case .success:
-                s.roundTrips += 1
-                s.breaker.succeeded()
-            case .failure:
-                s.breaker.failed(now: ContinuousClock.now)
-            }
-            return result
         }
-        return try result.get()
+        return ids
+    }
+
+    /// One pipelined round trip through the breaker.
+    func roundTrip(_ s: inout State, _ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+        guard s.breaker.allow(now: .now) else {
+            throw StoreError(.unavailable, "circuit open: Redis failed \(s.breaker.failures) times in a row")
+        }
+        do {
+            let replies = try s.connection.pipeline(commands)
+            s.roundTrips += 1
+            s.breaker.succeeded()
+            return replies
+        } catch {
+            s.breaker.failed(now: .now)
+            throw error
+        }
     }
 
     /// Sends arbitrary commands (tests, benchmarks, administration).
     public func command(_ args: [String]) throws(StoreError) -> RedisReply {
-        try roundTrip([args.bytes])[0]
+        try state.withLock { s throws(StoreError) in try roundTrip(&s, [args.bytes])[0] }
     }
 }

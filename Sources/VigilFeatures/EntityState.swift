@@ -1,0 +1,327 @@
+import DequeModule
+
+/// An entity's events together with its windows kept up to date incrementally.
+///
+/// Each lane's window is the index range `[head, tail)` of the entity's sorted events: the events
+/// in `[t − w, t)` for the last time `t` it was evaluated at. Evaluating at a new time moves the
+/// range's two ends, adding the events that enter and removing the ones that leave: in event-time
+/// order every event enters and leaves each lane once, so the cost per transaction is amortised
+/// O(lanes), whatever the entity's history. A late event (earlier than the last evaluation) moves
+/// the ends back, costing the events between the two times, never the whole history.
+///
+/// Sums are exact integers (``FixedAmount``), so the result equals the recomputing reference
+/// ``EntityKernel/evaluate(_:plan:current:row:scratch:)`` bit for bit, which tests check.
+public struct EntityState: Sendable {
+    public private(set) var events: EntityEvents
+    var windows: WindowState
+
+    public init(plan: EntityPlan) {
+        events = EntityEvents(trackedCount: plan.tracked.count)
+        windows = WindowState(plan: plan)
+    }
+
+    /// Writes the entity's features at `current.time` (from its events strictly before it) into `row`.
+    public mutating func evaluate(plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>) {
+        windows.move(to: c.time, events, plan)
+        windows.fill(plan: plan, current: c, events: events)
+        EntityKernel.write(windows.aggregates, plan: plan, current: c, row: row)
+    }
+
+    /// Records an event unless one with the same time and id is there already. Returns whether it was added.
+    @discardableResult
+    public mutating func insert(
+        plan: EntityPlan, time: Int64, id: UInt64, amount: Double, lat: Double, lon: Double, filterBits: UInt8,
+        label: UInt8 = 0, tracked: UnsafeBufferPointer<UInt64>
+    ) -> Bool {
+        let i = events.insertionIndex(time: time, id: id)
+        if i < events.count, events.times[i] == time, events.ids[i] == id { return false }
+        // An event earlier than the windows' end: move the windows back to its time first, so it
+        // lands outside every window (they hold events strictly before their time).
+        if i < windows.tail { windows.move(to: time, events, plan) }
+        events.insert(at: i, time: time, id: id, amount: amount, lat: lat, lon: lon, filterBits: filterBits, label: label, tracked: tracked)
+        return true
+    }
+
+    /// Drops the events older than `cutoff`, taking them out of any window that holds them.
+    public mutating func trim(plan: EntityPlan, before cutoff: Int64) {
+        let n = events.lowerBound(time: cutoff)
+        guard n > 0 else { return }
+        windows.dropFront(n, events, plan)
+        events.trim(before: cutoff)
+    }
+
+    /// Sets the label of event `i` (0 unknown, 1 legitimate, 2 fraud), updating the fraud counts
+    /// of the windows that hold it.
+    public mutating func setLabel(_ label: UInt8, at i: Int, plan: EntityPlan) {
+        let was = events.labels[i] == 2, now = label == 2
+        if was != now {
+            for l in 0..<plan.laneCount where windows.heads[l] <= i && i < windows.tail {
+                windows.aggregates.fraud[l] += now ? 1 : -1
+            }
+        }
+        events.labels[i] = label
+    }
+
+    /// Approximate bytes held (events, window structures), for cache budgets.
+    public var approximateBytes: Int {
+        let perEvent = 8 * 5 + 2 + 8 * events.tracked.count
+        return 256 + events.count * perEvent + windows.approximateBytes
+    }
+}
+
+/// The incremental window state of one entity (see ``EntityState``).
+struct WindowState: Sendable {
+    /// The time the windows were last moved to; `.min` before the first evaluation.
+    var time: Int64 = .min
+    var tail = 0
+    var heads: [Int]
+    var aggregates: WindowAggregates
+    /// One per ``EntityPlan/maxCells`` entry.
+    var maxima: [SlidingMax]
+    /// Reference counts of the tracked values in each distinct request's lane.
+    var distinctRefs: [[UInt64: Int32]]
+    /// Reference counts of each first-seen field's values in the history lane.
+    var seenRefs: [[UInt64: Int32]]
+    /// Positions (``EntityEvents/dropped`` + index) of the history lane's events that have a
+    /// location, and of those that have a country, in order.
+    var located: Deque<Int> = []
+    var countried: Deque<Int> = []
+
+    init(plan: EntityPlan) {
+        heads = Array(repeating: 0, count: plan.laneCount)
+        aggregates = WindowAggregates(plan: plan)
+        maxima = Array(repeating: SlidingMax(), count: plan.maxCells.count)
+        distinctRefs = Array(repeating: [:], count: plan.distinct.count)
+        seenRefs = Array(repeating: [:], count: plan.firstSeen.count)
+    }
+
+    var approximateBytes: Int {
+        var b = aggregates.count.count * 48 + heads.count * 8 + 64
+        for m in maxima { b += m.count * 16 }
+        for r in distinctRefs { b += r.count * 24 }
+        for r in seenRefs { b += r.count * 24 }
+        return b + (located.count + countried.count) * 8
+    }
+
+    /// Moves every lane to `[t − w, t)`, stepping each end over the events that enter or leave.
+    mutating func move(to t: Int64, _ ev: EntityEvents, _ plan: EntityPlan) {
+        guard t != time else { return }
+        var newTail = tail
+        while newTail < ev.count && ev.times[newTail] < t { newTail += 1 }
+        while newTail > 0 && ev.times[newTail - 1] >= t { newTail -= 1 }
+        for l in 0..<plan.laneCount {
+            let start = t - Int64(plan.lanes[l])
+            let h = heads[l]
+            var nh = h
+            while nh < ev.count && ev.times[nh] < start { nh += 1 }
+            while nh > 0 && ev.times[nh - 1] >= start { nh -= 1 }
+            if newTail <= h || nh >= tail {
+                // No overlap with the old window: start the lane afresh.
+                clear(lane: l, plan)
+                for i in nh..<newTail { add(i, lane: l, front: false, ev, plan) }
+            } else {
+                // Adds before removals, so the sliding maxima never pop an empty side.
+                if newTail > tail { for i in tail..<newTail { add(i, lane: l, front: false, ev, plan) } }
+                if nh < h { for i in stride(from: h - 1, through: nh, by: -1) { add(i, lane: l, front: true, ev, plan) } }
+                if nh > h { for i in h..<nh { remove(i, lane: l, front: true, ev, plan) } }
+                if newTail < tail { for i in stride(from: tail - 1, through: newTail, by: -1) { remove(i, lane: l, front: false, ev, plan) } }
+            }
+            heads[l] = nh
+        }
+        tail = newTail
+        time = t
+    }
+
+    /// The first `n` events are about to be dropped: take them out of the windows, shift indices.
+    mutating func dropFront(_ n: Int, _ ev: EntityEvents, _ plan: EntityPlan) {
+        for l in 0..<plan.laneCount {
+            let end = min(n, tail)
+            if heads[l] < end {
+                for i in heads[l]..<end { remove(i, lane: l, front: true, ev, plan) }
+                heads[l] = end
+            }
+            heads[l] = max(heads[l], n) - n
+        }
+        tail = max(tail, n) - n
+    }
+
+    @inline(__always)
+    mutating func add(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan) {
+        let a = ev.amounts[i]
+        let u = Int128(FixedAmount.units(a))
+        let bits = ev.filterBits[i]
+        for g in 0...plan.filterCount where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
+            let cell = plan.cell(g, l)
+            aggregates.count[cell] += 1
+            aggregates.sum[cell] &+= u
+            aggregates.sumsq[cell] &+= u &* u
+            let m = plan.maxSlot[cell]
+            if m >= 0 { if front { maxima[m].pushFront(a) } else { maxima[m].pushBack(a) } }
+        }
+        if ev.labels[i] == 2 { aggregates.fraud[l] += 1 }
+        for (r, req) in plan.distinct.enumerated() where req.lane == l {
+            let h = ev.tracked[req.tracked][i]
+            if h != 0 { distinctRefs[r][h, default: 0] += 1 }
+        }
+        if l == plan.historyLane {
+            for (k, tr) in plan.firstSeen.enumerated() {
+                let h = ev.tracked[tr][i]
+                if h != 0 { seenRefs[k][h, default: 0] += 1 }
+            }
+            let position = ev.dropped + i
+            if !ev.lats[i].isNaN, !ev.lons[i].isNaN {
+                if front { located.prepend(position) } else { located.append(position) }
+            }
+            if let ct = plan.countryTracked, ev.tracked[ct][i] != 0 {
+                if front { countried.prepend(position) } else { countried.append(position) }
+            }
+        }
+    }
+
+    @inline(__always)
+    mutating func remove(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan) {
+        let a = ev.amounts[i]
+        let u = Int128(FixedAmount.units(a))
+        let bits = ev.filterBits[i]
+        for g in 0...plan.filterCount where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
+            let cell = plan.cell(g, l)
+            aggregates.count[cell] -= 1
+            aggregates.sum[cell] &-= u
+            aggregates.sumsq[cell] &-= u &* u
+            let m = plan.maxSlot[cell]
+            if m >= 0 { if front { maxima[m].popFront() } else { maxima[m].popBack() } }
+        }
+        if ev.labels[i] == 2 { aggregates.fraud[l] -= 1 }
+        for (r, req) in plan.distinct.enumerated() where req.lane == l {
+            let h = ev.tracked[req.tracked][i]
+            if h != 0 { Self.release(h, in: &distinctRefs[r]) }
+        }
+        if l == plan.historyLane {
+            for (k, tr) in plan.firstSeen.enumerated() {
+                let h = ev.tracked[tr][i]
+                if h != 0 { Self.release(h, in: &seenRefs[k]) }
+            }
+            if !ev.lats[i].isNaN, !ev.lons[i].isNaN {
+                if front { located.removeFirst() } else { located.removeLast() }
+            }
+            if let ct = plan.countryTracked, ev.tracked[ct][i] != 0 {
+                if front { countried.removeFirst() } else { countried.removeLast() }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func release(_ h: UInt64, in refs: inout [UInt64: Int32]) {
+        guard let n = refs[h] else { return }
+        if n <= 1 { refs.removeValue(forKey: h) } else { refs[h] = n - 1 }
+    }
+
+    mutating func clear(lane l: Int, _ plan: EntityPlan) {
+        for g in 0...plan.filterCount {
+            let cell = plan.cell(g, l)
+            aggregates.count[cell] = 0
+            aggregates.sum[cell] = 0
+            aggregates.sumsq[cell] = 0
+            let m = plan.maxSlot[cell]
+            if m >= 0 { maxima[m].removeAll() }
+        }
+        aggregates.fraud[l] = 0
+        for (r, req) in plan.distinct.enumerated() where req.lane == l { distinctRefs[r].removeAll(keepingCapacity: true) }
+        if l == plan.historyLane {
+            for k in seenRefs.indices { seenRefs[k].removeAll(keepingCapacity: true) }
+            located.removeAll(keepingCapacity: true)
+            countried.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Completes ``aggregates`` with what is read off the window structures at evaluation time.
+    mutating func fill(plan: EntityPlan, current c: CurrentEvent, events ev: EntityEvents) {
+        for (k, cell) in plan.maxCells.enumerated() { aggregates.maxv[cell] = maxima[k].value }
+        for r in distinctRefs.indices { aggregates.distinct[r] = distinctRefs[r].count }
+        guard let h = plan.historyLane else { return }
+        for (k, tr) in plan.firstSeen.enumerated() {
+            let v = c.tracked[tr]
+            aggregates.seen[k] = v != 0 && seenRefs[k][v] != nil
+        }
+        aggregates.lastTime = tail > heads[h] ? ev.times[tail - 1] : nil
+        if let p = located.last {
+            let i = p - ev.dropped
+            aggregates.lastLat = ev.lats[i]
+            aggregates.lastLon = ev.lons[i]
+            aggregates.lastLocTime = ev.times[i]
+        } else {
+            aggregates.lastLat = .nan
+            aggregates.lastLon = .nan
+            aggregates.lastLocTime = 0
+        }
+        if let p = countried.first, let ct = plan.countryTracked {
+            aggregates.homeCountry = ev.tracked[ct][p - ev.dropped]
+        } else {
+            aggregates.homeCountry = 0
+        }
+    }
+}
+
+/// The maximum of a window that grows and shrinks at both ends.
+///
+/// Two stacks, each remembering its running maximum: the front stack's top is the window's first
+/// value, the back stack's top its last. A pop from an empty side first splits the other side in
+/// half, which keeps every operation amortised O(1) (a maximum cannot be "subtracted" like a sum).
+struct SlidingMax: Sendable {
+    private var front: [Double] = []
+    private var frontMax: [Double] = []
+    private var back: [Double] = []
+    private var backMax: [Double] = []
+
+    var count: Int { front.count + back.count }
+    var value: Double { max(frontMax.last ?? -.infinity, backMax.last ?? -.infinity) }
+
+    mutating func pushBack(_ v: Double) {
+        backMax.append(max(v, backMax.last ?? -.infinity))
+        back.append(v)
+    }
+
+    mutating func pushFront(_ v: Double) {
+        frontMax.append(max(v, frontMax.last ?? -.infinity))
+        front.append(v)
+    }
+
+    mutating func popFront() {
+        if front.isEmpty { split(frontCount: (back.count + 1) / 2) }
+        front.removeLast()
+        frontMax.removeLast()
+    }
+
+    mutating func popBack() {
+        if back.isEmpty { split(frontCount: front.count / 2) }
+        back.removeLast()
+        backMax.removeLast()
+    }
+
+    mutating func removeAll() {
+        front.removeAll(keepingCapacity: true)
+        frontMax.removeAll(keepingCapacity: true)
+        back.removeAll(keepingCapacity: true)
+        backMax.removeAll(keepingCapacity: true)
+    }
+
+    /// Redistributes the window so the front stack holds its first `k` values.
+    private mutating func split(frontCount k: Int) {
+        let window = Array(front.reversed()) + back
+        front = Array(window[..<k].reversed())
+        back = Array(window[k...])
+        frontMax = Self.runningMax(front)
+        backMax = Self.runningMax(back)
+    }
+
+    private static func runningMax(_ values: [Double]) -> [Double] {
+        var out: [Double] = []
+        out.reserveCapacity(values.count)
+        var m = -Double.infinity
+        for v in values {
+            m = max(m, v)
+            out.append(m)
+        }
+        return out
+    }
+}
