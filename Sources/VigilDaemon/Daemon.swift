@@ -79,6 +79,7 @@ public final class Daemon: Sendable {
         c.prefix = s.prefix
         c.connectTimeout = .milliseconds(s.connectTimeoutMs)
         c.readTimeout = .milliseconds(s.timeoutMs)
+        c.cacheBytes = s.cacheMB << 20
         return { RedisVelocityStore(plan: $0, configuration: c) }
     }
 

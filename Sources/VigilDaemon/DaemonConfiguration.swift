@@ -46,6 +46,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var connectTimeoutMs = 200
         /// A Redis reply slower than this fails the batch's store step (verdicts degrade). Default: 50.
         public var timeoutMs = 50
+        /// Memory for the cache of entity windows (Redis store), in MiB. Default: 256.
+        public var cacheMB = 256
         public init() {}
     }
 
@@ -126,11 +128,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
             }
         }
         if let s = top["store"] {
-            let m = try r.section(s, "store", keys: ["url", "prefix", "connect_timeout_ms", "timeout_ms"])
+            let m = try r.section(s, "store", keys: ["url", "prefix", "connect_timeout_ms", "timeout_ms", "cache_mb"])
             try r.string(m["url"], "store.url", into: &c.store.url)
             try r.string(m["prefix"], "store.prefix", into: &c.store.prefix)
             try r.int(m["connect_timeout_ms"], "store.connect_timeout_ms", 1...60_000, into: &c.store.connectTimeoutMs)
             try r.int(m["timeout_ms"], "store.timeout_ms", 1...60_000, into: &c.store.timeoutMs)
+            try r.int(m["cache_mb"], "store.cache_mb", 1...1_048_576, into: &c.store.cacheMB)
             if c.store.url != "memory", (try? RedisURL(c.store.url))?.password != nil {
                 throw r.fail(m["url"], "store.url must not carry a password: set VIGIL_REDIS_PASSWORD or VIGIL_REDIS_PASSWORD_FILE")
             }

@@ -290,16 +290,19 @@ public final class RedisVelocityStore: VelocityStore {
                 let got = replies[s.generation == nil ? 1 : 0]
                 let g: [UInt8]? = if case .string(let g) = got { g } else { nil }
                 if got.errorMessage != nil { throw StoreError(.protocolError, "GET generation: \(got.errorMessage!)") }
+                s.pendingTrims.removeAll()
+                leadingReplies = Array(replies[(head - leading.count)..<head])
                 if s.generation != nil, s.generation != g {
-                    // Redis restarted empty or was flushed: what the caches hold is gone from Redis.
+                    // Redis restarted empty or was flushed: what the caches hold is gone from
+                    // Redis, so every instance starts again from what Redis has. Appends that went
+                    // through in this round are in the log and are read back like anyone's.
                     s.cache.removeAll()
                     s.generation = nil
                     s.stats.generationResets += 1
-                    throw StoreError(.unavailable, "Redis lost its data (generation changed); entity caches dropped")
+                    _ = try sync(&s, slots: slots, field: field, entries: entries, newest: newest, leading: [])
+                    return leadingReplies
                 }
                 s.generation = g
-                s.pendingTrims.removeAll()
-                leadingReplies = Array(replies[(head - leading.count)..<head])
             }
             for (k, at) in sent {
                 let slot = slots[k]
@@ -465,24 +468,24 @@ public final class RedisVelocityStore: VelocityStore {
         return matched
     }
 
-    /// The distinct events recorded in an entity's stream (tests and diagnostics).
-    public func recordedEvents(streamKey key: String) throws(StoreError) -> Set<UInt64> {
+    /// The distinct events recorded in an entity's stream, and those labelled fraud (tests and diagnostics).
+    public func streamContents(_ key: String) throws(StoreError) -> (events: Set<UInt64>, fraud: Set<UInt64>) {
         guard let open = key.firstIndex(of: "{"), let colon = key[open...].firstIndex(of: ":"), let e = Int(key[key.index(after: open)..<colon]),
               plan.entities.indices.contains(e) else { throw StoreError(.protocolError, "not an entity stream key: \(key)") }
         let reply = try command(["XRANGE", key, "-", "+"])
         guard case .array(let items) = reply else { throw StoreError(.protocolError, "unexpected XRANGE reply") }
-        var ids = Set<UInt64>()
-        let size = eventSize(e)
+        var events = Set<UInt64>(), fraud = Set<UInt64>()
         for case .array(let pair) in items {
-            guard pair.count == 2, case .array(let fields) = pair[1], fields.count == 2, fields[0] == .string([UInt8(ascii: "e")]),
+            guard pair.count == 2, case .array(let fields) = pair[1], fields.count == 2, case .string(let f) = fields[0],
                   case .string(let v) = fields[1] else { continue }
+            let size = f == [UInt8(ascii: "e")] ? eventSize(e) : 16
             var at = 0
             while at + size <= v.count {
-                ids.insert(Self.read(v[at...], 0))
+                if size == 16 { fraud.insert(Self.read(v[at...], 0)) } else { events.insert(Self.read(v[at...], 0)) }
                 at += size
             }
         }
-        return ids
+        return (events, fraud)
     }
 
     /// One pipelined round trip through the breaker.

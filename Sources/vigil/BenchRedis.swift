@@ -38,11 +38,13 @@ struct BenchRedis: ParsableCommand {
         var commandMicros: Double
         var cpuSeconds: Double
         var commands: Int
+        /// Bytes Redis sent to its clients (what they read).
+        var outputBytes: Int
     }
 
-    func stats(_ store: RedisVelocityStore) throws -> RedisStats {
+    static func stats(_ store: RedisVelocityStore) throws -> RedisStats {
         guard case .string(let raw) = try store.command(["INFO", "all"]) else { throw ValidationError("INFO failed") }
-        var micros = 0.0, cpu = 0.0, commands = 0
+        var micros = 0.0, cpu = 0.0, commands = 0, output = 0
         for line in String(decoding: raw, as: UTF8.self).split(whereSeparator: \.isNewline) {
             if line.hasPrefix("cmdstat_"), let r = line.range(of: "usec=") {
                 micros += Double(line[r.upperBound...].prefix { $0 != "," }) ?? 0
@@ -50,9 +52,11 @@ struct BenchRedis: ParsableCommand {
                 cpu += Double(line.split(separator: ":")[1]) ?? 0
             } else if line.hasPrefix("total_commands_processed:") {
                 commands = Int(line.split(separator: ":")[1]) ?? 0
+            } else if line.hasPrefix("total_net_output_bytes:") {
+                output = Int(line.split(separator: ":")[1]) ?? 0
             }
         }
-        return RedisStats(commandMicros: micros, cpuSeconds: cpu, commands: commands)
+        return RedisStats(commandMicros: micros, cpuSeconds: cpu, commands: commands, outputBytes: output)
     }
 
     func run() throws {
@@ -69,7 +73,7 @@ struct BenchRedis: ParsableCommand {
 
         _ = try store.command(["FLUSHDB"])
         _ = try store.command(["CONFIG", "RESETSTAT"])
-        let before = try stats(store)
+        let before = try Self.stats(store)
         let trips0 = store.roundTrips
         let clock = ContinuousClock()
         let t0 = clock.now
@@ -77,7 +81,7 @@ struct BenchRedis: ParsableCommand {
             _ = try engine.features(Array(stream[start..<min(start + batch, stream.count)]), store: store)
         }
         let elapsed = clock.now - t0
-        let after = try stats(store)
+        let after = try Self.stats(store)
         let n = Double(stream.count)
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let batches = (stream.count + batch - 1) / batch
@@ -89,7 +93,7 @@ struct BenchRedis: ParsableCommand {
         // Naive: for each transaction and entity, one ZRANGEBYSCORE per window and a ZADD, each its own round trip.
         _ = try store.command(["FLUSHDB"])
         _ = try store.command(["CONFIG", "RESETSTAT"])
-        let nb = try stats(store)
+        let nb = try Self.stats(store)
         let naive = Array(stream.prefix(naiveTransactions))
         let events = engine.events(for: naive)
         let t1 = clock.now
@@ -111,7 +115,7 @@ struct BenchRedis: ParsableCommand {
             }
         }
         let naiveElapsed = clock.now - t1
-        let na = try stats(store)
+        let na = try Self.stats(store)
         let m = Double(naive.count)
         let naiveSeconds = Double(naiveElapsed.components.seconds) + Double(naiveElapsed.components.attoseconds) / 1e18
         let base = (cmd: (na.commandMicros - nb.commandMicros) / m, cpu: (na.cpuSeconds - nb.cpuSeconds) * 1e6 / m,

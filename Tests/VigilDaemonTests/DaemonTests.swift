@@ -232,7 +232,7 @@ struct DaemonEndToEndTests {
         #expect(try eventually { try daemon.metric("vigil_labels_total") == Double(labelled.count) })
 
         let keys = try stack.redisKeys("*")
-        #expect(keys.contains { $0.hasPrefix("vigil:f:") }, "fraud sets written from labels")
+        #expect(try stack.streamContents("vigil:x:*").fraud > 0, "fraud labels written to the entity logs")
         let verdictText = try stack.read("verdicts", count: txs.count).map { String(decoding: $0.value, as: UTF8.self) + " " + ($0.headers.map { String(decoding: $0.value, as: UTF8.self) }.joined(separator: " ")) }.joined(separator: "\n")
         let logs = daemon.log
         var raw = Set<String>()

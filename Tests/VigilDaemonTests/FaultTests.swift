@@ -64,10 +64,7 @@ struct FaultTests {
         // Each recorded transaction is in its card's window once: the sum of the card windows'
         // sizes equals the number of transaction records (cards are entity 0 of the default spec).
         let records = try stack.redisKeys("vigil:t:*").count
-        var events = 0
-        for key in try stack.redisKeys("vigil:e:{0:*") {
-            events += Int(try RedisClusterFixture.cli(["-p", String(port), "ZCARD", key]).output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
-        }
+        let events = try stack.streamContents("vigil:x:{0:*").events
         #expect(records > 0 && events == records, "card events \(events) vs transaction records \(records)")
         daemon.process.signal(SIGTERM)
         daemon.process.wait()

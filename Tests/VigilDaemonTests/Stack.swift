@@ -1,7 +1,9 @@
 import Foundation
 import Glibc
 import Vigil
+import VigilFeatures
 import VigilKafka
+import VigilRedis
 import VigilSimulator
 import VigilTestSupport
 
@@ -78,6 +80,19 @@ final class Stack: @unchecked Sendable {
         let p = try ChildProcess("/usr/bin/redis-cli", ["-p", String(redis.port), "--scan", "--pattern", pattern], directory: directory, name: "redis-cli")
         guard p.wait(timeout: .seconds(30)) == 0 else { throw TestFailure("redis-cli failed: \(p.errorOutput)") }
         return p.output.split(separator: "\n").map(String.init)
+    }
+
+    /// The distinct events and fraud labels in the entity streams matching `pattern` (default feature spec).
+    func streamContents(_ pattern: String) throws -> (events: Int, fraud: Int) {
+        guard let redis else { return (0, 0) }
+        let store = RedisVelocityStore(plan: try FeaturePlan(spec: .default), configuration: RedisConfiguration(url: try RedisURL(redis.url)))
+        var events = 0, fraud = 0
+        for key in try redisKeys(pattern) {
+            let c = try store.streamContents(key)
+            events += c.events.count
+            fraud += c.fraud.count
+        }
+        return (events, fraud)
     }
 
     var properties: KafkaProperties { ["bootstrap.servers": bootstrap] }

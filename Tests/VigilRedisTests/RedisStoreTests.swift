@@ -78,6 +78,11 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     let plan = try! FeaturePlan(spec: FeatureSpec.parse(paritySpec))
 
     func runBoth(_ txs: [Transaction], redis: RedisVelocityStore, batch: Int, labelsEvery: Int = 0) throws -> (FeatureMatrix, FeatureMatrix) {
+        try runBoth(txs, instances: [redis], batch: batch, labelsEvery: labelsEvery)
+    }
+
+    /// The in-memory store against Redis stores taking the batches (and label applications) in turn.
+    func runBoth(_ txs: [Transaction], instances: [RedisVelocityStore], batch: Int, labelsEvery: Int = 0) throws -> (FeatureMatrix, FeatureMatrix) {
         let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
         let memory = InMemoryVelocityStore(plan: plan)
         var a = FeatureMatrix(schema: plan.schema, rows: txs.count), b = a
@@ -88,13 +93,13 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
             let events = engine.events(for: slice)
             var ma = FeatureMatrix(schema: plan.schema, rows: slice.count), mb = ma
             try memory.process(events, into: &ma)
-            try redis.process(events, into: &mb)
+            try instances[n % instances.count].process(events, into: &mb)
             a.values.replaceSubrange((i * plan.schema.count)..<((i + slice.count) * plan.schema.count), with: ma.values)
             b.values.replaceSubrange((i * plan.schema.count)..<((i + slice.count) * plan.schema.count), with: mb.values)
             n += 1
             if labelsEvery > 0, n % labelsEvery == 0 {
                 let labels = txs[max(0, i - 200)..<i].filter { $0.amount > 150 }.map { (engine.idHash($0.id), true) }
-                #expect(try memory.apply(labels: labels) == (try redis.apply(labels: labels)))
+                #expect(try memory.apply(labels: labels) == (try instances[(n / labelsEvery) % instances.count].apply(labels: labels)))
             }
             i += batch
         }
@@ -122,6 +127,36 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         // One round trip per batch (plus one per label application: read records, then write).
         let batches = (txs.count + batch - 1) / batch
         #expect(redis.roundTrips <= batches + 2 * (batches / 5))
+    }
+
+    /// Several instances sharing one Redis, taking batches and labels in turn, one of them with a
+    /// cache so small it evicts all the time: every feature equals one in-memory store fed the
+    /// same batches in the same order (each instance appends after catching up with the others,
+    /// so all of them see each entity's log in one order).
+    @Test func instancesSharingRedisSeeOneLog() throws {
+        let server = try RedisServer()
+        let configuration = RedisConfiguration(url: try RedisURL(server.url))
+        var tiny = configuration
+        tiny.cacheBytes = 16 << 10
+        let instances = [configuration, configuration, tiny].map { RedisVelocityStore(plan: plan, configuration: $0) }
+        let (a, b) = try runBoth(hostileStream(count: 4000, seed: 31), instances: instances, batch: 40, labelsEvery: 3)
+        expectIdentical(a, b)
+        #expect(instances[0].statistics.conflicts > 0 && instances[0].statistics.entriesApplied > 0, "\(instances[0].statistics)")
+        #expect(instances[2].cacheUsage.evictions > 0 && instances[2].cacheUsage.bytes <= 16 << 10 + 64 << 10)
+    }
+
+    /// An entity that stays cached costs one append per batch and reads nothing back.
+    @Test func cachedEntitiesReadNothing() throws {
+        let server = try RedisServer()
+        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        var seen = Set<String>()
+        let txs = hostileStream(count: 3000, seed: 12).filter { seen.insert($0.id).inserted }
+        let (a, b) = try runBoth(Array(txs[..<1000]), redis: redis, batch: 100)
+        expectIdentical(a, b)
+        let cold = redis.statistics.coldReads
+        _ = try runBoth(Array(txs[1000...]), redis: redis, batch: 100)
+        #expect(redis.statistics.coldReads - cold <= 3, "entities read again: \(redis.statistics.coldReads - cold)")
+        #expect(redis.statistics.conflicts == 0)
     }
 
     /// Redeliveries older than the allowed lateness: both stores trim per event, relative to the
@@ -159,10 +194,10 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         let txs = hostileStream(count: 400, seed: 9).sorted { $0.timestamp < $1.timestamp }.filter { seen.insert($0.id).inserted }
         let first = try engine.features(txs, store: redis)
         let card = engine.hasher.hash("40001") | 1
-        let before = try redis.recordedEvents(streamKey: "vigil:x:{0:\(KeyedHasher.hex(card))}")
+        let before = try redis.streamContents("vigil:x:{0:\(KeyedHasher.hex(card))}").events
         #expect(before.count > 1)
         let again = try engine.features(txs, store: redis)
-        #expect(try redis.recordedEvents(streamKey: "vigil:x:{0:\(KeyedHasher.hex(card))}") == before)
+        #expect(try redis.streamContents("vigil:x:{0:\(KeyedHasher.hex(card))}").events == before)
         expectIdentical(first, again)
     }
 

@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import Vigil
+import VigilRedis
+import VigilSimulator
+
+/// Whether a transaction's feature cost grows with its entities' history: the same stream with
+/// its merchants folded into fewer and fewer of them (so each merchant's 30-day window holds
+/// hundreds of times more events), through each store, with the spread case as the baseline.
+struct BenchHistory: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-history",
+        abstract: "Features per second as entities' history grows: the same stream over many, few and one merchant, per store.")
+
+    @Option(help: "Transactions in the stream.") var transactions: Int = 40_000
+    @Option(help: "Days the stream spans.") var days: Int = 30
+    @Option(help: "Merchant counts to fold the stream onto, the first being the baseline.") var merchants: String = "2000,4,1"
+    @Option(help: "A store: memory, or a Redis URL (its database is FLUSHED). Repeatable.") var store: [String] = ["memory"]
+    @Option(help: "Transactions per batch.") var batch: Int = 256
+    @Option(help: "Feature spec (YAML); default: the built-in spec.") var features: String?
+
+    struct Row {
+        var store: String
+        var merchants: Int
+        var busiest: Int
+        var txPerSecond: Double
+        var firstTenth: Double
+        var lastTenth: Double
+        var redis: (cpu: Double, command: Double, bytes: Double, commands: Double)?
+        var roundTrips: Double?
+    }
+
+    func run() throws {
+        let counts = merchants.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !counts.isEmpty, counts.allSatisfy({ $0 > 0 }) else { throw ValidationError("--merchants takes positive counts, e.g. 2000,4,1") }
+        let spec = try features.map { try FeatureSpec.load(path: $0) } ?? .default
+        let plan = try FeaturePlan(spec: spec)
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        let base = Simulator(options: .init(transactions: transactions, days: days, seed: 23)).generate()
+        print("vigil bench-history — \(base.count) transactions over \(days) days, batches of \(batch), \(plan.schema.count) features")
+        var rows: [Row] = []
+        for target in store {
+            for m in counts {
+                // Fold merchants onto `m` of them, keeping everything else.
+                var stream = base
+                var perMerchant: [String: Int] = [:]
+                for i in stream.indices {
+                    guard let id = stream[i].merchantID else { continue }
+                    let folded = "merchant_\(Int(UInt64(KeyedHasher.insecureDevelopmentKey.hash(id)) % UInt64(m)))"
+                    stream[i].merchantID = folded
+                    perMerchant[folded, default: 0] += 1
+                }
+                let row = try measure(stream, target: target, plan: plan, engine: engine)
+                rows.append(Row(store: row.store, merchants: m, busiest: perMerchant.values.max() ?? 0, txPerSecond: row.txPerSecond,
+                                firstTenth: row.firstTenth, lastTenth: row.lastTenth, redis: row.redis, roundTrips: row.roundTrips))
+                print(format(rows.last!, baseline: rows.first { $0.store == row.store }!))
+            }
+        }
+    }
+
+    func format(_ r: Row, baseline b: Row) -> String {
+        var line = String(format: "%-7@ %5d merchants (busiest %6d tx)  %8.0f tx/s  cost ×%.2f of spread  last/first tenth of the stream ×%.2f",
+                          r.store as NSString, r.merchants, r.busiest, r.txPerSecond, b.txPerSecond / r.txPerSecond, r.firstTenth / r.lastTenth)
+        if let x = r.redis, let trips = r.roundTrips {
+            line += String(format: "\n        Redis (second half): CPU %.2f µs/tx, command time %.2f µs/tx, %.0f bytes read/tx, %.2f commands/tx, %.2f round trips/batch",
+                           x.cpu, x.command, x.bytes, x.commands, trips)
+        }
+        return line
+    }
+
+    func measure(_ stream: [Transaction], target: String, plan: FeaturePlan, engine: FeatureEngine) throws -> Row {
+        let clock = ContinuousClock()
+        let velocity: any VelocityStore
+        var admin: RedisVelocityStore?
+        if target == "memory" {
+            velocity = InMemoryVelocityStore(plan: plan)
+        } else {
+            let url = try RedisURL(target)
+            var slow = RedisConfiguration(url: url)
+            slow.readTimeout = .seconds(30)
+            admin = RedisVelocityStore(plan: plan, configuration: slow)
+            _ = try admin!.command(["FLUSHDB"])
+            // The production defaults (a 50 ms read timeout): a timeout fails the run.
+            velocity = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: url))
+        }
+        let batches = stride(from: 0, to: stream.count, by: batch).map { Array(stream[$0..<min($0 + batch, stream.count)]) }
+        var times: [Double] = []
+        var before: BenchRedis.RedisStats?
+        var tripsBefore = 0
+        for (k, b) in batches.enumerated() {
+            if k == batches.count / 2, let admin {
+                before = try BenchRedis.stats(admin)
+                tripsBefore = (velocity as! RedisVelocityStore).roundTrips
+            }
+            let t0 = clock.now
+            _ = try engine.features(b, store: velocity)
+            times.append((clock.now - t0).seconds)
+        }
+        let total = times.reduce(0, +)
+        let tenth = max(1, batches.count / 10)
+        func rate(_ r: Range<Int>) -> Double { Double(r.map { batches[$0].count }.reduce(0, +)) / times[r].reduce(0, +) }
+        var row = Row(store: target == "memory" ? "memory" : "redis", merchants: 0, busiest: 0, txPerSecond: Double(stream.count) / total,
+                      firstTenth: rate(0..<tenth), lastTenth: rate((batches.count - tenth)..<batches.count))
+        if let admin, let before {
+            let after = try BenchRedis.stats(admin)
+            let n = Double(batches[(batches.count / 2)...].map(\.count).reduce(0, +))
+            // The INFO call itself is one command and a few kB: negligible against n transactions.
+            row.redis = ((after.cpuSeconds - before.cpuSeconds) * 1e6 / n, (after.commandMicros - before.commandMicros) / n,
+                         Double(after.outputBytes - before.outputBytes) / n, Double(after.commands - before.commands) / n)
+            row.roundTrips = Double((velocity as! RedisVelocityStore).roundTrips - tripsBefore) / Double(batches.count - batches.count / 2)
+            _ = try admin.command(["FLUSHDB"])
+        }
+        return row
+    }
+}
