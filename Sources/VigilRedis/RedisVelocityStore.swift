@@ -468,20 +468,22 @@ public final class RedisVelocityStore: VelocityStore {
         return matched
     }
 
-    /// The distinct events recorded in an entity's stream, and those labelled fraud (tests and diagnostics).
-    public func streamContents(_ key: String) throws(StoreError) -> (events: Set<UInt64>, fraud: Set<UInt64>) {
+    /// The distinct events recorded in an entity's stream in log order (a redelivery counts where
+    /// it first appears), and those labelled fraud (tests and diagnostics).
+    public func streamContents(_ key: String) throws(StoreError) -> (events: [UInt64], fraud: Set<UInt64>) {
         guard let open = key.firstIndex(of: "{"), let colon = key[open...].firstIndex(of: ":"), let e = Int(key[key.index(after: open)..<colon]),
               plan.entities.indices.contains(e) else { throw StoreError(.protocolError, "not an entity stream key: \(key)") }
         let reply = try command(["XRANGE", key, "-", "+"])
         guard case .array(let items) = reply else { throw StoreError(.protocolError, "unexpected XRANGE reply") }
-        var events = Set<UInt64>(), fraud = Set<UInt64>()
+        var events: [UInt64] = [], seen = Set<UInt64>(), fraud = Set<UInt64>()
         for case .array(let pair) in items {
             guard pair.count == 2, case .array(let fields) = pair[1], fields.count == 2, case .string(let f) = fields[0],
                   case .string(let v) = fields[1] else { continue }
             let size = f == [UInt8(ascii: "e")] ? eventSize(e) : 16
             var at = 0
             while at + size <= v.count {
-                if size == 16 { fraud.insert(Self.read(v[at...], 0)) } else { events.insert(Self.read(v[at...], 0)) }
+                let id = Self.read(v[at...], 0)
+                if size == 16 { fraud.insert(id) } else if seen.insert(id).inserted { events.append(id) }
                 at += size
             }
         }
