@@ -14,7 +14,6 @@ struct CachedEntity: Sendable {
     /// Entries still in the stream with the newest event time they carry, oldest first, so that
     /// entries wholly older than the canonical cutoff can be trimmed from Redis.
     var entries: [(seq: UInt64, newest: Int64)] = []
-    var firstEntry = 0
     /// When this process last refreshed the stream's TTL.
     var refreshed: ContinuousClock.Instant
     var lastUse: UInt64 = 0
@@ -25,7 +24,6 @@ struct CachedEntity: Sendable {
         refreshed = now
     }
 
-    var entryCount: Int { entries.count - firstEntry }
 }
 
 /// A bounded cache of entity windows, least recently used evicted first.
@@ -49,7 +47,7 @@ struct EntityCache: Sendable {
         tick += 1
         let t = tick
         guard let old = entities[slot]?.bytes else { return }
-        let now = entities[slot]!.state.approximateBytes + 24 * entities[slot]!.entryCount + 96
+        let now = entities[slot]!.state.approximateBytes + 24 * entities[slot]!.entries.count + 96
         entities[slot]!.bytes = now
         entities[slot]!.lastUse = t
         bytes += now - old

@@ -228,6 +228,11 @@ public final class RedisVelocityStore: VelocityStore {
 
     // MARK: Sync
 
+    /// Entries read per `XRANGE`: a long log (a cold busy merchant) comes in bounded pieces, one
+    /// round trip each, so no single reply runs into the read timeout.
+    static let readChunkEntries = 128
+    static let readChunk = Array(String(readChunkEntries).utf8)
+
     /// Appends one entry per slot to its entity's log, first catching up with whatever other
     /// instances appended, in as many round trips as contention needs (one when there is none).
     /// `leading` commands go out in the first round trip; their replies are returned.
@@ -244,7 +249,9 @@ public final class RedisVelocityStore: VelocityStore {
         let refreshEvery = Duration.milliseconds(max(ttl / 8, 1))
         var steps = slots.map { s.cache.entities[$0] == nil ? Step.readWhole : .append }
         var leadingReplies: [RedisReply] = []
-        for round in 0..<8 {
+        var round = 0, contended = 0
+        while true {
+            defer { round += 1 }
             var commands: [[[UInt8]]] = []
             if round == 0 {
                 if s.generation == nil {
@@ -263,13 +270,13 @@ public final class RedisVelocityStore: VelocityStore {
                 case .done: continue
                 case .readWhole:
                     sent.append((k, commands.count))
-                    commands.append([Array("XRANGE".utf8), key, Array("-".utf8), Array("+".utf8)])
+                    commands.append([Array("XRANGE".utf8), key, Array("-".utf8), Array("+".utf8), Array("COUNT".utf8), Self.readChunk])
                     // Creates the stream if it has none; refused (harmlessly) if it has entries.
                     commands.append([Array("XADD".utf8), key, Array("0-1".utf8), field, entries[k]])
                     commands.append([Array("PEXPIRE".utf8), key, ttlText])
                 case .readAfter:
                     sent.append((k, commands.count))
-                    commands.append([Array("XRANGE".utf8), key, Array("(0-\(s.cache.entities[slot]!.last)".utf8), Array("+".utf8)])
+                    commands.append([Array("XRANGE".utf8), key, Array("(0-\(s.cache.entities[slot]!.last)".utf8), Array("+".utf8), Array("COUNT".utf8), Self.readChunk])
                 case .append:
                     sent.append((k, commands.count))
                     let c = s.cache.entities[slot]!
@@ -310,19 +317,21 @@ public final class RedisVelocityStore: VelocityStore {
                 case .readWhole:
                     s.stats.coldReads += 1
                     var c = CachedEntity(plan: plan.entities[slot.entity], now: now)
-                    _ = try apply(range: replies[at], to: &c, entity: slot.entity)
+                    let read = try apply(range: replies[at], to: &c, entity: slot.entity)
                     if case .string(let id) = replies[at + 1], Self.sequence(id) == 1 {
                         // The stream was empty and this entry created it.
                         c.entries.append((1, newest[k]))
                         c.last = 1
                         steps[k] = .done
                     } else {
-                        steps[k] = c.last == 0 ? .readAfter : .append
+                        steps[k] = c.last == 0 || read == Self.readChunkEntries ? .readAfter : .append
                     }
                     s.cache.insert(slot, c)
                 case .readAfter:
-                    s.stats.entriesApplied += try apply(range: replies[at], to: &s.cache.entities[slot]!, entity: slot.entity)
-                    steps[k] = .append
+                    let read = try apply(range: replies[at], to: &s.cache.entities[slot]!, entity: slot.entity)
+                    s.stats.entriesApplied += read
+                    // A full chunk: there may be more (a long log is read in bounded pieces).
+                    steps[k] = read == Self.readChunkEntries ? .readAfter : .append
                 case .append:
                     switch replies[at] {
                     case .string:
@@ -335,6 +344,7 @@ public final class RedisVelocityStore: VelocityStore {
                         steps[k] = .readWhole
                     case .error(let m) where m.contains("equal or smaller"):
                         s.stats.conflicts += 1
+                        contended += 1
                         steps[k] = .readAfter
                     default:
                         throw StoreError(.protocolError, "XADD: \(replies[at].errorMessage ?? "\(replies[at])")")
@@ -343,8 +353,10 @@ public final class RedisVelocityStore: VelocityStore {
                 }
             }
             if !steps.contains(where: { if case .done = $0 { false } else { true } }) { return leadingReplies }
+            if contended > 8 * slots.count || round >= 4096 {
+                throw StoreError(.timeout, "gave up appending after \(round + 1) round trips (contention with other instances)")
+            }
         }
-        throw StoreError(.timeout, "gave up appending after 8 rounds of contention with other instances")
     }
 
     /// After a batch: trims entries wholly older than the canonical cutoff (sent with the next
@@ -353,12 +365,11 @@ public final class RedisVelocityStore: VelocityStore {
         for slot in slots {
             guard let c = s.cache.entities[slot], let newest = c.state.events.times.last else { continue }
             let cutoff = newest - plan.entities[slot.entity].retention - allowedLateness
-            var first = c.firstEntry
+            var first = 0
             while first < c.entries.count - 1, c.entries[first].newest < cutoff { first += 1 }
-            if first - c.firstEntry >= 16 {
+            if first >= 16 {
                 s.pendingTrims.append([Array("XTRIM".utf8), streamKey(slot), Array("MINID".utf8), Array("0-\(c.entries[first].seq)".utf8)])
                 s.cache.entities[slot]!.entries.removeFirst(first)
-                s.cache.entities[slot]!.firstEntry = 0
             }
             s.cache.touch(slot)
         }

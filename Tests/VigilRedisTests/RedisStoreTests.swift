@@ -145,6 +145,30 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         #expect(instances[2].cacheUsage.evictions > 0 && instances[2].cacheUsage.bytes <= 16 << 10 + 64 << 10)
     }
 
+    /// A busy entity read cold (a second instance, or after eviction) comes in bounded pieces and
+    /// gives the same features as the instance that built it.
+    @Test func longLogReadColdInPieces() throws {
+        let server = try RedisServer()
+        let configuration = RedisConfiguration(url: try RedisURL(server.url))
+        let warm = RedisVelocityStore(plan: plan, configuration: configuration)
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        var t: Int64 = 1_767_225_600_000
+        let txs = (0..<3000).map { i -> Transaction in
+            t += 1000
+            return Transaction(id: "b\(i)", timestamp: t, amount: Double(i % 97), cardID: "c\(i % 50)", merchantID: "busy")
+        }
+        // Batches of 5: the busy merchant's log gets 600 entries, more than one read's worth.
+        for k in stride(from: 0, to: 2990, by: 5) { _ = try engine.features(Array(txs[k..<(k + 5)]), store: warm) }
+        let last = Array(txs[2990...])
+        let cold = RedisVelocityStore(plan: plan, configuration: configuration)
+        let a = try engine.features(last, store: cold)
+        let memory = InMemoryVelocityStore(plan: plan)
+        _ = try engine.features(Array(txs[..<2990]), store: memory)
+        let b = try engine.features(last, store: memory)
+        expectIdentical(b, a)
+        #expect(cold.roundTrips >= 600 / RedisVelocityStore.readChunkEntries)
+    }
+
     /// An entity that stays cached costs one append per batch and reads nothing back.
     @Test func cachedEntitiesReadNothing() throws {
         let server = try RedisServer()

@@ -8,7 +8,9 @@ stack_pids=()
 stack_stop() {
   for p in "${stack_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  stack_pids=()
   [ -n "${work:-}" ] && rm -rf "$work"
+  work=
 }
 
 # stack_start STORE [vigild arguments…]
