@@ -26,6 +26,11 @@ public final class DaemonMetrics: Sendable {
     let reloadsOK: Counter
     let reloadsFailed: Counter
     let ready: Gauge
+    let cacheEntities: Gauge
+    let cacheBytes: Gauge
+    let cacheEvictions: Gauge
+    let storeColdReads: Gauge
+    let storeConflicts: Gauge
 
     public init() {
         let r = registry
@@ -56,6 +61,11 @@ public final class DaemonMetrics: Sendable {
         reloadsOK = r.makeCounter(name: "vigil_reloads_total", labels: [("result", "ok")], help: "Hot reloads")
         reloadsFailed = r.makeCounter(name: "vigil_reloads_total", labels: [("result", "failed")], help: "Hot reloads")
         ready = r.makeGauge(name: "vigil_ready", help: "1 when the daemon has joined its group and is scoring")
+        cacheEntities = r.makeGauge(name: "vigil_store_cache_entities", help: "Entities whose windows this instance caches (Redis store)")
+        cacheBytes = r.makeGauge(name: "vigil_store_cache_bytes", help: "Approximate bytes of the entity cache (bounded by store.cache_mb)")
+        cacheEvictions = r.makeGauge(name: "vigil_store_cache_evictions", help: "Entities evicted from the cache so far")
+        storeColdReads = r.makeGauge(name: "vigil_store_cold_reads", help: "Entity logs read whole so far (not cached, evicted or expired)")
+        storeConflicts = r.makeGauge(name: "vigil_store_append_conflicts", help: "Appends refused because another instance appended first, so far")
     }
 
     func deadLetter(reason: String) -> Counter {

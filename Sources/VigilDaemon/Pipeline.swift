@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import Vigil
+import VigilRedis
 import VigilKafka
 
 /// The daemon's loop: consume a batch, decode, score, publish verdicts and dead letters, and
@@ -361,5 +362,13 @@ final class Pipeline: @unchecked Sendable {
         lastGauges = now
         metrics.inFlight.set(to: Double(inFlight.count))
         if let consumer { metrics.consumerLag.set(to: Double(consumer.lag())) }
+        if let redis = scorer.store as? RedisVelocityStore {
+            let cache = redis.cacheUsage, sync = redis.statistics
+            metrics.cacheEntities.set(to: Double(cache.entities))
+            metrics.cacheBytes.set(to: Double(cache.bytes))
+            metrics.cacheEvictions.set(to: Double(cache.evictions))
+            metrics.storeColdReads.set(to: Double(sync.coldReads))
+            metrics.storeConflicts.set(to: Double(sync.conflicts))
+        }
     }
 }

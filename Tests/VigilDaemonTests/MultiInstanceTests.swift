@@ -65,6 +65,8 @@ struct MultiInstanceTests {
         let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count, timeout: .seconds(120)))
         #expect(verdicts.missing(txs.map(\.id)).isEmpty, "lost: \(verdicts.missing(txs.map(\.id)).count)")
         #expect(verdicts.differing == 0)
+        #expect(try eventually { try b.metric("vigil_store_cache_entities") > 0 && b.metric("vigil_store_append_conflicts") > 0 },
+                "the cache and the conflicts with the other instance show in the metrics")
         a.process.signal(SIGTERM)
         b.process.signal(SIGTERM)
         a.process.wait()
