@@ -228,6 +228,30 @@ public final class RedisVelocityStore: VelocityStore {
 
     // MARK: Sync
 
+    /// The entries a batch appends: one per entity it touches, in order of first appearance.
+    struct Appends {
+        var slots: [EntitySlot] = []
+        var entries: [[UInt8]] = []
+        /// The newest event time each entry carries.
+        var newest: [Int64] = []
+        var index: [EntitySlot: Int] = [:]
+
+        mutating func add(_ slot: EntitySlot, time: Int64, _ write: (inout [UInt8]) -> Void) {
+            let k: Int
+            if let found = index[slot] {
+                k = found
+            } else {
+                k = slots.count
+                index[slot] = k
+                slots.append(slot)
+                entries.append([])
+                newest.append(.min)
+            }
+            write(&entries[k])
+            newest[k] = max(newest[k], time)
+        }
+    }
+
     /// Entries read per `XRANGE`: a long log (a cold busy merchant) comes in bounded pieces, one
     /// round trip each, so no single reply runs into the read timeout.
     static let readChunkEntries = 128
@@ -239,9 +263,8 @@ public final class RedisVelocityStore: VelocityStore {
     ///
     /// On return every slot is cached, holding every entry before the one appended, which is at
     /// `last`: the caller applies its own entry to the cache itself.
-    func sync(
-        _ s: inout State, slots: [EntitySlot], field: [UInt8], entries: [[UInt8]], newest: [Int64], leading: [[[UInt8]]]
-    ) throws(StoreError) -> [RedisReply] {
+    func sync(_ s: inout State, _ appends: Appends, field: [UInt8], leading: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+        let slots = appends.slots, entries = appends.entries, newest = appends.newest
         enum Step { case readWhole, readAfter, append, done }
         let now = ContinuousClock.now
         let ttl = plan.retention + allowedLateness
@@ -306,7 +329,7 @@ public final class RedisVelocityStore: VelocityStore {
                     s.cache.removeAll()
                     s.generation = nil
                     s.stats.generationResets += 1
-                    _ = try sync(&s, slots: slots, field: field, entries: entries, newest: newest, leading: [])
+                    _ = try sync(&s, appends, field: field, leading: [])
                     return leadingReplies
                 }
                 s.generation = g
@@ -381,27 +404,12 @@ public final class RedisVelocityStore: VelocityStore {
     public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
         guard batch.count > 0 else { return }
         // The batch's entities in order of first appearance, each with its entry: its events in batch order.
-        var slots: [EntitySlot] = []
-        var index: [EntitySlot: Int] = [:]
-        var entries: [[UInt8]] = []
-        var newest: [Int64] = []
+        var appends = Appends()
         for i in 0..<batch.count {
             for e in 0..<batch.entityCount {
                 let key = batch.keys[i * batch.entityCount + e]
                 guard key != 0 else { continue }
-                let slot = EntitySlot(entity: e, key: key)
-                let k: Int
-                if let found = index[slot] {
-                    k = found
-                } else {
-                    k = slots.count
-                    index[slot] = k
-                    slots.append(slot)
-                    entries.append([])
-                    newest.append(.min)
-                }
-                appendEvent(batch, i, e, to: &entries[k])
-                newest[k] = max(newest[k], batch.times[i])
+                appends.add(EntitySlot(entity: e, key: key), time: batch.times[i]) { appendEvent(batch, i, e, to: &$0) }
             }
         }
         let ttl = Array(String(plan.retention + allowedLateness).utf8)
@@ -416,7 +424,7 @@ public final class RedisVelocityStore: VelocityStore {
         let plan = self.plan
         let lateness = allowedLateness
         try state.withLock { s throws(StoreError) in
-            let set = try sync(&s, slots: slots, field: [UInt8(ascii: "e")], entries: entries, newest: newest, leading: records)
+            let set = try sync(&s, appends, field: [UInt8(ascii: "e")], leading: records)
             for r in set { if let m = r.errorMessage { throw StoreError(.protocolError, "SET: \(m)") } }
             // Every entity now holds exactly the entries before this batch's own: evaluate in
             // batch order, applying the batch's events as the walk goes. SET NX answered nil: the
@@ -424,7 +432,7 @@ public final class RedisVelocityStore: VelocityStore {
             batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { set[$0] == .null }) { e, key, body in
                 body(&s.cache.entities[EntitySlot(entity: e, key: key)]!.state)
             }
-            settle(&s, slots: slots)
+            settle(&s, slots: appends.slots)
         }
     }
 
@@ -435,11 +443,8 @@ public final class RedisVelocityStore: VelocityStore {
         let records = try state.withLock { s throws(StoreError) in
             try roundTrip(&s, fraud.map { [Array("GET".utf8), transactionKey($0.id)] })
         }
-        var slots: [EntitySlot] = []
-        var index: [EntitySlot: Int] = [:]
-        var entries: [[UInt8]] = []
-        var newest: [Int64] = []
-        var marks: [(slot: Int, id: UInt64, time: Int64)] = []
+        var appends = Appends()
+        var marks: [(slot: EntitySlot, id: UInt64, time: Int64)] = []
         var matched = 0
         for (l, r) in zip(fraud, records) {
             guard case .string(let record) = r, record.count == 8 * (1 + plan.entities.count) else { continue }
@@ -449,32 +454,22 @@ public final class RedisVelocityStore: VelocityStore {
                 let key = Self.read(record[...], 8 * (1 + e))
                 guard key != 0 else { continue }
                 let slot = EntitySlot(entity: e, key: key)
-                let k: Int
-                if let found = index[slot] {
-                    k = found
-                } else {
-                    k = slots.count
-                    index[slot] = k
-                    slots.append(slot)
-                    entries.append([])
-                    newest.append(.min)
+                appends.add(slot, time: time) { entry in
+                    Self.append(l.id, to: &entry)
+                    Self.append(UInt64(bitPattern: time), to: &entry)
                 }
-                Self.append(l.id, to: &entries[k])
-                Self.append(UInt64(bitPattern: time), to: &entries[k])
-                newest[k] = max(newest[k], time)
-                marks.append((k, l.id, time))
+                marks.append((slot, l.id, time))
             }
         }
-        guard !slots.isEmpty else { return matched }
+        guard !appends.slots.isEmpty else { return matched }
         let plan = self.plan
         try state.withLock { s throws(StoreError) in
-            _ = try sync(&s, slots: slots, field: [UInt8(ascii: "l")], entries: entries, newest: newest, leading: [])
+            _ = try sync(&s, appends, field: [UInt8(ascii: "l")], leading: [])
             for m in marks {
-                let slot = slots[m.slot]
-                guard let i = s.cache.entities[slot]?.state.events.index(time: m.time, id: m.id) else { continue }
-                s.cache.entities[slot]!.state.setLabel(2, at: i, plan: plan.entities[slot.entity])
+                guard let i = s.cache.entities[m.slot]?.state.events.index(time: m.time, id: m.id) else { continue }
+                s.cache.entities[m.slot]!.state.setLabel(2, at: i, plan: plan.entities[m.slot.entity])
             }
-            settle(&s, slots: slots)
+            settle(&s, slots: appends.slots)
         }
         return matched
     }

@@ -14,7 +14,7 @@ struct BenchHistory: ParsableCommand {
 
     @Option(help: "Transactions in the stream.") var transactions: Int = 40_000
     @Option(help: "Days the stream spans.") var days: Int = 30
-    @Option(help: "Merchant counts to fold the stream onto, the first being the baseline.") var merchants: String = "2000,4,1"
+    @Option(help: "Merchant counts to spread the stream over, the first being the baseline.") var merchants: String = "2000,4,1"
     @Option(help: "A store: memory, or a Redis URL (its database is FLUSHED). Repeatable.") var store: [String] = ["memory"]
     @Option(help: "Transactions per batch.") var batch: Int = 256
     @Option(help: "Feature spec (YAML); default: the built-in spec.") var features: String?
@@ -41,12 +41,11 @@ struct BenchHistory: ParsableCommand {
         var rows: [Row] = []
         for target in store {
             for m in counts {
-                // Fold merchants onto `m` of them, keeping everything else.
+                // Spread the transactions evenly over `m` merchants, keeping everything else.
                 var stream = base
                 var perMerchant: [String: Int] = [:]
                 for i in stream.indices {
-                    guard let id = stream[i].merchantID else { continue }
-                    let folded = "merchant_\(Int(UInt64(KeyedHasher.insecureDevelopmentKey.hash(id)) % UInt64(m)))"
+                    let folded = "merchant_\(KeyedHasher.insecureDevelopmentKey.hash(stream[i].id) % UInt64(m))"
                     stream[i].merchantID = folded
                     perMerchant[folded, default: 0] += 1
                 }
