@@ -24,8 +24,6 @@ struct BenchHistory: ParsableCommand {
         var merchants: Int
         var busiest: Int
         var txPerSecond: Double
-        var firstTenth: Double
-        var lastTenth: Double
         var redis: (cpu: Double, command: Double, bytes: Double, commands: Double)?
         var roundTrips: Double?
     }
@@ -51,15 +49,15 @@ struct BenchHistory: ParsableCommand {
                 }
                 let row = try measure(stream, target: target, plan: plan, engine: engine)
                 rows.append(Row(store: row.store, merchants: m, busiest: perMerchant.values.max() ?? 0, txPerSecond: row.txPerSecond,
-                                firstTenth: row.firstTenth, lastTenth: row.lastTenth, redis: row.redis, roundTrips: row.roundTrips))
+                                redis: row.redis, roundTrips: row.roundTrips))
                 print(format(rows.last!, baseline: rows.first { $0.store == row.store }!))
             }
         }
     }
 
     func format(_ r: Row, baseline b: Row) -> String {
-        var line = String(format: "%-7@ %5d merchants (busiest %6d tx)  %8.0f tx/s  cost ×%.2f of spread  last/first tenth of the stream ×%.2f",
-                          r.store as NSString, r.merchants, r.busiest, r.txPerSecond, b.txPerSecond / r.txPerSecond, r.firstTenth / r.lastTenth)
+        var line = String(format: "%-7@ %5d merchants (busiest %6d tx)  %8.0f tx/s  cost per transaction ×%.2f of the first row's",
+                          r.store as NSString, r.merchants, r.busiest, r.txPerSecond, b.txPerSecond / r.txPerSecond)
         if let x = r.redis, let trips = r.roundTrips {
             line += String(format: "\n        Redis (second half): CPU %.2f µs/tx, command time %.2f µs/tx, %.0f bytes read/tx, %.2f commands/tx, %.2f round trips/batch",
                            x.cpu, x.command, x.bytes, x.commands, trips)
@@ -83,7 +81,7 @@ struct BenchHistory: ParsableCommand {
             velocity = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: url))
         }
         let batches = stride(from: 0, to: stream.count, by: batch).map { Array(stream[$0..<min($0 + batch, stream.count)]) }
-        var times: [Double] = []
+        var total = 0.0
         var before: BenchRedis.RedisStats?
         var tripsBefore = 0
         for (k, b) in batches.enumerated() {
@@ -93,13 +91,9 @@ struct BenchHistory: ParsableCommand {
             }
             let t0 = clock.now
             _ = try engine.features(b, store: velocity)
-            times.append((clock.now - t0).seconds)
+            total += (clock.now - t0).seconds
         }
-        let total = times.reduce(0, +)
-        let tenth = max(1, batches.count / 10)
-        func rate(_ r: Range<Int>) -> Double { Double(r.map { batches[$0].count }.reduce(0, +)) / times[r].reduce(0, +) }
-        var row = Row(store: target == "memory" ? "memory" : "redis", merchants: 0, busiest: 0, txPerSecond: Double(stream.count) / total,
-                      firstTenth: rate(0..<tenth), lastTenth: rate((batches.count - tenth)..<batches.count))
+        var row = Row(store: target == "memory" ? "memory" : "redis", merchants: 0, busiest: 0, txPerSecond: Double(stream.count) / total)
         if let admin, let before {
             let after = try BenchRedis.stats(admin)
             let n = Double(batches[(batches.count / 2)...].map(\.count).reduce(0, +))
