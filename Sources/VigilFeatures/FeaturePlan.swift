@@ -79,8 +79,9 @@ public struct FeaturePlan: Sendable {
 
 /// How one entity's features are computed from its events.
 ///
-/// Every window the entity uses is one lane of a `SIMD8<Double>`, so one backward pass over the
-/// entity's events updates every window, every filter and every label count at once.
+/// Every window the entity uses is a lane (at most 8): ``EntityState`` keeps each lane's window
+/// up to date as events enter and leave it; the recomputing reference kernel tests each event
+/// against all lanes of a `SIMD8<Double>` at once.
 public struct EntityPlan: Sendable {
     public let name: String
     public let field: TransactionField
