@@ -172,7 +172,7 @@ public final class RedisVelocityStore: VelocityStore {
     }
 
     /// Applies one stream entry (events or labels) to a cached entity. Returns the newest event time it carries.
-    func apply(field: [UInt8], value: [UInt8], to c: inout CachedEntity, entity e: Int) throws(StoreError) -> Int64 {
+    func apply(field: [UInt8], value: [UInt8], to c: CachedEntity, entity e: Int) throws(StoreError) -> Int64 {
         let ep = plan.entities[e]
         var newest = Int64.min
         if field == [UInt8(ascii: "e")] {
@@ -210,7 +210,7 @@ public final class RedisVelocityStore: VelocityStore {
     }
 
     /// Applies an `XRANGE` reply's entries after `c.last`.
-    func apply(range reply: RedisReply, to c: inout CachedEntity, entity e: Int) throws(StoreError) -> Int {
+    func apply(range reply: RedisReply, to c: CachedEntity, entity e: Int) throws(StoreError) -> Int {
         guard case .array(let entries) = reply else {
             throw StoreError(.protocolError, "unexpected XRANGE reply: \(reply.errorMessage ?? "\(reply)")")
         }
@@ -219,7 +219,7 @@ public final class RedisVelocityStore: VelocityStore {
                   case .array(let fields) = pair[1], fields.count == 2, case .string(let f) = fields[0], case .string(let v) = fields[1]
             else { throw StoreError(.protocolError, "malformed stream entry") }
             guard n > c.last else { continue }
-            let newest = try apply(field: f, value: v, to: &c, entity: e)
+            let newest = try apply(field: f, value: v, to: c, entity: e)
             c.entries.append((n, newest))
             c.last = n
         }
@@ -311,7 +311,7 @@ public final class RedisVelocityStore: VelocityStore {
                     commands.append(xadd)
                     if now - c.refreshed > refreshEvery {
                         commands.append([Array("PEXPIRE".utf8), key, ttlText])
-                        s.cache.entities[slot]!.refreshed = now
+                        c.refreshed = now
                     }
                 }
             }
@@ -339,8 +339,8 @@ public final class RedisVelocityStore: VelocityStore {
                 switch steps[k] {
                 case .readWhole:
                     s.stats.coldReads += 1
-                    var c = CachedEntity(plan: plan.entities[slot.entity], now: now)
-                    let read = try apply(range: replies[at], to: &c, entity: slot.entity)
+                    let c = CachedEntity(plan: plan.entities[slot.entity], now: now)
+                    let read = try apply(range: replies[at], to: c, entity: slot.entity)
                     if case .string(let id) = replies[at + 1], Self.sequence(id) == 1 {
                         // The stream was empty and this entry created it.
                         c.entries.append((1, newest[k]))
@@ -351,15 +351,16 @@ public final class RedisVelocityStore: VelocityStore {
                     }
                     s.cache.insert(slot, c)
                 case .readAfter:
-                    let read = try apply(range: replies[at], to: &s.cache.entities[slot]!, entity: slot.entity)
+                    let read = try apply(range: replies[at], to: s.cache.entities[slot]!, entity: slot.entity)
                     s.stats.entriesApplied += read
                     // A full chunk: there may be more (a long log is read in bounded pieces).
                     steps[k] = read == Self.readChunkEntries ? .readAfter : .append
                 case .append:
                     switch replies[at] {
                     case .string:
-                        s.cache.entities[slot]!.last += 1
-                        s.cache.entities[slot]!.entries.append((s.cache.entities[slot]!.last, newest[k]))
+                        let c = s.cache.entities[slot]!
+                        c.last += 1
+                        c.entries.append((c.last, newest[k]))
                         steps[k] = .done
                     case .null:
                         // NOMKSTREAM: the stream is gone (expired or lost). Start over from Redis.
@@ -392,7 +393,7 @@ public final class RedisVelocityStore: VelocityStore {
             while first < c.entries.count - 1, c.entries[first].newest < cutoff { first += 1 }
             if first >= 16 {
                 s.pendingTrims.append([Array("XTRIM".utf8), streamKey(slot), Array("MINID".utf8), Array("0-\(c.entries[first].seq)".utf8)])
-                s.cache.entities[slot]!.entries.removeFirst(first)
+                c.entries.removeFirst(first)
             }
             s.cache.touch(slot)
         }
@@ -430,7 +431,8 @@ public final class RedisVelocityStore: VelocityStore {
             // batch order, applying the batch's events as the walk goes. SET NX answered nil: the
             // transaction was recorded before (a redelivery).
             batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { set[$0] == .null }) { e, key, body in
-                body(&s.cache.entities[EntitySlot(entity: e, key: key)]!.state)
+                let entry = s.cache.entities[EntitySlot(entity: e, key: key)]!
+                body(&entry.state)
             }
             settle(&s, slots: appends.slots)
         }
@@ -466,8 +468,8 @@ public final class RedisVelocityStore: VelocityStore {
         try state.withLock { s throws(StoreError) in
             _ = try sync(&s, appends, field: [UInt8(ascii: "l")], leading: [])
             for m in marks {
-                guard let i = s.cache.entities[m.slot]?.state.events.index(time: m.time, id: m.id) else { continue }
-                s.cache.entities[m.slot]!.state.setLabel(2, at: i, plan: plan.entities[m.slot.entity])
+                guard let c = s.cache.entities[m.slot], let i = c.state.events.index(time: m.time, id: m.id) else { continue }
+                c.state.setLabel(2, at: i, plan: plan.entities[m.slot.entity])
             }
             settle(&s, slots: appends.slots)
         }
