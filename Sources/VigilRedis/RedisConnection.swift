@@ -189,16 +189,16 @@ final class RedisConnection {
     /// can have requests in flight at once, as the cluster client does).
     func send(_ commands: [[[UInt8]]]) throws(StoreError) {
         let c = try connect()
-        for command in commands {
-            var lengths = command.map { $0.count }
-            let rc: Int32 = withArgv(command) { argv in
-                redisAppendCommandArgv(c, Int32(command.count), argv, &lengths)
-            }
-            guard rc == 0 else {
-                let message = Self.errorString(c)
-                disconnect()
-                throw StoreError(.unavailable, "append: \(message)")
-            }
+        // The whole pipeline encoded once, in RESP, and handed to hiredis in one piece: no
+        // per-command argument arrays or format parsing.
+        let wire = Self.encode(commands)
+        let rc: Int32 = wire.withUnsafeBufferPointer { buf in
+            buf.withMemoryRebound(to: CChar.self) { redisAppendFormattedCommand(c, $0.baseAddress, $0.count) }
+        }
+        guard rc == 0 else {
+            let message = Self.errorString(c)
+            disconnect()
+            throw StoreError(.unavailable, "append: \(message)")
         }
         var done: Int32 = 0
         while done == 0 {
@@ -208,6 +208,37 @@ final class RedisConnection {
                 throw StoreError(.unavailable, "\(configuration.url): write: \(message)")
             }
         }
+    }
+
+    /// Commands in the Redis protocol: `*<argc>\r\n` then `$<len>\r\n<arg>\r\n` per argument.
+    static func encode(_ commands: [[[UInt8]]]) -> [UInt8] {
+        var size = 0
+        for command in commands {
+            size += 16
+            for arg in command { size += arg.count + 16 }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(size)
+        func decimal(_ n: Int) {
+            if n >= 10 { decimal(n / 10) }
+            out.append(UInt8(ascii: "0") + UInt8(n % 10))
+        }
+        for command in commands {
+            out.append(UInt8(ascii: "*"))
+            decimal(command.count)
+            out.append(13)
+            out.append(10)
+            for arg in command {
+                out.append(UInt8(ascii: "$"))
+                decimal(arg.count)
+                out.append(13)
+                out.append(10)
+                out.append(contentsOf: arg)
+                out.append(13)
+                out.append(10)
+            }
+        }
+        return out
     }
 
     /// Reads `count` replies to what ``send(_:)`` wrote.
@@ -230,21 +261,6 @@ final class RedisConnection {
         return replies
     }
 
-    private func withArgv<R>(_ command: [[UInt8]], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>) -> R) -> R {
-        // Keep every argument's storage alive while hiredis copies it into its output buffer.
-        let joined = command.reduce(into: [UInt8]()) { $0 += $1 }
-        return joined.withUnsafeBufferPointer { buf in
-            var pointers: [UnsafePointer<CChar>?] = []
-            pointers.reserveCapacity(command.count)
-            var offset = 0
-            let base = buf.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(bitPattern: 1)!
-            for arg in command {
-                pointers.append((base + offset).assumingMemoryBound(to: CChar.self))
-                offset += arg.count
-            }
-            return pointers.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
-        }
-    }
 }
 
 extension Array where Element == String {

@@ -105,7 +105,10 @@ public final class RedisVelocityStore: VelocityStore {
         public var generationResets = 0
     }
 
+    let transactionKeyPrefix: [UInt8]
+
     public init(plan: FeaturePlan, configuration: RedisConfiguration, allowedLateness: Int64 = 86_400_000) {
+        transactionKeyPrefix = Array("\(configuration.prefix):t:{".utf8)
         self.plan = plan
         self.configuration = configuration
         self.allowedLateness = allowedLateness
@@ -136,8 +139,33 @@ public final class RedisVelocityStore: VelocityStore {
 
     // MARK: Keys and encoding
 
-    func streamKey(_ s: EntitySlot) -> [UInt8] { Array("\(configuration.prefix):x:{\(s.entity):\(KeyedHasher.hex(s.key))}".utf8) }
-    func transactionKey(_ id: UInt64) -> [UInt8] { Array("\(configuration.prefix):t:{\(KeyedHasher.hex(id))}".utf8) }
+    func streamKey(_ s: EntitySlot) -> [UInt8] {
+        var k = Array("\(configuration.prefix):x:{\(s.entity):".utf8)
+        Self.appendHex(s.key, to: &k)
+        k.append(UInt8(ascii: "}"))
+        return k
+    }
+
+    func transactionKey(_ id: UInt64) -> [UInt8] {
+        var k = transactionKeyPrefix
+        Self.appendHex(id, to: &k)
+        k.append(UInt8(ascii: "}"))
+        return k
+    }
+
+    /// 16 lowercase hex digits, as ``KeyedHasher/hex(_:)`` writes them.
+    static func appendHex(_ v: UInt64, to out: inout [UInt8]) {
+        for shift in stride(from: 60, through: 0, by: -4) {
+            let d = UInt8((v >> UInt64(shift)) & 0xF)
+            out.append(d < 10 ? UInt8(ascii: "0") + d : UInt8(ascii: "a") + d - 10)
+        }
+    }
+
+    // Command words, made once (every command of every batch names one).
+    static let SET = Array("SET".utf8), GET = Array("GET".utf8), PX = Array("PX".utf8), NX = Array("NX".utf8)
+    static let XADD = Array("XADD".utf8), XRANGE = Array("XRANGE".utf8), XTRIM = Array("XTRIM".utf8)
+    static let PEXPIRE = Array("PEXPIRE".utf8), NOMKSTREAM = Array("NOMKSTREAM".utf8), MINID = Array("MINID".utf8)
+    static let COUNT = Array("COUNT".utf8), first = Array("-".utf8), last = Array("+".utf8), createID = Array("0-1".utf8)
     var generationKey: [UInt8] { Array("\(configuration.prefix):{gen}".utf8) }
 
     static func append(_ v: UInt64, to out: inout [UInt8]) {
@@ -279,9 +307,9 @@ public final class RedisVelocityStore: VelocityStore {
             if round == 0 {
                 if s.generation == nil {
                     let token = KeyedHasher.hex(UInt64.random(in: 1...UInt64.max)) + KeyedHasher.hex(UInt64.random(in: 1...UInt64.max))
-                    commands.append([Array("SET".utf8), generationKey, Array(token.utf8), Array("NX".utf8)])
+                    commands.append([Self.SET, generationKey, Array(token.utf8), Self.NX])
                 }
-                commands.append([Array("GET".utf8), generationKey])
+                commands.append([Self.GET, generationKey])
                 commands.append(contentsOf: s.pendingTrims)
                 commands.append(contentsOf: leading)
             }
@@ -293,24 +321,24 @@ public final class RedisVelocityStore: VelocityStore {
                 case .done: continue
                 case .readWhole:
                     sent.append((k, commands.count))
-                    commands.append([Array("XRANGE".utf8), key, Array("-".utf8), Array("+".utf8), Array("COUNT".utf8), Self.readChunk])
+                    commands.append([Self.XRANGE, key, Self.first, Self.last, Self.COUNT, Self.readChunk])
                     // Creates the stream if it has none; refused (harmlessly) if it has entries.
-                    commands.append([Array("XADD".utf8), key, Array("0-1".utf8), field, entries[k]])
-                    commands.append([Array("PEXPIRE".utf8), key, ttlText])
+                    commands.append([Self.XADD, key, Self.createID, field, entries[k]])
+                    commands.append([Self.PEXPIRE, key, ttlText])
                 case .readAfter:
                     sent.append((k, commands.count))
-                    commands.append([Array("XRANGE".utf8), key, Array("(0-\(s.cache.entities[slot]!.last)".utf8), Array("+".utf8), Array("COUNT".utf8), Self.readChunk])
+                    commands.append([Self.XRANGE, key, Array("(0-\(s.cache.entities[slot]!.last)".utf8), Self.last, Self.COUNT, Self.readChunk])
                 case .append:
                     sent.append((k, commands.count))
                     let c = s.cache.entities[slot]!
-                    var xadd = [Array("XADD".utf8), key]
+                    var xadd = [Self.XADD, key]
                     // An entity read as empty may still have no stream; one known to have entries
                     // must still have them, else it expired or Redis lost it: never recreate it here.
-                    if c.last > 0 { xadd.append(Array("NOMKSTREAM".utf8)) }
+                    if c.last > 0 { xadd.append(Self.NOMKSTREAM) }
                     xadd.append(contentsOf: [Array("0-\(c.last + 1)".utf8), field, entries[k]])
                     commands.append(xadd)
                     if now - c.refreshed > refreshEvery {
-                        commands.append([Array("PEXPIRE".utf8), key, ttlText])
+                        commands.append([Self.PEXPIRE, key, ttlText])
                         c.refreshed = now
                     }
                 }
@@ -392,7 +420,7 @@ public final class RedisVelocityStore: VelocityStore {
             var first = 0
             while first < c.entries.count - 1, c.entries[first].newest < cutoff { first += 1 }
             if first >= 16 {
-                s.pendingTrims.append([Array("XTRIM".utf8), streamKey(slot), Array("MINID".utf8), Array("0-\(c.entries[first].seq)".utf8)])
+                s.pendingTrims.append([Self.XTRIM, streamKey(slot), Self.MINID, Array("0-\(c.entries[first].seq)".utf8)])
                 c.entries.removeFirst(first)
             }
             s.cache.touch(slot)
@@ -420,7 +448,7 @@ public final class RedisVelocityStore: VelocityStore {
             var record: [UInt8] = []
             Self.append(UInt64(bitPattern: batch.times[i]), to: &record)
             for e in 0..<batch.entityCount { Self.append(batch.keys[i * batch.entityCount + e], to: &record) }
-            records.append([Array("SET".utf8), transactionKey(batch.ids[i]), record, Array("PX".utf8), ttl, Array("NX".utf8)])
+            records.append([Self.SET, transactionKey(batch.ids[i]), record, Self.PX, ttl, Self.NX])
         }
         let plan = self.plan
         let lateness = allowedLateness
@@ -443,7 +471,7 @@ public final class RedisVelocityStore: VelocityStore {
         let fraud = labels.filter(\.fraud)
         guard !fraud.isEmpty else { return 0 }
         let records = try state.withLock { s throws(StoreError) in
-            try roundTrip(&s, fraud.map { [Array("GET".utf8), transactionKey($0.id)] })
+            try roundTrip(&s, fraud.map { [Self.GET, transactionKey($0.id)] })
         }
         var appends = Appends()
         var marks: [(slot: EntitySlot, id: UInt64, time: Int64)] = []
