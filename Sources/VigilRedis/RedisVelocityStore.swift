@@ -315,7 +315,7 @@ public final class RedisVelocityStore: VelocityStore {
             }
             let head = commands.count
             var sent: [(slot: Int, at: Int)] = []
-            for (k, slot) in slots.enumerated() {
+            for (k, slot) in slots.enumerated() where steps[k] != .done {
                 let key = streamKey(slot)
                 switch steps[k] {
                 case .done: continue
