@@ -53,7 +53,7 @@ $bin/vigil produce --brokers "$brokers" --simulate $((RATE * 60)) --seed 503 --r
 echo done > "$phase_file"
 sleep "$SAMPLE"
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$DURATION" <<'PY'
 import csv, sys, json
 out = sys.argv[1]
 rows = [r for r in csv.DictReader(open(f"{out}/samples.csv"))]
@@ -72,6 +72,13 @@ if over:
     t0 = num(rec[0], "t_s") if rec else None
     back = next((r for r in rows if r["phase"] in ("recovery", "done") and num(r, "lag") < 1000 and t0 is not None and num(r, "t_s") >= t0), None)
     if back is not None: lines.append(f"recovery: lag under 1000 {int(num(back,'t_s') - t0)} s after the overload stopped")
+try:
+    m = json.load(open(f"{out}/soak.json")).get("p99_ms_by_minute", [])
+    full = m[:max(1, int(sys.argv[2]) // 60)]
+    if len(full) >= 2:
+        lines.append(f"soak p99 by minute: first {full[0]:.1f} ms, last {full[-1]:.1f} ms (last/first ×{full[-1] / max(full[0], 1e-9):.2f}); every minute: {', '.join(f'{x:.0f}' for x in full)}")
+except Exception as e:
+    lines.append(f"soak p99 by minute: unavailable ({e})")
 for name in ("soak", "overload", "after"):
     try:
         s = json.load(open(f"{out}/{name}.json"))

@@ -127,28 +127,48 @@ public final class Scorer: Sendable {
 
     /// Scores a batch and returns the feature matrix with the verdicts.
     public func evaluate(_ batch: [Transaction]) -> Result {
-        let c = components.withLock { $0 }
-        let clock = ContinuousClock()
-        var latency = StageLatency()
-        var start = clock.now
-        func lap() -> Double {
-            let now = clock.now
-            let d = now - start
-            start = now
-            return Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
-        }
+        decide(batch, features: features(batch))
+    }
 
+    /// A batch's features: the first stage of ``evaluate(_:)``, the one that reads and writes
+    /// the velocity store. Batches must go through it in stream order; ``decide(_:features:)``
+    /// may then run on another thread while the next batch's features are computed.
+    public struct Features: Sendable {
+        public var matrix: FeatureMatrix
+        public var storeError: StoreError?
+        /// Microseconds the stage took.
+        var micros: Double
+    }
+
+    /// The first stage of ``evaluate(_:)``: features, recorded in the store.
+    public func features(_ batch: [Transaction]) -> Features {
+        let start = ContinuousClock.now
         var storeError: StoreError?
         var matrix: FeatureMatrix
         do {
             matrix = try engine.features(batch, store: store)
         } catch {
             storeError = error
-            logger.warning("velocity store failed; scoring degraded", metadata: ["error": "\(error)", "policy": "\(c.configuration.degradation.rawValue)"])
+            logger.warning("velocity store failed; scoring degraded", metadata: ["error": "\(error)", "policy": "\(configuration.degradation.rawValue)"])
             matrix = FeatureMatrix(schema: engine.schema, rows: batch.count)
             engine.transactionFeatures(batch, into: &matrix)
         }
-        latency.features = lap()
+        return Features(matrix: matrix, storeError: storeError, micros: (ContinuousClock.now - start).microseconds)
+    }
+
+    /// The second stage of ``evaluate(_:)``: rules, model, decisions and reasons over the batch's
+    /// ``features(_:)``. Touches no store; safe on any thread.
+    public func decide(_ batch: [Transaction], features: Features) -> Result {
+        let c = components.withLock { $0 }
+        let clock = ContinuousClock()
+        var latency = StageLatency(features: features.micros)
+        var start = clock.now
+        func lap() -> Double {
+            let now = clock.now
+            defer { start = now }
+            return (now - start).microseconds
+        }
+        let matrix = features.matrix, storeError = features.storeError
 
         let outcomes = c.rules.evaluate(batch, features: matrix)
         latency.rules = lap()
@@ -205,4 +225,8 @@ public final class Scorer: Sendable {
     public func apply(labels: [Label]) throws(StoreError) -> Int {
         try store.apply(labels: labels.map { (engine.idHash($0.transactionID), $0.isFraud) })
     }
+}
+
+extension Duration {
+    var microseconds: Double { Double(components.seconds) * 1e6 + Double(components.attoseconds) / 1e12 }
 }

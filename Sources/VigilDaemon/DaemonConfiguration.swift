@@ -1,3 +1,4 @@
+import Foundation
 import Vigil
 import VigilKafka
 import VigilRedis
@@ -47,7 +48,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         /// A Redis reply slower than this fails the batch's store step (verdicts degrade). Default: 50.
         public var timeoutMs = 50
         /// Memory for the cache of entity windows (Redis store), in MiB. Default: 256.
-        public var cacheMB = 256
+        public var cacheMB = 1024
         public init() {}
     }
 
@@ -70,6 +71,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var evaluator = Ensemble.Evaluator.auto
         /// Features named as reasons on non-approve verdicts. Default: 3.
         public var explainTop = 3
+        /// 2: a batch's decisions (rules, model, reasons, verdict JSON) run on a thread of their
+        /// own while the next batch's features are computed; 1: one thread does both. Default: 2
+        /// on a machine with two or more cores.
+        public var threads = min(2, ProcessInfo.processInfo.activeProcessorCount)
         public init() {}
     }
 
@@ -139,13 +144,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
             }
         }
         if let s = top["scoring"] {
-            let m = try r.section(s, "scoring", keys: ["model", "features", "rules", "costs", "deadline_ms", "degradation", "evaluator", "explain_top"])
+            let m = try r.section(s, "scoring", keys: ["model", "features", "rules", "costs", "deadline_ms", "degradation", "evaluator", "explain_top", "threads"])
             try r.string(m["model"], "scoring.model", into: &c.scoring.model)
             try r.optionalString(m["features"], "scoring.features", into: &c.scoring.features)
             try r.optionalString(m["rules"], "scoring.rules", into: &c.scoring.rules)
             try r.optionalString(m["costs"], "scoring.costs", into: &c.scoring.costs)
             try r.int(m["deadline_ms"], "scoring.deadline_ms", 1...60_000, into: &c.scoring.deadlineMs)
             try r.int(m["explain_top"], "scoring.explain_top", 0...50, into: &c.scoring.explainTop)
+            try r.int(m["threads"], "scoring.threads", 1...2, into: &c.scoring.threads)
             if let d = m["degradation"] {
                 guard let v = d.string.flatMap(DegradationPolicy.init(rawValue:)) else { throw r.fail(d, "scoring.degradation is score or review") }
                 c.scoring.degradation = v

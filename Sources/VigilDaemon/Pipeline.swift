@@ -11,7 +11,10 @@ import VigilKafka
 /// At-least-once: nothing is committed before its outputs are acknowledged, so a crash
 /// redelivers; the store's idempotence on transaction id makes a redelivered transaction get
 /// the same features, hence the same verdict. Runs on one thread of its own (librdkafka calls
-/// block); ``stop()`` asks it to finish what is in flight, commit and leave the group.
+/// block), which consumes, decodes, computes features (the store, in stream order), publishes
+/// and commits; with `scoring.threads` 2 a batch's decisions run on a second thread
+/// (``DecisionStage``) while this one computes the next batch's features. ``stop()`` asks it
+/// to finish what is in flight, commit and leave the group.
 final class Pipeline: @unchecked Sendable {
     /// A consumed batch whose outputs are not all acknowledged yet.
     struct InFlight {
@@ -21,6 +24,19 @@ final class Pipeline: @unchecked Sendable {
         /// Next offset to commit per partition once the batch is acknowledged.
         var offsets: [TopicPartition: Int64]
         var consumed: ContinuousClock.Instant
+    }
+
+    /// A consumed batch on its way through the stages: decoded, with features; then decided,
+    /// with its outputs.
+    struct Batch: Sendable {
+        var transactions: [Transaction] = []
+        var sources: [KafkaMessage] = []
+        var features: Scorer.Features?
+        var verdicts: [Verdict] = []
+        /// Dead letters first, then verdicts in transaction order.
+        var outputs: [OutgoingMessage] = []
+        var offsets: [TopicPartition: Int64] = [:]
+        var received: ContinuousClock.Instant
     }
 
     /// A label the store could not take yet (store down); retried, and its offset held back.
@@ -61,6 +77,10 @@ final class Pipeline: @unchecked Sendable {
     private var committed: [TopicPartition: Int64] = [:]
     private var paused = false
     private var lastGauges: ContinuousClock.Instant?
+    /// Decisions on their own thread (`scoring.threads` 2), or nil: decided inline.
+    private var decisions: DecisionStage<Batch>?
+    /// Batches consumed and not yet acknowledged: in flight, or still being decided.
+    private var unacknowledged: Int { inFlight.count + (decisions?.outstanding ?? 0) }
 
     init(configuration: DaemonConfiguration, scorer: Scorer, hasher: KeyedHasher, metrics: DaemonMetrics, logger: Logger) {
         self.configuration = configuration
@@ -97,6 +117,13 @@ final class Pipeline: @unchecked Sendable {
         if consumerProperties["fetch.wait.max.ms"] == nil { consumerProperties["fetch.wait.max.ms"] = "5" }
         let producer = try KafkaProducer(properties: configuration.kafkaProperties)
         self.producer = producer
+        do {
+            try producer.prepare(topics: [k.topics.verdicts, k.topics.deadLetters], timeout: .seconds(5))
+        } catch {
+            // Not fatal (a cluster may create topics on first use): the first verdicts then wait
+            // for librdkafka's next metadata scan.
+            logger.warning("output topics not ready", metadata: ["error": "\(error)"])
+        }
         let consumer = try KafkaConsumer(
             properties: consumerProperties, topics: [k.topics.transactions, k.topics.labels],
             onRebalance: { [unowned self] event in rebalanced(event) },
@@ -105,17 +132,31 @@ final class Pipeline: @unchecked Sendable {
         state.withLock { $0.running = true; $0.heartbeat = clock.now }
         logger.info("consuming", metadata: ["topics": "\(consumer.topics)", "group": "\(k.group)", "brokers": "\(k.brokers)"])
 
+        if configuration.scoring.threads > 1 {
+            let topics = k.topics, scorer = scorer, hasher = hasher
+            decisions = DecisionStage(name: "vigild-decide") { Self.decide($0, scorer: scorer, hasher: hasher, topics: topics) }
+        }
+        defer { decisions?.stop() }
+
         while !stopRequested.load(ordering: .acquiring) {
             state.withLock { $0.heartbeat = clock.now }
             settle(producer.poll())
+            collectDecided()
             retryLabels(force: false)
             updateGauges()
-            if inFlight.count >= k.maxInFlight {
+            if unacknowledged >= k.maxInFlight {
                 waitForRoom()
                 continue
             }
-            let messages = consumer.poll(max: k.batchSize, timeout: .milliseconds(100))
-            if !messages.isEmpty { process(messages) }
+            // While a batch is being decided, only look for more work: its verdicts go out as
+            // soon as it is done.
+            let deciding = (decisions?.outstanding ?? 0) > 0
+            let messages = consumer.poll(max: k.batchSize, timeout: deciding ? .zero : .milliseconds(100))
+            if !messages.isEmpty {
+                process(messages)
+            } else if deciding {
+                collectDecided(waiting: .milliseconds(1))
+            }
         }
 
         logger.info("stopping: finishing batches in flight")
@@ -131,55 +172,76 @@ final class Pipeline: @unchecked Sendable {
 
     private func process(_ messages: [KafkaMessage]) {
         let topics = configuration.kafka.topics
-        let received = clock.now
         metrics.batchSize.record(Double(messages.count))
-        var transactions: [Transaction] = []
-        var sources: [KafkaMessage] = []
-        var outputs: [OutgoingMessage] = []
-        var offsets: [TopicPartition: Int64] = [:]
+        var batch = Batch(received: clock.now)
         var labels: [PendingLabel] = []
-        transactions.reserveCapacity(messages.count)
+        batch.transactions.reserveCapacity(messages.count)
 
         for m in messages {
             let tp = TopicPartition(m.topic, m.partition)
-            offsets[tp] = max(offsets[tp] ?? 0, m.offset + 1)
+            batch.offsets[tp] = max(batch.offsets[tp] ?? 0, m.offset + 1)
             if m.topic == topics.labels {
                 do {
                     let label = try m.value.withUnsafeBufferPointer { (b) throws(TransactionDecodingError) in try decodeLabel(b, limits: decoder.limits) }
                     labels.append(PendingLabel(label: label, partition: tp, offset: m.offset))
                 } catch {
-                    outputs.append(deadLetter(m, reason: "label: \(error)", category: "label"))
+                    batch.outputs.append(deadLetter(m, reason: "label: \(error)", category: "label"))
                 }
                 continue
             }
             metrics.transactions.increment()
             do {
-                transactions.append(try decoder.decode(m.value))
-                sources.append(m)
+                batch.transactions.append(try decoder.decode(m.value))
+                batch.sources.append(m)
             } catch {
-                outputs.append(deadLetter(m, reason: error.description, category: Self.category(of: error)))
+                batch.outputs.append(deadLetter(m, reason: error.description, category: Self.category(of: error)))
             }
         }
 
-        if !transactions.isEmpty {
-            let verdicts = scorer.score(transactions)
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            for (v, m) in zip(verdicts, sources) {
-                outputs.append(OutgoingMessage(
-                    topic: topics.verdicts, key: Array(v.transactionID.utf8), value: Array(v.json().utf8),
-                    headers: provenance(of: m)))
-                if let ts = m.timestamp {
-                    metrics.age.recordNanoseconds(max(0, now - ts) * 1_000_000)
-                }
-            }
-            metrics.record(verdicts)
-        }
-
+        // Features here, in stream order: the only stage that reads and writes the store.
+        if !batch.transactions.isEmpty { batch.features = scorer.features(batch.transactions) }
         if !labels.isEmpty {
             pendingLabels += labels
             retryLabels(force: true)
         }
-        send(InFlight(sequence: nextSequence, outputs: outputs, remaining: outputs.count, offsets: offsets, consumed: received))
+        if let decisions {
+            decisions.submit(batch)
+        } else {
+            publish(Self.decide(batch, scorer: scorer, hasher: hasher, topics: topics))
+        }
+    }
+
+    /// Rules, model and decisions for a batch with features, and its verdict messages.
+    static func decide(_ batch: Batch, scorer: Scorer, hasher: KeyedHasher, topics: DaemonConfiguration.Topics) -> Batch {
+        guard let features = batch.features else { return batch }
+        var batch = batch
+        batch.verdicts = scorer.decide(batch.transactions, features: features).verdicts
+        batch.outputs.reserveCapacity(batch.outputs.count + batch.verdicts.count)
+        for (v, m) in zip(batch.verdicts, batch.sources) {
+            batch.outputs.append(OutgoingMessage(
+                topic: topics.verdicts, key: Array(v.transactionID.utf8), value: Array(v.json().utf8),
+                headers: provenance(of: m, hasher: hasher)))
+        }
+        return batch
+    }
+
+    /// Sends what the decision stage has finished, in order.
+    private func collectDecided(waiting timeout: Duration = .zero) {
+        guard let decisions else { return }
+        for batch in decisions.take(waiting: timeout) { publish(batch) }
+    }
+
+    /// Records a decided batch's metrics and sends its outputs; its offsets are committed once
+    /// they are all acknowledged.
+    private func publish(_ batch: Batch) {
+        if !batch.verdicts.isEmpty {
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            for m in batch.sources {
+                if let ts = m.timestamp { metrics.age.recordNanoseconds(max(0, now - ts) * 1_000_000) }
+            }
+            metrics.record(batch.verdicts)
+        }
+        send(InFlight(sequence: nextSequence, outputs: batch.outputs, remaining: batch.outputs.count, offsets: batch.offsets, consumed: batch.received))
         nextSequence += 1
     }
 
@@ -189,12 +251,12 @@ final class Pipeline: @unchecked Sendable {
         logger.debug("dead letter", metadata: ["reason": "\(reason)", "partition": "\(m.partition)", "offset": "\(m.offset)"])
         return OutgoingMessage(
             topic: configuration.kafka.topics.deadLetters, key: m.key, value: m.value,
-            headers: [("vigil-reason", Array(reason.utf8)), ("vigil-reason-code", Array(category.utf8))] + provenance(of: m))
+            headers: [("vigil-reason", Array(reason.utf8)), ("vigil-reason-code", Array(category.utf8))] + Self.provenance(of: m, hasher: hasher))
     }
 
     /// Where an output came from, and the source's partition key as a keyed hash (the raw key may
     /// be a card number; a consumer can still co-partition by the hash).
-    private func provenance(of m: KafkaMessage) -> [(String, [UInt8])] {
+    static func provenance(of m: KafkaMessage, hasher: KeyedHasher) -> [(String, [UInt8])] {
         var h: [(String, [UInt8])] = [("vigil-source", Array("\(m.topic)/\(m.partition)/\(m.offset)".utf8))]
         if let key = m.key {
             h.append(("vigil-partition-key-hash", Array(String(hasher.hash(key, domain: 0xFF), radix: 16).utf8)))
@@ -306,8 +368,9 @@ final class Pipeline: @unchecked Sendable {
     private func waitForRoom() {
         guard let producer else { return }
         let start = clock.now
-        while inFlight.count >= configuration.kafka.maxInFlight, !stopRequested.load(ordering: .acquiring) {
-            settle(producer.poll(timeout: .milliseconds(10)))
+        while unacknowledged >= configuration.kafka.maxInFlight, !stopRequested.load(ordering: .acquiring) {
+            collectDecided(waiting: .milliseconds(1))
+            settle(producer.poll(timeout: (decisions?.outstanding ?? 0) > 0 ? .zero : .milliseconds(10)))
             state.withLock { $0.heartbeat = clock.now }
             if !paused, clock.now - start > .milliseconds(configuration.kafka.pauseAfterMs) {
                 consumer?.pause()
@@ -330,6 +393,9 @@ final class Pipeline: @unchecked Sendable {
     private func drain(timeout: Duration) {
         guard let producer else { return }
         let deadline = clock.now + timeout
+        while (decisions?.outstanding ?? 0) > 0, clock.now < deadline {
+            collectDecided(waiting: .milliseconds(10))
+        }
         while !inFlight.isEmpty, clock.now < deadline {
             settle(producer.poll(timeout: .milliseconds(10)))
         }
@@ -360,7 +426,7 @@ final class Pipeline: @unchecked Sendable {
         let now = clock.now
         if let last = lastGauges, now - last < .seconds(1) { return }
         lastGauges = now
-        metrics.inFlight.set(to: Double(inFlight.count))
+        metrics.inFlight.set(to: Double(unacknowledged))
         if let consumer { metrics.consumerLag.set(to: Double(consumer.lag())) }
         if let redis = scorer.store as? RedisVelocityStore {
             let cache = redis.cacheUsage, sync = redis.statistics

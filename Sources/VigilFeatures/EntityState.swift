@@ -62,10 +62,15 @@ public struct EntityState: Sendable {
         events.labels[i] = label
     }
 
-    /// Approximate bytes held (events, window structures), for cache budgets.
+    /// Bytes held on the heap (events, window structures), for cache budgets: every buffer's
+    /// capacity plus what an allocation costs beyond its payload, so that a budget bounds the
+    /// process's memory (an entity with a few events is mostly allocation overhead).
     public var approximateBytes: Int {
-        let perEvent = 8 * 5 + 2 + 8 * events.tracked.count
-        return 256 + events.count * perEvent + windows.approximateBytes
+        let e = events
+        var b = HeapBytes.of(e.times) + HeapBytes.of(e.ids) + HeapBytes.of(e.amounts) + HeapBytes.of(e.lats)
+        b += HeapBytes.of(e.lons) + HeapBytes.of(e.filterBits) + HeapBytes.of(e.labels) + HeapBytes.of(e.tracked)
+        for t in e.tracked { b += HeapBytes.of(t) }
+        return b + windows.approximateBytes
     }
 }
 
@@ -96,11 +101,14 @@ struct WindowState: Sendable {
     }
 
     var approximateBytes: Int {
-        var b = aggregates.count.count * 48 + heads.count * 8 + 64
-        for m in maxima { b += m.count * 16 }
-        for r in distinctRefs { b += r.count * 24 }
-        for r in seenRefs { b += r.count * 24 }
-        return b + (located.count + countried.count) * 8
+        let a = aggregates
+        var b = HeapBytes.of(heads) + HeapBytes.of(a.count) + HeapBytes.of(a.sum) + HeapBytes.of(a.sumsq) + HeapBytes.of(a.maxv)
+        b += HeapBytes.of(a.fraud) + HeapBytes.of(a.distinct) + HeapBytes.of(a.seen) + HeapBytes.of(maxima)
+        for m in maxima { b += m.approximateBytes }
+        b += HeapBytes.of(distinctRefs) + HeapBytes.of(seenRefs)
+        for r in distinctRefs { b += HeapBytes.of(r) }
+        for r in seenRefs { b += HeapBytes.of(r) }
+        return b + HeapBytes.of(located) + HeapBytes.of(countried)
     }
 
     /// Moves every lane to `[t − w, t)`, stepping each end over the events that enter or leave.
@@ -275,6 +283,7 @@ struct SlidingMax: Sendable {
 
     var count: Int { front.count + back.count }
     var value: Double { max(frontMax.last ?? -.infinity, backMax.last ?? -.infinity) }
+    var approximateBytes: Int { HeapBytes.of(front) + HeapBytes.of(frontMax) + HeapBytes.of(back) + HeapBytes.of(backMax) }
 
     mutating func pushBack(_ v: Double) {
         backMax.append(max(v, backMax.last ?? -.infinity))
@@ -323,5 +332,17 @@ struct SlidingMax: Sendable {
             out.append(m)
         }
         return out
+    }
+}
+
+/// What a buffer costs on the heap: its capacity, plus the allocation's header and the
+/// allocator's rounding and bookkeeping (~48 bytes measured per small buffer on glibc).
+public enum HeapBytes {
+    public static let perAllocation = 48
+
+    public static func of<T>(_ a: [T]) -> Int { a.capacity == 0 ? 0 : perAllocation + a.capacity * MemoryLayout<T>.stride }
+    static func of<T>(_ d: Deque<T>) -> Int { d.isEmpty ? 0 : perAllocation + d.count * MemoryLayout<T>.stride * 3 / 2 }
+    static func of<K, V>(_ d: [K: V]) -> Int {
+        d.capacity == 0 ? 0 : perAllocation + d.capacity * 4 / 3 * (MemoryLayout<K>.stride + MemoryLayout<V>.stride) + d.capacity / 6
     }
 }

@@ -27,8 +27,24 @@ public final class DevBroker: @unchecked Sendable {
     }
 
     deinit {
+        if let watcher { rd_kafka_destroy(watcher) }
         rd_kafka_mock_cluster_destroy(cluster)
         rd_kafka_destroy(client)
+    }
+
+    /// A client of the cluster itself, for ``logStart(topic:partition:)``.
+    private lazy var watcher: OpaquePointer? = {
+        guard let conf = try? KafkaConf.make(["bootstrap.servers": bootstrapServers, "log_level": "3"]) else { return nil }
+        return try? KafkaConf.handle(RD_KAFKA_PRODUCER, conf)
+    }()
+
+    /// The oldest offset a partition still holds: above 0 once the cluster has deleted messages
+    /// to stay under ``partitionBytes``. Nil if the cluster does not answer.
+    public func logStart(topic: String, partition: Int) -> Int64? {
+        guard let watcher else { return nil }
+        var low: Int64 = 0, high: Int64 = 0
+        let err = rd_kafka_query_watermark_offsets(watcher, topic, Int32(partition), &low, &high, 2000)
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR ? low : nil
     }
 
     /// Takes every broker down (connections closed, new ones refused) or brings them back up:
@@ -38,6 +54,13 @@ public final class DevBroker: @unchecked Sendable {
             _ = down ? rd_kafka_mock_broker_set_down(cluster, Int32(id)) : rd_kafka_mock_broker_set_up(cluster, Int32(id))
         }
     }
+
+    /// Whether a cluster id is that of librdkafka's mock cluster (`vigil dev-broker`).
+    public static func isDevelopmentCluster(id: String?) -> Bool { id?.hasPrefix("mockCluster") ?? false }
+
+    /// Bytes the mock cluster keeps per partition before deleting the oldest messages, consumed
+    /// or not (librdkafka 2.0; not configurable).
+    public static let partitionBytes = 5 * 1024 * 1024
 
     /// Creates a topic (clients may also auto-create topics, with the mock's default partitions).
     public func createTopic(_ name: String, partitions: Int) throws(KafkaError) {

@@ -1,3 +1,4 @@
+import DequeModule
 import VigilFeatures
 
 /// One entity's place in Redis: its type (index in the plan) and keyed hash.
@@ -34,12 +35,22 @@ final class CachedEntity {
 /// Never a source of truth: an entry is valid exactly while the entity's stream has no entry
 /// after `last`, which every append checks (``RedisVelocityStore``). Eviction only costs the next
 /// batch that touches the entity one read of its stream.
+///
+/// Recency is a queue of (entity, tick) records, one appended per use: the entity at the front
+/// whose last use is that record's tick is the least recently used one; a record superseded by a
+/// later use is skipped. Evicting and using are amortised O(1) — no scan or sort of the cache —
+/// and the queue is compacted when stale records outnumber live entities.
 struct EntityCache {
     let budget: Int
     var entities: [EntitySlot: CachedEntity] = [:]
     private(set) var bytes = 0
     private var tick: UInt64 = 0
+    private var uses: Deque<(slot: EntitySlot, tick: UInt64)> = []
     private(set) var evictions = 0
+
+    /// What an entity costs beyond its state and entry list: the object, its slot in the
+    /// dictionary and its records in the recency queue.
+    static let entityOverhead = MemoryLayout<EntityState>.stride + 64 + 2 * (MemoryLayout<EntitySlot>.stride + 16) + 2 * 24
 
     init(budget: Int) { self.budget = budget }
 
@@ -47,12 +58,14 @@ struct EntityCache {
 
     /// Marks the entity used now and re-counts its bytes (after it changed in place).
     mutating func touch(_ slot: EntitySlot) {
-        tick += 1
         guard let e = entities[slot] else { return }
-        let now = e.state.approximateBytes + 24 * e.entries.count + 96
+        tick += 1
+        let now = e.state.approximateBytes + HeapBytes.of(e.entries) + Self.entityOverhead
         bytes += now - e.bytes
         e.bytes = now
         e.lastUse = tick
+        uses.append((slot, tick))
+        if uses.count > 2 * entities.count + 1024 { compact() }
     }
 
     mutating func insert(_ slot: EntitySlot, _ e: CachedEntity) {
@@ -67,6 +80,7 @@ struct EntityCache {
 
     mutating func removeAll() {
         entities.removeAll()
+        uses.removeAll()
         bytes = 0
     }
 
@@ -74,11 +88,17 @@ struct EntityCache {
     mutating func evictIfNeeded() {
         guard bytes > budget else { return }
         let target = budget / 10 * 9
-        for (slot, e) in entities.sorted(by: { $0.value.lastUse < $1.value.lastUse }) {
-            guard bytes > target else { break }
+        while bytes > target, let (slot, used) = uses.popFirst() {
+            guard let e = entities[slot], e.lastUse == used else { continue }  // used again since
             bytes -= e.bytes
             entities.removeValue(forKey: slot)
             evictions += 1
         }
+    }
+
+    /// Drops the records that a later use superseded, keeping the order of the rest.
+    private mutating func compact() {
+        let entities = entities
+        uses = Deque(uses.filter { entities[$0.slot]?.lastUse == $0.tick })
     }
 }

@@ -111,8 +111,8 @@ public struct RedisConfiguration: Sendable {
     public var prefix: String = "vigil"
     /// Memory for this process's cache of entity windows (events and window state of the entities
     /// it has seen lately, least recently used evicted first). A cached entity costs one small
-    /// write per batch; an evicted or never-seen one one bounded read. Default: 256 MiB.
-    public var cacheBytes: Int = 256 << 20
+    /// write per batch; an evicted or never-seen one one bounded read. Default: 1 GiB.
+    public var cacheBytes: Int = 1 << 30
 
     public init(url: RedisURL) { self.url = url }
 }

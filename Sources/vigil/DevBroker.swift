@@ -23,6 +23,28 @@ struct DevBrokerCommand: ParsableCommand {
         guard (1...9).contains(brokers) else { throw ValidationError("--brokers must be 1…9") }
     }
 
+    /// Says so when the broker deletes messages to stay under its ~5 MiB per partition: a
+    /// consumer that had not read them yet never will, and a load run would count them missing.
+    func watchRetention(_ broker: DevBroker, topics: [String]) {
+        let partitions = partitions
+        let thread = Thread {
+            var reported: [String: Int64] = [:]
+            while true {
+                Thread.sleep(forTimeInterval: 2)
+                for t in topics {
+                    for p in 0..<partitions {
+                        guard let start = broker.logStart(topic: t, partition: p), start > reported["\(t)[\(p)]", default: 0] else { continue }
+                        if reported["\(t)[\(p)]"] == nil {
+                            stderr("dev broker: warning: \(t)[\(p)] is over ~5 MiB and deletes its oldest messages, read or not (now below offset \(start)); a consumer that falls behind loses them — shorter runs, more partitions or a real broker avoid it")
+                        }
+                        reported["\(t)[\(p)]"] = start
+                    }
+                }
+            }
+        }
+        thread.start()
+    }
+
     func run() throws {
         // Block the stop signals before librdkafka starts its threads, then wait for one here.
         var signals = sigset_t()
@@ -39,6 +61,7 @@ struct DevBrokerCommand: ParsableCommand {
         }
         FileHandle.standardOutput.write(Data((broker.bootstrapServers + "\n").utf8))
         stderr("dev broker: \(brokers) broker(s), topics \(topics) with \(partitions) partitions each; Ctrl-C stops")
+        watchRetention(broker, topics: topics.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         var received: Int32 = 0
         while true {
             sigwait(&signals, &received)

@@ -86,11 +86,22 @@ struct Produce: ParsableCommand {
         let warm = Array(messages.prefix(warmup))
         messages.removeFirst(warm.count)
         let props = try kafkaProperties()
-        let producer = try KafkaProducer(properties: props)
+        // A payment service's producer batches for a few milliseconds (librdkafka's own default is
+        // 5 ms); Vigil's 1 ms suits its verdicts, not a client sending one message at a time.
+        var producerProps = props
+        if producerProps["linger.ms"] == nil, producerProps["queue.buffering.max.ms"] == nil { producerProps["linger.ms"] = "5" }
+        let producer = try KafkaProducer(properties: producerProps)
+        let partitions = try producer.prepare(topics: [topic] + (labelsTopic.map { [$0] } ?? []), timeout: .seconds(10))
+        var retention = RetentionWarning(
+            partitions: partitions[topic] ?? 1, development: DevBroker.isDevelopmentCluster(id: producer.clusterID(timeout: .seconds(5))))
         let tracker = try awaitVerdicts.map { try VerdictTracker(properties: props, topic: $0) }
         if let tracker {
             stderr("produce: waiting to join the verdicts topic…")
             try tracker.waitForAssignment(timeout: .seconds(30))
+            // librdkafka starts fetching a newly assigned partition only after its offset query
+            // (a 100 ms timer, then a round trip): verdicts of the first ~150 ms would otherwise
+            // be counted late by the time it took this consumer to start.
+            Thread.sleep(forTimeInterval: 0.3)
         }
         let clock = ContinuousClock()
         if !warm.isEmpty {
@@ -128,6 +139,7 @@ struct Produce: ParsableCommand {
             }
             tracker?.sent(m.id)
             try producer.send(OutgoingMessage(topic: topic, key: m.key, value: m.value), token: 1)
+            retention.sent(key: m.key?.count ?? 0, value: m.value.count)
             if let labelsTopic, i >= labelLag, let id = messages[i - labelLag].id, let label = messages[i - labelLag].label {
                 try producer.send(OutgoingMessage(topic: labelsTopic, key: Array(id.utf8), value: Array("{\"id\":\"\(id)\",\"label\":\(label)}".utf8)), token: 2)
             }
@@ -160,7 +172,37 @@ struct Produce: ParsableCommand {
             try openOutput(path).write(summary.json, to: path)
         }
         if failed > 0 { throw ValidationError("\(failed) messages were not delivered") }
-        if let t = tracker?.snapshot(), t.missing > 0 { throw ExitCode(3) }
+        if let t = tracker?.snapshot(), t.missing > 0 {
+            if retention.exceeded {
+                stderr("produce: the missing verdicts are likely transactions the development broker deleted before vigild read them (it keeps ~5 MiB per partition; this run sent \(retention.perPartitionMiB) MiB per partition)")
+            }
+            throw ExitCode(3)
+        }
+    }
+
+    /// Warns when a run sends more to the development broker than it keeps: librdkafka's mock
+    /// cluster deletes a partition's oldest messages past ~5 MiB whether or not anyone read them,
+    /// so a run that outpaces its consumer would report verdicts "missing" that Vigil never saw.
+    struct RetentionWarning {
+        let partitions: Int
+        let development: Bool
+        var bytes = 0
+        var warned = false
+        /// Record overhead per message in a batch (headers, varints, timestamps), roughly.
+        static let overhead = 70
+
+        var perPartition: Int { bytes / max(partitions, 1) }
+        var perPartitionMiB: String { String(format: "%.1f", Double(perPartition) / 1_048_576) }
+        var exceeded: Bool { development && perPartition > DevBroker.partitionBytes }
+
+        mutating func sent(key: Int, value: Int) {
+            guard development else { return }
+            bytes += key + value + Self.overhead
+            if !warned, perPartition > DevBroker.partitionBytes * 4 / 5 {
+                warned = true
+                stderr("produce: warning: \(perPartitionMiB) MiB per partition sent to the development broker, which keeps ~5 MiB per partition and then deletes the oldest messages, read or not; if vigild falls behind, those transactions are lost to it (use fewer messages, more partitions or a real broker)")
+            }
+        }
     }
 
     func report(sent: Int, rate: Double, tracker: VerdictTracker?) {
@@ -196,6 +238,13 @@ final class VerdictTracker: @unchecked Sendable {
         var mix: [Action: Int] = [:]
         var degraded = 0
 
+        mutating func add(latency ns: Int64, action: Action, degraded: Bool) {
+            received += 1
+            latencies.append(ns)
+            mix[action, default: 0] += 1
+            if degraded { self.degraded += 1 }
+        }
+
         func percentile(_ p: Double) -> Int64 {
             guard !latencies.isEmpty else { return 0 }
             let s = latencies.sorted()
@@ -212,17 +261,23 @@ final class VerdictTracker: @unchecked Sendable {
         var missing: Int { expected - unique }
         var total: Stats
         var lastVerdict: ContinuousClock.Instant?
+        /// p99 latency of the verdicts received in each minute of the run.
+        var p99ByMinute: [Int64]
     }
 
     struct State {
         var sentAt: [String: ContinuousClock.Instant] = [:]
-        var first: [String: Substring] = [:]
+        /// The first verdict of each transaction, as a hash of everything but its latency.
+        var first: [String: Int] = [:]
         var duplicates = 0
         var differing = 0
         var unexpected = 0
         var interval = Stats()
         var total = Stats()
         var lastVerdict: ContinuousClock.Instant?
+        var startedAt: ContinuousClock.Instant?
+        /// Latencies by the minute of the run they arrived in.
+        var byMinute: [[Int64]] = []
     }
 
     final class Flag: Sendable {
@@ -260,7 +315,10 @@ final class VerdictTracker: @unchecked Sendable {
         }
     }
 
-    func start(since: Int64) { self.since = since }
+    func start(since: Int64) {
+        state.withLock { $0.startedAt = .now }
+        self.since = since
+    }
 
     func sent(_ id: String?) {
         guard let id else { return }
@@ -282,23 +340,23 @@ final class VerdictTracker: @unchecked Sendable {
                     let decision = text[..<(text.range(of: ",\"latency_us\"")?.lowerBound ?? text.endIndex)]
                     if let first = s.first[id] {
                         s.duplicates += 1
-                        if first != decision { s.differing += 1 }
+                        if first != decision.hashValue { s.differing += 1 }
                         continue
                     }
-                    s.first[id] = decision
+                    s.first[id] = decision.hashValue
                     s.lastVerdict = now
                     let latency = sentAt.duration(to: now)
                     let ns = latency.components.seconds * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000
                     let action = Action.allCases.first { decision.contains("\"action\":\"\($0.rawValue)\"") } ?? .review
                     let degraded = decision.contains("\"degraded\":true")
-                    for i in [0, 1] {
-                        var st = i == 0 ? s.interval : s.total
-                        st.received += 1
-                        st.latencies.append(ns)
-                        st.mix[action, default: 0] += 1
-                        if degraded { st.degraded += 1 }
-                        if i == 0 { s.interval = st } else { s.total = st }
+                    // In place: a copy of `total` per verdict made the driver quadratic in the run's length.
+                    s.interval.add(latency: ns, action: action, degraded: degraded)
+                    if let started = s.startedAt {
+                        let minute = max(0, Int(started.duration(to: now).components.seconds / 60))
+                        while s.byMinute.count <= minute { s.byMinute.append([]) }
+                        s.byMinute[minute].append(ns)
                     }
+                    s.total.add(latency: ns, action: action, degraded: degraded)
                 }
             }
         }
@@ -316,7 +374,8 @@ final class VerdictTracker: @unchecked Sendable {
     func snapshot() -> Snapshot {
         state.withLock { s in
             Snapshot(expected: s.sentAt.count, unique: s.first.count, duplicates: s.duplicates, differing: s.differing,
-                     unexpected: s.unexpected, total: s.total, lastVerdict: s.lastVerdict)
+                     unexpected: s.unexpected, total: s.total, lastVerdict: s.lastVerdict,
+                     p99ByMinute: s.byMinute.map { Stats(latencies: $0).percentile(0.99) })
         }
     }
 
@@ -374,6 +433,8 @@ struct Summary {
                 w.field("p50_ms", Double(t.total.percentile(0.5)) / 1e6)
                 w.field("p99_ms", Double(t.total.percentile(0.99)) / 1e6)
                 w.field("p999_ms", Double(t.total.percentile(0.999)) / 1e6)
+                w.key("p99_ms_by_minute")
+                w.array { w in for p in t.p99ByMinute { w.element(Double(p) / 1e6) } }
                 w.key("mix")
                 w.object { w in for a in Action.allCases { w.field(a.rawValue, t.total.mix[a] ?? 0) } }
             }

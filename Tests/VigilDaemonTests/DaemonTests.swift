@@ -27,7 +27,7 @@ struct DaemonConfigurationTests {
               max_in_flight: 2
               pause_after_ms: 50
             store: { url: "redis://vigil@r:6379/2", prefix: p, connect_timeout_ms: 100, timeout_ms: 20 }
-            scoring: { model: m, features: f.yaml, rules: r.yaml, costs: c.yaml, deadline_ms: 30, degradation: review, evaluator: capi, explain_top: 0 }
+            scoring: { model: m, features: f.yaml, rules: r.yaml, costs: c.yaml, deadline_ms: 30, degradation: review, evaluator: capi, explain_top: 0, threads: 1 }
             admin: { host: 0.0.0.0, port: 0 }
             limits: { max_message_bytes: 4096 }
             """, file: "x.yaml")
@@ -35,7 +35,7 @@ struct DaemonConfigurationTests {
         #expect(c.kafka.topics.deadLetters == "dlq" && c.kafka.topics.labels == "lb")
         #expect(c.kafkaProperties["security.protocol"] == "SASL_SSL" && c.kafkaProperties["bootstrap.servers"] == "k1:9092,k2:9092")
         #expect(c.store.url == "redis://vigil@r:6379/2" && c.store.timeoutMs == 20)
-        #expect(c.scoring.degradation == .failClosed && c.scoring.evaluator == .capi && c.scoring.explainTop == 0)
+        #expect(c.scoring.degradation == .failClosed && c.scoring.evaluator == .capi && c.scoring.explainTop == 0 && c.scoring.threads == 1)
         #expect(c.scorerConfiguration(hasher: .insecureDevelopmentKey).memberBudget == .milliseconds(30))
         #expect(c.admin.port == 0 && c.limits.maxMessageBytes == 4096)
     }

@@ -6,8 +6,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 stack_pids=()
 stack_stop() {
-  for p in "${stack_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Newest first: vigild drains and commits while the broker and Redis are still up.
+  local i
+  for (( i=${#stack_pids[@]}-1; i>=0; i-- )); do
+    kill "${stack_pids[i]}" 2>/dev/null || true
+    wait "${stack_pids[i]}" 2>/dev/null || true
+  done
   stack_pids=()
   [ -n "${work:-}" ] && rm -rf "$work"
   work=
@@ -29,7 +33,7 @@ stack_start() {
     store_url="redis://127.0.0.1:$rp/0"
     echo "   redis-server on 127.0.0.1:$rp" >&2
   fi
-  $bin/vigil dev-broker --partitions 4 > "$work/broker.out" 2> "$work/broker.err" &
+  $bin/vigil dev-broker --partitions "${PARTITIONS:-2}" > "$work/broker.out" 2> "$work/broker.err" &
   stack_pids+=($!)
   for _ in $(seq 100); do [ -s "$work/broker.out" ] && break; sleep 0.1; done
   brokers=$(head -1 "$work/broker.out")
