@@ -280,7 +280,11 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         let port = RedisServer.freePort()
         var server: RedisServer? = try RedisServer(extra: ["--appendonly", "yes", "--appendfsync", "always"], port: port)
         let dir = server!.directory
-        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL("redis://127.0.0.1:\(port)")))
+        var configuration = RedisConfiguration(url: try RedisURL("redis://127.0.0.1:\(port)"))
+        // fsync on every write, beside the rest of the suite running in parallel: a round trip
+        // can exceed the 50 ms default, and this test is about persistence, not deadlines.
+        configuration.readTimeout = .seconds(5)
+        let redis = RedisVelocityStore(plan: plan, configuration: configuration)
         let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
         let memory = InMemoryVelocityStore(plan: plan)
         let txs = hostileStream(count: 1200, seed: 77)
