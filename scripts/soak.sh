@@ -20,7 +20,7 @@ stack_start redis
 vpid=$vigild_pid
 ap=$admin_port
 
-echo "t_s,phase,rss_kib,fds,lag,verdicts,paused,degraded" > "$OUT/samples.csv"
+echo "t_s,phase,rss_kib,fds,lag,verdicts,paused,degraded,vigild_cpu_s,broker_cpu_s,redis_cpu_s" > "$OUT/samples.csv"
 phase_file="$work/phase"; echo soak > "$phase_file"
 (
   trap - EXIT
@@ -28,9 +28,11 @@ phase_file="$work/phase"; echo soak > "$phase_file"
   while kill -0 "$vpid" 2>/dev/null; do
     t=$(( $(date +%s) - start ))
     rss=$(awk '/VmRSS/ { print $2 }' /proc/$vpid/status)
+    # CPU seconds so far (utime + stime) of vigild, the broker and Redis: which one a slowdown is in.
+    cpu=""; for p in "$vpid" "${stack_pids[1]}" "${stack_pids[0]}"; do cpu="$cpu,$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' /proc/$p/stat 2>/dev/null)"; done
     fds=$(ls /proc/$vpid/fd | wc -l)
     v=0; for a in approve challenge review block; do x=$(curl -s "http://127.0.0.1:$ap/metrics" | awk -v a="vigil_verdicts_total{action=\"$a\"}" '$1 == a { print $2 }'); v=$((v + ${x:-0})); done
-    echo "$t,$(cat "$phase_file"),$rss,$fds,$(metric vigil_consumer_lag),$v,$(metric vigil_paused),$(metric vigil_degraded_verdicts_total)" >> "$OUT/samples.csv"
+    echo "$t,$(cat "$phase_file"),$rss,$fds,$(metric vigil_consumer_lag),$v,$(metric vigil_paused),$(metric vigil_degraded_verdicts_total)$cpu" >> "$OUT/samples.csv"
     sleep "$SAMPLE"
   done
 ) &

@@ -308,6 +308,18 @@ struct DaemonEndToEndTests {
         #expect(!(wrong.output + wrong.errorOutput).contains("wrong-password-123"))
     }
 
+    @Test("the development broker and the load driver say so when the broker deletes messages nobody read")
+    func developmentBrokerRetentionWarnings() throws {
+        let stack = try Stack(partitions: 1)
+        // ~8 MB into one partition that keeps ~5 MiB, and no consumer.
+        let p = try ChildProcess(BuiltProduct.path("vigil"), ["produce", "--brokers", stack.bootstrap, "--simulate", "20000", "--rate", "0"],
+                                 directory: stack.directory, name: "produce")
+        #expect(p.wait(timeout: .seconds(90)) == 0, "\(p.errorOutput.suffix(1000))")
+        #expect(p.errorOutput.contains("MiB per partition sent to the development broker"), "\(p.errorOutput.suffix(500))")
+        #expect(try eventually(timeout: .seconds(15)) { stack.broker.errorOutput.contains("transactions[0] is over ~5 MiB and deletes its oldest messages") },
+                "\(stack.broker.errorOutput.suffix(500))")
+    }
+
     @Test("vigil produce paces a stream and reports every verdict with its latency")
     func produceCommand() throws {
         let stack = try Stack()
