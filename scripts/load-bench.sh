@@ -4,8 +4,9 @@
 # each for DURATION seconds after a warm-up; then unthrottled; then the broker's
 # consume+produce+commit rate without scoring (`vigil bench-kafka`) in the same run. Prints one
 # table for all stores and the Redis store's unthrottled rate as a share of the in-memory one.
-# Each rate gets a fresh stack: the development broker slows down once its partition logs fill
-# (~25k messages here, whatever the store), which would otherwise bleed into the next rate.
+# Each rate gets a fresh stack, so one rate's broker logs (the development broker's cost grows
+# with the message sets it holds, up to ~5 MiB per partition) never bleed into the next; keep
+# MAX_N under what 2 partitions hold (~25k transactions), or the broker deletes unread ones.
 #   RATES="1000 2000 5000" DURATION=5 STORES="memory redis" scripts/load-bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

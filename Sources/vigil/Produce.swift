@@ -96,6 +96,7 @@ struct Produce: ParsableCommand {
             partitions: partitions[topic] ?? 1, development: DevBroker.isDevelopmentCluster(id: producer.clusterID(timeout: .seconds(5))))
         let tracker = try awaitVerdicts.map { try VerdictTracker(properties: props, topic: $0) }
         if let tracker {
+            tracker.expect(messages.count + warm.count)
             stderr("produce: waiting to join the verdicts topic…")
             try tracker.waitForAssignment(timeout: .seconds(30))
             // librdkafka starts fetching a newly assigned partition only after its offset query
@@ -312,6 +313,16 @@ final class VerdictTracker: @unchecked Sendable {
         while !assigned.value.load(ordering: .acquiring) {
             guard clock.now < deadline else { throw ValidationError("verdicts consumer did not join its group") }
             Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// Makes room for `count` transactions up front: growing these tables by rehashing a
+    /// million entries under the lock stalls the sender and the verdict reader alike.
+    func expect(_ count: Int) {
+        state.withLock { s in
+            s.sentAt.reserveCapacity(count)
+            s.first.reserveCapacity(count)
+            s.total.latencies.reserveCapacity(count)
         }
     }
 
