@@ -159,6 +159,7 @@ public final class Scorer: Sendable {
     /// The second stage of ``evaluate(_:)``: rules, model, decisions and reasons over the batch's
     /// ``features(_:)``. Touches no store; safe on any thread.
     public func decide(_ batch: [Transaction], features: Features) -> Result {
+        precondition(features.matrix.rows == batch.count, "decide: features of \(features.matrix.rows) rows for a batch of \(batch.count)")
         let c = components.withLock { $0 }
         let clock = ContinuousClock()
         var latency = StageLatency(features: features.micros)
