@@ -2,8 +2,10 @@
 # End-to-end load benchmark: the development broker + vigild (release build) with each store in
 # turn (Redis started for the Redis store), driven open-loop by `vigil produce` at fixed rates,
 # each for DURATION seconds after a warm-up; then unthrottled; then the broker's
-# consume+produce+commit rate without scoring (`vigil bench-kafka`) in the same run. Prints one
-# table for all stores and the Redis store's unthrottled rate as a share of the in-memory one.
+# consume+produce+commit rate without scoring (`vigil bench-kafka`) and the `Scorer` alone
+# (`vigil bench`) in the same run. Prints one table for all stores, the Redis store's unthrottled
+# rate as a share of the in-memory one, and where vigild's CPU went per transaction in the
+# unthrottled runs, by stage (`vigil_cpu_seconds_total`), next to the `Scorer`'s own.
 # Each rate gets a fresh stack, so one rate's broker logs (the development broker's cost grows
 # with the message sets it holds, up to ~5 MiB per partition) never bleed into the next; keep
 # MAX_N under what 2 partitions hold (~25k transactions), or the broker deletes unread ones.
@@ -23,8 +25,10 @@ for store in $STORES; do
     stack_start "$store"
     if [ "$r" = 0 ]; then n=$MAX_N; else n=$((r * DURATION)); fi
     echo "== $store, rate ${r/#0/unthrottled}: $n transactions ($(nproc) cores)" >&2
+    [ "$r" = 0 ] && cpu_snapshot > "$results/cpu-$store.before"
     $bin/vigil produce --brokers "$brokers" --simulate "$n" --seed "$((1000 + r))" --rate "$r" \
       --warmup "$(( r > 0 ? r : 1000 ))" --await-verdicts verdicts --timeout 120 --summary-json "$results/$store-$r.json" >&2 || true
+    if [ "$r" = 0 ]; then sleep 1.5; cpu_snapshot > "$results/cpu-$store.after"; fi  # vigild flushes its CPU counters each second
     if [ "$r" = 0 ] && [ "$store" = "${STORES%% *}" ]; then
       echo "== broker: consume+produce+commit with no scoring" >&2
       $bin/vigil bench-kafka --brokers "$brokers" | tee "$results/ceiling.txt" >&2
@@ -33,6 +37,8 @@ for store in $STORES; do
     trap - EXIT
   done
 done
+echo "== the Scorer alone (in-process, in-memory store, one core)" >&2
+$bin/vigil bench --seconds 1 | tee "$results/scorer.txt" >&2
 
 python3 - "$results" $STORES <<'PY'
 import json, sys, re, os
@@ -56,5 +62,41 @@ except Exception:
     pass
 if "memory" in unthrottled and "redis" in unthrottled:
     print(f"Redis store unthrottled: {unthrottled['redis'] / unthrottled['memory']:.0%} of the in-memory store's ({unthrottled['redis']:,.0f} vs {unthrottled['memory']:,.0f} tx/s)")
+
+# CPU per transaction in the unthrottled runs, from two snapshots around each.
+scorer_us = None
+try:
+    tps = int(re.search(r"scorer native batch 256: (\d+) tx/s", open(os.path.join(results, "scorer.txt")).read()).group(1))
+    scorer_us = 1e6 / tps
+except Exception:
+    pass
+cpu = {}
+for store in stores:
+    try:
+        a, b = (json.load(open(os.path.join(results, f"cpu-{store}.{w}"))) for w in ("before", "after"))
+    except Exception:
+        continue
+    n = b["transactions"] - a["transactions"]
+    if n <= 0: continue
+    us = lambda x, y: (x - y) * 1e6 / n
+    order = ["consume", "decode", "features", "labels", "decide", "encode", "publish", "settle", "other"]
+    row = {s: us(b["stages"].get(s, 0), a["stages"].get(s, 0)) for s in sorted(b["stages"], key=lambda x: order.index(x) if x in order else 99)}
+    row["pipeline threads"] = sum(row.values())
+    row["librdkafka threads"] = us(b["librdkafka"], a["librdkafka"])
+    row["rest of the process"] = us(b["vigild"], a["vigild"]) - row["pipeline threads"] - row["librdkafka threads"]
+    row["vigild total"] = us(b["vigild"], a["vigild"])
+    row["development broker"] = us(b["broker"], a["broker"])
+    cpu[store] = row
+if cpu:
+    names = list(next(iter(cpu.values())).keys())
+    print("\nCPU µs per transaction, unthrottled runs (vigil_cpu_seconds_total and /proc):")
+    print("| stage | " + " | ".join(cpu) + " |")
+    print("|---|" + "---|" * len(cpu))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{cpu[s].get(name, 0):.1f}" for s in cpu) + " |")
+    if scorer_us:
+        print(f"| Scorer alone, batch 256 (vigil bench) | " + " | ".join(f"{scorer_us:.1f}" for _ in cpu) + " |")
+        for s in cpu:
+            print(f"{s}: vigild {cpu[s]['vigild total'] / scorer_us:.2f}× the Scorer's CPU per transaction; without librdkafka's threads {(cpu[s]['vigild total'] - cpu[s]['librdkafka threads']) / scorer_us:.2f}×")
 PY
 rm -rf "$results"

@@ -80,17 +80,53 @@ public enum Timestamp {
 
     /// Formats as `YYYY-MM-DDThh:mm:ss.sssZ`.
     public static func formatISO8601(_ ms: Int64) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(24)
+        appendISO8601(ms, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// ``formatISO8601(_:)`` written straight into a byte buffer.
+    public static func appendISO8601(_ ms: Int64, to out: inout [UInt8]) {
         let (days, msOfDay) = floorDivMod(ms, 86_400_000)
         let (y, m, d) = civilFromDays(Int(days))
-        let h = Int(msOfDay / 3_600_000)
-        let mi = Int(msOfDay / 60_000 % 60)
-        let s = Int(msOfDay / 1000 % 60)
-        let f = Int(msOfDay % 1000)
-        func pad(_ v: Int, _ w: Int) -> String {
-            let s = String(v)
-            return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
+        appendPadded(y, 4, to: &out)
+        out.append(UInt8(ascii: "-"))
+        appendPadded(m, 2, to: &out)
+        out.append(UInt8(ascii: "-"))
+        appendPadded(d, 2, to: &out)
+        out.append(UInt8(ascii: "T"))
+        appendPadded(Int(msOfDay / 3_600_000), 2, to: &out)
+        out.append(UInt8(ascii: ":"))
+        appendPadded(Int(msOfDay / 60_000 % 60), 2, to: &out)
+        out.append(UInt8(ascii: ":"))
+        appendPadded(Int(msOfDay / 1000 % 60), 2, to: &out)
+        out.append(UInt8(ascii: "."))
+        appendPadded(Int(msOfDay % 1000), 3, to: &out)
+        out.append(UInt8(ascii: "Z"))
+    }
+
+    /// `String(v)` left-padded with zeros to `width` characters (a sign counts as one).
+    static func appendPadded(_ v: Int, _ width: Int, to out: inout [UInt8]) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        var magnitude = v.magnitude
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                d[n] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                n += 1
+            } while magnitude > 0
+            let length = n + (v < 0 ? 1 : 0)
+            if length < width { out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: width - length)) }
+            if v < 0 { out.append(UInt8(ascii: "-")) }
+            while n > 0 {
+                n -= 1
+                out.append(d[n])
+            }
         }
-        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(h, 2)):\(pad(mi, 2)):\(pad(s, 2)).\(pad(f, 3))Z"
     }
 
     /// UTC calendar fields of an instant: hour 0–23, weekday 0 = Monday … 6 = Sunday, and the day number.

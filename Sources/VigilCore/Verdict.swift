@@ -117,12 +117,21 @@ public struct Verdict: Sendable, Hashable {
 
     /// One line of JSON, the form published to the verdicts topic and written by `vigil score`.
     public func json() -> String {
-        var w = JSONWriter()
+        var bytes: [UInt8] = []
+        encodeJSON(into: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends ``json()``'s bytes to `buffer`, with no intermediate strings: the daemon encodes
+    /// each batch's verdicts into one reused buffer.
+    public func encodeJSON(into buffer: inout [UInt8]) {
+        JSONWriter.append(to: &buffer) { w in
         w.object { w in
             w.field("id", transactionID)
             w.field("action", action.rawValue)
             w.field("probability", probability)
-            w.field("timestamp", Timestamp.formatISO8601(timestamp))
+            w.key("timestamp")
+            w.timestamp(timestamp)
             w.key("members")
             w.object { w in for m in memberScores { w.field(m.name, m.probability) } }
             w.key("reasons")
@@ -151,91 +160,140 @@ public struct Verdict: Sendable, Hashable {
                 w.field("decide", latency.decide)
             }
         }
-        return w.text
+        }
     }
 }
 
-/// A minimal streaming JSON writer for Vigil's own output (verdicts, features, reports).
+/// A minimal streaming JSON writer for Vigil's own output (verdicts, features, reports), writing
+/// UTF-8 bytes straight into a buffer.
 public struct JSONWriter {
-    public private(set) var text = ""
-    private var needComma = [false]
+    public private(set) var bytes: [UInt8] = []
+    /// One bit per open object or array: whether it has a member yet (so the next needs a comma).
+    private var commas: UInt64 = 0
+    private var depth = 0
 
-    public init() { text.reserveCapacity(512) }
+    public init() { bytes.reserveCapacity(512) }
+
+    /// Writes after the bytes already in `buffer`, reusing its storage; hand it back with
+    /// ``finish(into:)``.
+    /// Writes after the bytes already in `buffer`, reusing its storage.
+    public static func append(to buffer: inout [UInt8], _ body: (inout JSONWriter) -> Void) {
+        var w = JSONWriter(taking: &buffer)
+        body(&w)
+        buffer = w.bytes
+    }
+
+    private init(taking buffer: inout [UInt8]) {
+        bytes = buffer
+        buffer = []  // leaves `bytes` the storage's only owner: appending never copies it
+    }
+
+    public var text: String { String(decoding: bytes, as: UTF8.self) }
 
     mutating func separate() {
-        if needComma[needComma.count - 1] { text += "," }
-        needComma[needComma.count - 1] = true
+        let bit: UInt64 = 1 << UInt64(depth & 63)
+        if commas & bit != 0 { bytes.append(UInt8(ascii: ",")) }
+        commas |= bit
+    }
+
+    private mutating func open(_ bracket: UInt8) {
+        separate()
+        bytes.append(bracket)
+        depth += 1
+        precondition(depth < 64, "JSON nested deeper than 63 levels")
+        commas &= ~(1 << UInt64(depth))
     }
 
     public mutating func object(_ body: (inout JSONWriter) -> Void) {
-        separate()
-        text += "{"
-        needComma.append(false)
+        open(UInt8(ascii: "{"))
         body(&self)
-        needComma.removeLast()
-        text += "}"
+        depth -= 1
+        bytes.append(UInt8(ascii: "}"))
     }
 
     public mutating func array(_ body: (inout JSONWriter) -> Void) {
-        separate()
-        text += "["
-        needComma.append(false)
+        open(UInt8(ascii: "["))
         body(&self)
-        needComma.removeLast()
-        text += "]"
+        depth -= 1
+        bytes.append(UInt8(ascii: "]"))
     }
 
     /// Writes a key; the next value written (object, array or element) is its value.
     public mutating func key(_ k: String) {
         separate()
-        JSONWriter.appendString(k, to: &text)
-        text += ":"
-        needComma[needComma.count - 1] = false
+        JSONWriter.appendString(k, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+        commas &= ~(1 << UInt64(depth))
     }
 
     public mutating func field(_ k: String, _ v: String) { key(k); element(v) }
     public mutating func field(_ k: String, _ v: Double) { key(k); element(v) }
-    public mutating func field(_ k: String, _ v: Int) { key(k); separate(); text += String(v) }
-    public mutating func field(_ k: String, _ v: Bool) { key(k); separate(); text += v ? "true" : "false" }
+    public mutating func field(_ k: String, _ v: Int) { key(k); separate(); Timestamp.appendPadded(v, 0, to: &bytes) }
+    public mutating func field(_ k: String, _ v: Bool) {
+        key(k)
+        separate()
+        bytes.append(contentsOf: v ? "true".utf8 : "false".utf8)
+    }
 
     public mutating func element(_ v: String) {
         separate()
-        JSONWriter.appendString(v, to: &text)
+        JSONWriter.appendString(v, to: &bytes)
     }
 
-    /// Non-finite numbers are written as `null` (JSON has no NaN).
+    /// Non-finite numbers are written as `null` (JSON has no NaN). Finite ones as Swift prints
+    /// them (shortest form that reads back to the same double), with no intermediate string.
     public mutating func element(_ v: Double) {
         separate()
-        text += v.isFinite ? "\(v)" : "null"
+        if v.isFinite {
+            var sink = ByteSink(bytes: bytes)
+            bytes = []
+            v.write(to: &sink)
+            bytes = sink.bytes
+        } else {
+            bytes.append(contentsOf: "null".utf8)
+        }
     }
 
-    public static func appendString(_ s: String, to out: inout String) {
-        out += "\""
+    /// An instant in milliseconds as an ISO 8601 string (`Timestamp.formatISO8601`).
+    public mutating func timestamp(_ ms: Int64) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        Timestamp.appendISO8601(ms, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    public static func appendString(_ s: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
         var plain = true
         for u in s.utf8 where u < 0x20 || u == 34 || u == 92 {
             plain = false
             break
         }
         if plain {
-            out += s
+            out.append(contentsOf: s.utf8)
         } else {
-            for ch in s.unicodeScalars {
-                switch ch {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\r": out += "\\r"
-                case "\t": out += "\\t"
-                default:
-                    if ch.value < 0x20 {
-                        let h = String(ch.value, radix: 16)
-                        out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                    } else {
-                        out.unicodeScalars.append(ch)
-                    }
+            for u in s.utf8 {
+                switch u {
+                case 34: out.append(contentsOf: [92, 34])  // \"
+                case 92: out.append(contentsOf: [92, 92])  // \\
+                case 10: out.append(contentsOf: [92, UInt8(ascii: "n")])
+                case 13: out.append(contentsOf: [92, UInt8(ascii: "r")])
+                case 9: out.append(contentsOf: [92, UInt8(ascii: "t")])
+                case 0..<0x20: out.append(contentsOf: [92, UInt8(ascii: "u"), 48, 48, hexDigits[Int(u >> 4)], hexDigits[Int(u & 15)]])
+                default: out.append(u)
                 }
             }
         }
-        out += "\""
+        out.append(UInt8(ascii: "\""))
     }
+}
+
+/// Receives a number's text from the standard library without building a `String`: floating-point
+/// `write(to:)` hands its digits to `_writeASCII` from a stack buffer.
+struct ByteSink: TextOutputStream {
+    var bytes: [UInt8]
+    mutating func write(_ string: String) { bytes.append(contentsOf: string.utf8) }
+    mutating func _writeASCII(_ buffer: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: buffer) }
 }

@@ -37,6 +37,9 @@ final class Pipeline: @unchecked Sendable {
         var outputs: [OutgoingMessage] = []
         var offsets: [TopicPartition: Int64] = [:]
         var received: ContinuousClock.Instant
+        /// CPU spent deciding and encoding, on whichever thread did it.
+        var decideCPU: Int64 = 0
+        var encodeCPU: Int64 = 0
     }
 
     /// A label the store could not take yet (store down); retried, and its offset held back.
@@ -77,6 +80,8 @@ final class Pipeline: @unchecked Sendable {
     private var committed: [TopicPartition: Int64] = [:]
     private var paused = false
     private var lastGauges: ContinuousClock.Instant?
+    /// The loop thread's CPU by stage, flushed to `vigil_cpu_seconds_total` with the gauges.
+    private var timer = StageTimer()
     /// Decisions on their own thread (`scoring.threads` 2), or nil: decided inline.
     private var decisions: DecisionStage<Batch>?
     /// Batches consumed and not yet acknowledged: in flight, or still being decided.
@@ -138,24 +143,32 @@ final class Pipeline: @unchecked Sendable {
         }
         defer { decisions?.stop() }
 
+        timer = StageTimer()
         while !stopRequested.load(ordering: .acquiring) {
             state.withLock { $0.heartbeat = clock.now }
+            timer.lap(.other)
             settle(producer.poll())
+            timer.lap(.settle)
             collectDecided()
+            timer.lap(.publish)
             retryLabels(force: false)
+            timer.lap(.labels)
             updateGauges()
             if unacknowledged >= k.maxInFlight {
                 waitForRoom()
+                timer.lap(.settle)
                 continue
             }
             // While a batch is being decided, only look for more work: its verdicts go out as
             // soon as it is done.
             let deciding = (decisions?.outstanding ?? 0) > 0
             let messages = consumer.poll(max: k.batchSize, timeout: deciding ? .zero : .milliseconds(100))
+            timer.lap(.consume)
             if !messages.isEmpty {
                 process(messages)
             } else if deciding {
                 collectDecided(waiting: .milliseconds(1))
+                timer.lap(.publish)
             }
         }
 
@@ -164,6 +177,7 @@ final class Pipeline: @unchecked Sendable {
         drain(timeout: .seconds(30))
         state.withLock { $0.running = false }
         consumer.close()
+        flushCPU()
         metrics.ready.set(to: 0)
         logger.info("stopped", metadata: ["uncommitted_batches": "\(inFlight.count)"])
     }
@@ -197,17 +211,24 @@ final class Pipeline: @unchecked Sendable {
                 batch.outputs.append(deadLetter(m, reason: error.description, category: Self.category(of: error)))
             }
         }
+        timer.lap(.decode)
 
         // Features here, in stream order: the only stage that reads and writes the store.
         if !batch.transactions.isEmpty { batch.features = scorer.features(batch.transactions) }
+        timer.lap(.features)
         if !labels.isEmpty {
             pendingLabels += labels
             retryLabels(force: true)
+            timer.lap(.labels)
         }
         if let decisions {
             decisions.submit(batch)
+            timer.lap(.other)
         } else {
-            publish(Self.decide(batch, scorer: scorer, hasher: hasher, topics: topics))
+            let decided = Self.decide(batch, scorer: scorer, hasher: hasher, topics: topics)
+            timer.restart()  // charged by publish, from the batch's own counts
+            publish(decided)
+            timer.lap(.publish)
         }
     }
 
@@ -215,13 +236,17 @@ final class Pipeline: @unchecked Sendable {
     static func decide(_ batch: Batch, scorer: Scorer, hasher: KeyedHasher, topics: DaemonConfiguration.Topics) -> Batch {
         guard let features = batch.features else { return batch }
         var batch = batch
+        let start = threadCPUNanoseconds()
         batch.verdicts = scorer.decide(batch.transactions, features: features).verdicts
+        let decided = threadCPUNanoseconds()
         batch.outputs.reserveCapacity(batch.outputs.count + batch.verdicts.count)
         for (v, m) in zip(batch.verdicts, batch.sources) {
             batch.outputs.append(OutgoingMessage(
                 topic: topics.verdicts, key: Array(v.transactionID.utf8), value: Array(v.json().utf8),
                 headers: provenance(of: m, hasher: hasher)))
         }
+        batch.decideCPU = decided - start
+        batch.encodeCPU = threadCPUNanoseconds() - decided
         return batch
     }
 
@@ -234,6 +259,8 @@ final class Pipeline: @unchecked Sendable {
     /// Records a decided batch's metrics and sends its outputs; its offsets are committed once
     /// they are all acknowledged.
     private func publish(_ batch: Batch) {
+        timer.add(batch.decideCPU, to: .decide)
+        timer.add(batch.encodeCPU, to: .encode)
         if !batch.verdicts.isEmpty {
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             for m in batch.sources {
@@ -426,6 +453,7 @@ final class Pipeline: @unchecked Sendable {
         let now = clock.now
         if let last = lastGauges, now - last < .seconds(1) { return }
         lastGauges = now
+        flushCPU()
         metrics.inFlight.set(to: Double(unacknowledged))
         if let consumer { metrics.consumerLag.set(to: Double(consumer.lag())) }
         if let redis = scorer.store as? RedisVelocityStore {
@@ -435,6 +463,12 @@ final class Pipeline: @unchecked Sendable {
             metrics.cacheEvictions.set(to: Double(cache.evictions))
             metrics.storeColdReads.set(to: Double(sync.coldReads))
             metrics.storeConflicts.set(to: Double(sync.conflicts))
+        }
+    }
+
+    private func flushCPU() {
+        for (stage, ns) in zip(Stage.allCases, timer.take()) where ns > 0 {
+            metrics.cpu[stage.rawValue].increment(by: Double(ns) / 1e9)
         }
     }
 }

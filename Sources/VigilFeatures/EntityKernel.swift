@@ -240,10 +240,18 @@ public enum EntityKernel {
         write(scratch.aggregates, plan: plan, current: c, row: row)
     }
 
+    /// `Double(x)`, rounded exactly as the standard library rounds it, through the 64-bit
+    /// conversion whenever `x` fits: the generic 128-bit one costs ~200 ns a call, ~10% of a
+    /// transaction's features.
+    @inline(__always)
+    static func double(_ x: Int128) -> Double {
+        x >= Int128(Int64.min) && x <= Int128(Int64.max) ? Double(Int64(truncatingIfNeeded: x)) : Double(x)
+    }
+
     /// Mean amount of `n` events summing to `sum` units; NaN when empty.
     @inline(__always)
     static func mean(_ n: Int64, _ sum: Int128) -> Double {
-        n > 0 ? Double(sum) / Double(n) / FixedAmount.scale : .nan
+        n > 0 ? double(sum) / Double(n) / FixedAmount.scale : .nan
     }
 
     /// Population standard deviation, from the exact integer numerator `n·Σx² − (Σx)²` while it fits
@@ -252,9 +260,9 @@ public enum EntityKernel {
         guard n > 0 else { return .nan }
         let (nq, o1) = Int128(n).multipliedReportingOverflow(by: sumsq)
         let (s2, o2) = sum.multipliedReportingOverflow(by: sum)
-        if !o1, !o2 { return Double(nq - s2).squareRoot() / Double(n) / FixedAmount.scale }
-        let m = Double(sum) / Double(n)
-        return Swift.max(0, Double(sumsq) / Double(n) - m * m).squareRoot() / FixedAmount.scale
+        if !o1, !o2 { return double(nq - s2).squareRoot() / Double(n) / FixedAmount.scale }
+        let m = double(sum) / Double(n)
+        return Swift.max(0, double(sumsq) / Double(n) - m * m).squareRoot() / FixedAmount.scale
     }
 
     /// Writes every feature of `plan` for the current event into `row` (at the plan's columns).
@@ -269,7 +277,7 @@ public enum EntityKernel {
             let v: Double
             switch o.kind {
             case .count(let g, let l): v = Double(a.count[plan.cell(g, l)])
-            case .sum(let g, let l): v = Double(a.sum[plan.cell(g, l)]) / FixedAmount.scale
+            case .sum(let g, let l): v = double(a.sum[plan.cell(g, l)]) / FixedAmount.scale
             case .mean(let g, let l): v = mean(a.count[plan.cell(g, l)], a.sum[plan.cell(g, l)])
             case .std(let g, let l): v = std(a.count[plan.cell(g, l)], a.sum[plan.cell(g, l)], a.sumsq[plan.cell(g, l)])
             case .max(let g, let l): v = a.count[plan.cell(g, l)] > 0 ? a.maxv[plan.cell(g, l)] : .nan

@@ -151,7 +151,10 @@ public final class Ensemble: Sendable {
         var totalWeight = 0.0
         subset.withUnsafeBufferPointer { v in
             for m in members {
-                guard let c = try? m.booster.contributions(v, rows: rows.count, columns: columns) else { continue }
+                // Native when the member is scored natively and records covers: equal to the C
+                // API's, without its per-call cost (it recomputes every node's mean each call).
+                let native = m.native.flatMap { $0.explains ? $0.contributions(v, rows: rows.count) : nil }
+                guard let c = native ?? (try? m.booster.contributions(v, rows: rows.count, columns: columns)) else { continue }
                 totalWeight += m.weight
                 for k in 0..<rows.count {
                     for j in 0..<columns { out[k][j] += m.weight * Double(c[k * (columns + 1) + j]) }

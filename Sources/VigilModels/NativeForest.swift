@@ -28,6 +28,9 @@ public struct NativeForest: Sendable {
     let nodes: [Node]
     /// Index of each tree's root in `nodes`.
     let roots: [Int32]
+    /// Each node's mean value over the training data (its leaves weighted by their cover), for
+    /// ``contributions(_:rows:)``; empty when the model does not record covers.
+    let means: [Float]
 
     struct Split {
         var threshold: Float
@@ -86,6 +89,7 @@ public struct NativeForest: Sendable {
 
         var nodes: [Node] = []
         var roots: [Int32] = []
+        var covers: [Float]? = []
         for (t, tree) in trees.enumerated() {
             guard let left = tree["left_children"] as? [Int], let right = tree["right_children"] as? [Int],
                 let split = tree["split_indices"] as? [Int], let cond = tree["split_conditions"] as? [Double],
@@ -97,6 +101,11 @@ public struct NativeForest: Sendable {
             }
             let offset = Int32(nodes.count)
             roots.append(offset)
+            if let hessians = tree["sum_hessian"] as? [Double], hessians.count == left.count {
+                covers? += hessians.map { Float($0) }
+            } else {
+                covers = nil
+            }
             for i in left.indices {
                 if left[i] == -1 {
                     nodes.append(Node(value: Float(cond[i]), feature: -1, left: 0, right: 0))
@@ -112,6 +121,7 @@ public struct NativeForest: Sendable {
         }
         self.nodes = nodes
         self.roots = roots
+        means = covers.map { NativeForest.nodeMeans(nodes: nodes, roots: roots, covers: $0) } ?? []
         (complete, splits, leaves) = NativeForest.completeLayout(nodes: nodes, roots: roots)
     }
 
@@ -294,6 +304,79 @@ public struct NativeForest: Sendable {
 }
 
 extension NativeForest {
+    /// Whether the model records covers, so ``contributions(_:rows:)`` can explain scores.
+    public var explains: Bool { !means.isEmpty }
+
+    /// XGBoost's `FillNodeMeanValues`, in `Float` and in its order of operations.
+    static func nodeMeans(nodes: [Node], roots: [Int32], covers: [Float]) -> [Float] {
+        var means = [Float](repeating: 0, count: nodes.count)
+        func fill(_ i: Int) -> Float {
+            let n = nodes[i]
+            var result: Float
+            if n.feature < 0 {
+                result = n.value
+            } else {
+                let l = Int(n.left), r = Int(n.right)
+                result = fill(l) * covers[l]
+                result += fill(r) * covers[r]
+                result /= covers[i]
+            }
+            means[i] = result
+            return result
+        }
+        for root in roots { _ = fill(Int(root)) }
+        return means
+    }
+
+    /// Per-feature contributions to each row's margin by XGBoost's approximate (Saabas) method:
+    /// along the row's path in each tree, the change of the node mean is credited to the split's
+    /// feature. Laid out as the C API's contribution prediction (`type` 3): `rows × (featureCount
+    /// + 1)`, the last column the bias; the same `Float` operations in the same order, so equal to
+    /// it. Needs ``explains``.
+    public func contributions(_ values: UnsafeBufferPointer<Float>, rows: Int) -> [Float] {
+        precondition(explains, "the model records no covers")
+        let width = featureCount + 1
+        var out = [Float](repeating: 0, count: rows * width)
+        // One tree's contributions, then added to the row's, as XGBoost does (it matters for
+        // rounding when a feature splits twice on a path).
+        var tree = [Float](repeating: 0, count: width)
+        var touched: [Int] = []
+        nodes.withUnsafeBufferPointer { nodes in
+            means.withUnsafeBufferPointer { means in
+                out.withUnsafeMutableBufferPointer { out in
+                    for r in 0..<rows {
+                        let row = values.baseAddress! + r * featureCount
+                        let o = out.baseAddress! + r * width
+                        for root in roots {
+                            var i = Int(root)
+                            var value = means[i]
+                            tree[featureCount] += value
+                            touched.append(featureCount)
+                            while nodes[i].feature >= 0 {
+                                let node = nodes[i]
+                                let f = Int(node.feature & ~NativeForest.defaultLeftBit)
+                                let v = row[f]
+                                let goLeft = v.isNaN ? (node.feature & NativeForest.defaultLeftBit) != 0 : v < node.value
+                                i = Int(goLeft ? node.left : node.right)
+                                tree[f] += means[i] - value
+                                touched.append(f)
+                                value = means[i]
+                            }
+                            // (XGBoost then credits `leaf value - leaf mean`, which is 0.)
+                            for f in touched {
+                                o[f] += tree[f]
+                                tree[f] = 0  // a feature listed twice adds 0 the second time
+                            }
+                            touched.removeAll(keepingCapacity: true)
+                        }
+                        o[featureCount] += baseMargin
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     /// Loads from a model file; JSON directly, anything else through the C API's serialiser.
     public init(booster: Booster) throws(XGBoostError) {
         try self.init(json: Data(booster.json().utf8))

@@ -126,16 +126,24 @@ final class Stack: @unchecked Sendable {
     }
 
     /// Reads a topic from the beginning (own group) until `count` messages or `timeout`.
-    func read(_ topic: String, count: Int, timeout: Duration = .seconds(60)) throws -> [KafkaMessage] {
+    /// Reads `topic` from the start until `count` messages arrived (or `timeout`), then whatever
+    /// else is already there. `distinctKeys`: count messages with distinct keys (a verdict sent
+    /// again after a crash is one more message, not one more transaction).
+    func read(_ topic: String, count: Int, distinctKeys: Bool = false, timeout: Duration = .seconds(60)) throws -> [KafkaMessage] {
         var p = properties
         p["group.id"] = "reader-\(UUID().uuidString.prefix(8))"
         let consumer = try KafkaConsumer(properties: p, topics: [topic])
         defer { consumer.close() }
         var out: [KafkaMessage] = []
+        var keys = Set<[UInt8]>()
+        var unkeyed = 0
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
-        while out.count < count, clock.now < deadline {
-            out += consumer.poll(max: 1000, timeout: .milliseconds(100))
+        while keys.count + unkeyed < count, clock.now < deadline {
+            for m in consumer.poll(max: 1000, timeout: .milliseconds(100)) {
+                out.append(m)
+                if distinctKeys, let key = m.key { keys.insert(key) } else { unkeyed += 1 }
+            }
         }
         // Anything more (duplicates) that is already there.
         let settle = clock.now + .seconds(1)

@@ -47,6 +47,13 @@ import Testing
                 worst = max(worst, abs(ours[r] - reference[r]), abs(ourProbabilities[r] - probabilities[r]))
             }
             #expect(worst <= 1e-6, "largest difference \(worst)")
+            // Contributions (reason codes) equal to the C API's, bit for bit.
+            #expect(native.explains)
+            let nativeContributions = native.contributions(v, rows: d.rows)
+            let capiContributions = try booster.contributions(v, rows: d.rows, columns: d.columns)
+            #expect(nativeContributions.count == capiContributions.count)
+            let differing = zip(nativeContributions, capiContributions).enumerated().filter { $0.element.0 != $0.element.1 }
+            #expect(differing.isEmpty, "\(differing.count) of \(capiContributions.count) contributions differ, first \(differing.prefix(3).map { "#\($0.offset): \($0.element.0) vs \($0.element.1)" })")
             // Batch size never changes a row's score.
             for r in stride(from: 0, to: d.rows, by: 97) {
                 let one = native.margins(UnsafeBufferPointer(rebasing: v[(r * d.columns)..<((r + 1) * d.columns)]), rows: 1)

@@ -34,7 +34,8 @@ stack_start() {
     echo "   redis-server on 127.0.0.1:$rp" >&2
   fi
   $bin/vigil dev-broker --partitions "${PARTITIONS:-2}" > "$work/broker.out" 2> "$work/broker.err" &
-  stack_pids+=($!)
+  broker_pid=$!
+  stack_pids+=($broker_pid)
   for _ in $(seq 100); do [ -s "$work/broker.out" ] && break; sleep 0.1; done
   brokers=$(head -1 "$work/broker.out")
   echo "   development Kafka broker (librdkafka mock cluster) at $brokers" >&2
@@ -52,3 +53,29 @@ stack_start() {
 }
 
 metric() { curl -s "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+
+# cpu_snapshot: one JSON line of CPU seconds so far — vigild's whole process, its librdkafka
+# threads, each pipeline stage (vigil_cpu_seconds_total), the broker's — and the transactions
+# vigild consumed. Two snapshots around a run give CPU per transaction.
+cpu_snapshot() {
+  python3 - "$vigild_pid" "$broker_pid" "$admin_port" <<'PY'
+import json, os, sys, urllib.request
+pid, broker, port = sys.argv[1:4]
+hz = os.sysconf("SC_CLK_TCK")
+def seconds(stat):
+    text = open(stat).read()
+    fields = text[text.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / hz  # utime + stime
+tasks = f"/proc/{pid}/task"
+rdk = sum(seconds(f"{tasks}/{t}/stat") for t in os.listdir(tasks)
+          if open(f"{tasks}/{t}/comm").read().startswith("rdk:"))
+stages, tx = {}, 0.0
+for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode().splitlines():
+    if line.startswith('vigil_cpu_seconds_total{stage="'):
+        stages[line.split('"')[1]] = float(line.split()[-1])
+    elif line.startswith("vigil_transactions_total "):
+        tx = float(line.split()[-1])
+print(json.dumps({"vigild": seconds(f"/proc/{pid}/stat"), "librdkafka": rdk, "broker": seconds(f"/proc/{broker}/stat"),
+                  "stages": stages, "transactions": tx}))
+PY
+}
