@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         // C libraries, each wrapped by exactly one Swift module.
@@ -61,10 +62,23 @@ let package = Package(
         .target(name: "VigilSimulator", dependencies: ["VigilCore"], swiftSettings: strict),
         .target(name: "VigilBacktest", dependencies: ["Vigil"], swiftSettings: strict),
         .target(name: "VigilKafka", dependencies: ["CRdKafka"], swiftSettings: strict),
+        // The synchronous scoring API (HTTP/JSON and gRPC), micro-batched into the same Scorer.
+        .target(name: "VigilAPI",
+                dependencies: [
+                    "Vigil",
+                    .product(name: "Hummingbird", package: "hummingbird"),
+                    .product(name: "HTTPTypes", package: "swift-http-types"),
+                    .product(name: "Prometheus", package: "swift-prometheus"),
+                    .product(name: "Logging", package: "swift-log"),
+                    .product(name: "DequeModule", package: "swift-collections"),
+                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                ],
+                exclude: ["Proto/vigil.proto"],
+                swiftSettings: strict),
         // The daemon: Kafka in, verdicts out, admin HTTP. `vigild` is its thin command line.
         .target(name: "VigilDaemon",
                 dependencies: [
-                    "Vigil", "VigilKafka", "VigilRedis",
+                    "Vigil", "VigilKafka", "VigilRedis", "VigilAPI",
                     .product(name: "Hummingbird", package: "hummingbird"),
                     .product(name: "Prometheus", package: "swift-prometheus"),
                     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -99,6 +113,7 @@ let package = Package(
         .testTarget(name: "VigilBacktestTests", dependencies: ["VigilBacktest", "VigilSimulator"], swiftSettings: strict),
         .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"],
                     swiftSettings: strict),
+        .testTarget(name: "VigilAPITests", dependencies: ["VigilAPI", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "VigilKafkaTests", dependencies: ["VigilKafka"], swiftSettings: strict),
         .testTarget(name: "VigilDaemonTests", dependencies: ["VigilDaemon", "VigilKafka", "VigilRedis", "VigilSimulator", "VigilTestSupport"],
                     swiftSettings: strict),

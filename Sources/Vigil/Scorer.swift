@@ -228,6 +228,3 @@ public final class Scorer: Sendable {
     }
 }
 
-extension Duration {
-    var microseconds: Double { Double(components.seconds) * 1e6 + Double(components.attoseconds) / 1e12 }
-}

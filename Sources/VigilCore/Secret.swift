@@ -21,3 +21,16 @@ public enum Secret {
         try read(name, environment: environment).map { String(decoding: $0, as: UTF8.self) }
     }
 }
+
+extension Secret {
+    /// Compares without an early exit, so response time does not leak how much of a secret
+    /// (a bearer token) matched.
+    public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var diff = UInt8(x.count == y.count ? 0 : 1)
+        for i in 0..<max(x.count, y.count) {
+            diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+        }
+        return diff == 0
+    }
+}

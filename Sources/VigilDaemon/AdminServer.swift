@@ -28,7 +28,7 @@ struct AdminServer {
             guard let token = daemon.adminToken else {
                 return Self.text(.forbidden, "mutating admin endpoints are disabled: set VIGIL_ADMIN_TOKEN\n")
             }
-            guard let given = request.headers[.authorization], Self.constantTimeEqual(given, "Bearer " + token) else {
+            guard let given = request.headers[.authorization], Secret.constantTimeEqual(given, "Bearer " + token) else {
                 daemon.logger.warning("admin reload refused: missing or wrong token")
                 return Self.text(.unauthorized, "missing or wrong bearer token\n")
             }
@@ -59,15 +59,5 @@ struct AdminServer {
     static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
         Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"],
                  body: .init(byteBuffer: ByteBuffer(string: body)))
-    }
-
-    /// Compares without an early exit, so response time does not leak how much of a token matched.
-    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        var diff = UInt8(x.count == y.count ? 0 : 1)
-        for i in 0..<max(x.count, y.count) {
-            diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
-        }
-        return diff == 0
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import UnixSignals
 import Vigil
+import VigilAPI
 import VigilKafka
 import VigilRedis
 
@@ -16,16 +17,20 @@ public struct Secrets: Sendable {
     /// `VIGIL_ADMIN_TOKEN`: mutating admin endpoints need it as a bearer token; without it they
     /// are disabled.
     public var adminToken: String?
+    /// `VIGIL_API_TOKEN`: the scoring API needs it as a bearer token; without it the API listens
+    /// on loopback only.
+    public var apiToken: String?
 
-    public init(hashSecret: [UInt8]? = nil, redisPassword: String? = nil, adminToken: String? = nil) {
+    public init(hashSecret: [UInt8]? = nil, redisPassword: String? = nil, adminToken: String? = nil, apiToken: String? = nil) {
         self.hashSecret = hashSecret
         self.redisPassword = redisPassword
         self.adminToken = adminToken
+        self.apiToken = apiToken
     }
 
     public static func fromEnvironment() throws(ConfigurationError) -> Secrets {
         Secrets(hashSecret: try Secret.read("VIGIL_HASH_SECRET"), redisPassword: try Secret.string("VIGIL_REDIS_PASSWORD"),
-                adminToken: try Secret.string("VIGIL_ADMIN_TOKEN"))
+                adminToken: try Secret.string("VIGIL_ADMIN_TOKEN"), apiToken: try Secret.string("VIGIL_API_TOKEN"))
     }
 }
 
@@ -35,6 +40,8 @@ public final class Daemon: Sendable {
     public let metrics = DaemonMetrics()
     let scorer: Scorer
     let pipeline: Pipeline
+    /// The synchronous scoring API, when a port is configured.
+    let api: ScoringAPI?
     let adminToken: String?
     let logger: Logger
     /// Re-reads the configuration (file and flags) for a reload.
@@ -62,6 +69,19 @@ public final class Daemon: Sendable {
         scorer = try Scorer(configuration: configuration.scorerConfiguration(hasher: hasher), store: store,
                             logger: Logger(label: "vigil.scorer"))
         pipeline = Pipeline(configuration: configuration, scorer: scorer, hasher: hasher, metrics: metrics, logger: logger)
+        let apiToken = secrets.apiToken.flatMap { $0.isEmpty ? nil : $0 }
+        if configuration.api.isEnabled {
+            guard apiToken != nil || APIConfiguration.isLoopback(configuration.api.host) else {
+                throw ConfigurationError(file: nil, line: nil, message: "api.host \(configuration.api.host) is not loopback: set VIGIL_API_TOKEN (or VIGIL_API_TOKEN_FILE) so callers must authenticate")
+            }
+            var limits = DecoderLimits()
+            limits.maxBytes = configuration.limits.maxMessageBytes
+            let scorer = scorer
+            api = ScoringAPI(configuration: configuration.api, decoderLimits: limits, token: apiToken,
+                             metrics: APIMetrics(registry: metrics.registry), score: { scorer.score($0) })
+        } else {
+            api = nil
+        }
         let v = scorer.versions
         logger.info("loaded", metadata: ["model": "\(v.model)", "rules": "\(v.rules)", "costs": "\(v.costs)", "store": "\(storeDescription)"])
     }
@@ -113,13 +133,19 @@ public final class Daemon: Sendable {
     /// and leaves the group. SIGHUP reloads.
     public func run() async throws {
         let admin = try AdminServer(daemon: self).application()
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: PipelineService(pipeline: pipeline), successTerminationBehavior: .gracefullyShutdownGroup,
+                  failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: ReloadOnHangup(daemon: self)),
+            .init(service: admin),
+        ]
+        if let api {
+            // Last in, first to shut down: the listeners stop taking requests and answer the
+            // ones in flight while the store and the pipeline are still up.
+            services.append(.init(service: APIService(api: api, logger: logger), failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
         var configuration = ServiceGroupConfiguration(
-            services: [
-                .init(service: PipelineService(pipeline: pipeline), successTerminationBehavior: .gracefullyShutdownGroup,
-                      failureTerminationBehavior: .gracefullyShutdownGroup),
-                .init(service: ReloadOnHangup(daemon: self)),
-                .init(service: admin),
-            ],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // Draining waits up to 30 s for acknowledgements; leaving the group can block while the
         // broker is unreachable. Past these bounds the process exits anyway: whatever was not

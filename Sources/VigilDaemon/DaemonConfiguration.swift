@@ -1,5 +1,6 @@
 import Foundation
 import Vigil
+import VigilAPI
 import VigilKafka
 import VigilRedis
 import Yams
@@ -97,6 +98,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var scoring = Scoring()
     public var admin = Admin()
     public var limits = Limits()
+    /// The synchronous scoring API; off unless a port is set.
+    public var api = APIConfiguration()
 
     public init() {}
 
@@ -109,7 +112,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var c = DaemonConfiguration()
         let root = try YAMLSupport.compose(text, file: file)
         let r = Reader(file: file)
-        let top = try r.section(root, "configuration", keys: ["kafka", "store", "scoring", "admin", "limits"])
+        let top = try r.section(root, "configuration", keys: ["kafka", "store", "scoring", "admin", "limits", "api"])
         if let k = top["kafka"] {
             let m = try r.section(k, "kafka", keys: ["brokers", "group", "topics", "properties", "batch_size", "max_in_flight", "pause_after_ms"])
             try r.string(m["brokers"], "kafka.brokers", into: &c.kafka.brokers)
@@ -169,6 +172,23 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if let l = top["limits"] {
             let m = try r.section(l, "limits", keys: ["max_message_bytes"])
             try r.int(m["max_message_bytes"], "limits.max_message_bytes", 256...10_485_760, into: &c.limits.maxMessageBytes)
+        }
+        if let a = top["api"] {
+            let m = try r.section(a, "api", keys: ["host", "http_port", "grpc_port", "max_wait_us", "max_batch", "max_pending", "max_body_bytes", "max_request_transactions"])
+            try r.string(m["host"], "api.host", into: &c.api.host)
+            var port = -1
+            try r.int(m["http_port"], "api.http_port", 0...65535, into: &port)
+            if port >= 0 { c.api.httpPort = port }
+            port = -1
+            try r.int(m["grpc_port"], "api.grpc_port", 0...65535, into: &port)
+            if port >= 0 { c.api.grpcPort = port }
+            var waitUs = Int(c.api.batching.maxWait.microseconds)
+            try r.int(m["max_wait_us"], "api.max_wait_us", 0...10_000_000, into: &waitUs)
+            c.api.batching.maxWait = .microseconds(waitUs)
+            try r.int(m["max_batch"], "api.max_batch", 1...10_000, into: &c.api.batching.maxBatch)
+            try r.int(m["max_pending"], "api.max_pending", 1...1_000_000, into: &c.api.batching.maxPending)
+            try r.int(m["max_body_bytes"], "api.max_body_bytes", 1024...104_857_600, into: &c.api.maxBodyBytes)
+            try r.int(m["max_request_transactions"], "api.max_request_transactions", 1...100_000, into: &c.api.maxRequestTransactions)
         }
         return c
     }

@@ -54,7 +54,7 @@ final class DecisionStage<Job: Sendable>: @unchecked Sendable {
         guard outstanding > 0 else { return [] }
         let jobs = condition.withLock {
             if finished.isEmpty, timeout > .zero {
-                let deadline = Date(timeIntervalSinceNow: Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+                let deadline = Date(timeIntervalSinceNow: timeout.seconds)
                 while finished.isEmpty, condition.wait(until: deadline) {}
             }
             defer { finished.removeAll(keepingCapacity: true) }

@@ -226,9 +226,6 @@ struct Produce: ParsableCommand {
     }
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
 
 /// Follows the verdicts topic: latency per transaction id, verdict mix, duplicates and whether a
 /// duplicate differs from the first verdict (it must not).

@@ -13,7 +13,7 @@ struct Vigild: AsyncParsableCommand {
         discussion: """
             Flags override the configuration file; without a file every option has its default \
             (docs/configuration.md). Secrets come from the environment only: VIGIL_HASH_SECRET, \
-            VIGIL_REDIS_PASSWORD, VIGIL_ADMIN_TOKEN (or each with _FILE naming a file). \
+            VIGIL_REDIS_PASSWORD, VIGIL_ADMIN_TOKEN, VIGIL_API_TOKEN (or each with _FILE naming a file). \
             SIGHUP reloads rules, lists, model and costs; SIGTERM/SIGINT drain, commit and exit.
             """)
 
@@ -25,6 +25,8 @@ struct Vigild: AsyncParsableCommand {
     @Option(help: "Decision cost file.") var costs: String?
     @Option(help: "Consumer group id.") var group: String?
     @Option(help: "Admin HTTP port (0 picks a free one).") var adminPort: Int?
+    @Option(help: "Synchronous scoring API over HTTP/JSON on this port (0 picks a free one); off by default.") var httpPort: Int?
+    @Option(help: "Synchronous scoring API over gRPC on this port (0 picks a free one); off by default.") var grpcPort: Int?
     @Option(name: .customLong("property"), help: "A librdkafka property, name=value (repeatable; overrides the file).")
     var properties: [String] = []
     @Flag(help: "Allow the built-in development hash key when VIGIL_HASH_SECRET is unset (simulated data only).")
@@ -43,6 +45,8 @@ struct Vigild: AsyncParsableCommand {
         if let costs { c.scoring.costs = costs }
         if let group { c.kafka.group = group }
         if let adminPort { c.admin.port = adminPort }
+        if let httpPort { c.api.httpPort = httpPort }
+        if let grpcPort { c.api.grpcPort = grpcPort }
         for kv in properties {
             guard let eq = kv.firstIndex(of: "=") else {
                 throw ConfigurationError(file: nil, line: nil, message: "--property takes name=value (got '\(kv)')")

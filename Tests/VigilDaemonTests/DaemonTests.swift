@@ -61,10 +61,10 @@ struct DaemonConfigurationTests {
 
     @Test("the admin token comparison is exact")
     func tokenCompare() {
-        #expect(AdminServer.constantTimeEqual("Bearer abc", "Bearer abc"))
-        #expect(!AdminServer.constantTimeEqual("Bearer ab", "Bearer abc"))
-        #expect(!AdminServer.constantTimeEqual("Bearer abd", "Bearer abc"))
-        #expect(!AdminServer.constantTimeEqual("", "Bearer abc"))
+        #expect(Secret.constantTimeEqual("Bearer abc", "Bearer abc"))
+        #expect(!Secret.constantTimeEqual("Bearer ab", "Bearer abc"))
+        #expect(!Secret.constantTimeEqual("Bearer abd", "Bearer abc"))
+        #expect(!Secret.constantTimeEqual("", "Bearer abc"))
     }
 }
 

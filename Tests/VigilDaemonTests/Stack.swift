@@ -16,6 +16,7 @@ final class Stack: @unchecked Sendable {
     var redis: RedisServer?
     static let hashSecret = "test-hash-secret-0123456789abcdef"
     static let adminToken = "test-admin-token"
+    static let apiToken = "test-api-token"
 
     init(redis withRedis: Bool = false, partitions: Int = 4) throws {
         directory = NSTemporaryDirectory() + "vigil-e2e-\(UUID().uuidString.prefix(8))"
@@ -69,7 +70,7 @@ final class Stack: @unchecked Sendable {
             args += ["--model", BuiltProduct.packageRoot + "/models/default", "--rules", BuiltProduct.packageRoot + "/rules/default.yaml"]
         }
         let p = try ChildProcess(BuiltProduct.path("vigild"), args + extra,
-                                 environment: ["VIGIL_HASH_SECRET": Stack.hashSecret, "VIGIL_ADMIN_TOKEN": Stack.adminToken],
+                                 environment: ["VIGIL_HASH_SECRET": Stack.hashSecret, "VIGIL_ADMIN_TOKEN": Stack.adminToken, "VIGIL_API_TOKEN": Stack.apiToken],
                                  directory: directory, name: "vigild")
         return Daemon(process: p, adminPort: port)
     }
@@ -125,7 +126,6 @@ final class Stack: @unchecked Sendable {
         OutgoingMessage(topic: topic, key: tx.cardID.map { Array($0.utf8) }, value: Array(Simulator.json(tx).utf8))
     }
 
-    /// Reads a topic from the beginning (own group) until `count` messages or `timeout`.
     /// Reads `topic` from the start until `count` messages arrived (or `timeout`), then whatever
     /// else is already there. `distinctKeys`: count messages with distinct keys (a verdict sent
     /// again after a crash is one more message, not one more transaction).
@@ -172,7 +172,13 @@ struct VerdictSet {
 
 /// A tiny HTTP/1.0 client for the admin port (loopback only).
 enum HTTP {
-    static func request(port: Int, _ method: String, _ path: String, headers: [String: String] = [:]) throws -> (status: Int, body: String) {
+    static func request(port: Int, _ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8] = []) throws -> (status: Int, body: String) {
+        let r = try exchange(port: port, method, path, headers: headers, body: body)
+        return (r.status, r.body)
+    }
+
+    /// One request on its own connection; the response's status, header block and body.
+    static func exchange(port: Int, _ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8] = []) throws -> (status: Int, head: String, body: String) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket") }
         defer { close(fd) }
@@ -184,20 +190,37 @@ enum HTTP {
         addr.sin_port = UInt16(port).bigEndian
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard rc == 0 else { throw TestFailure("connect \(port)") }
-        var text = "\(method) \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+        var text = "\(method) \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: \(body.count)\r\n"
         for (k, v) in headers { text += "\(k): \(v)\r\n" }
         text += "\r\n"
-        _ = text.withCString { send(fd, $0, strlen($0), 0) }
+        let bytes = Array(text.utf8) + body
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { break }
+            sent += n
+        }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
+        // Until the server closes, or the body is complete (a server may keep the connection).
+        while !complete(response) {
             let n = recv(fd, &buffer, buffer.count, 0)
             if n <= 0 { break }
             response += buffer[0..<n]
         }
         let s = String(decoding: response, as: UTF8.self)
         let status = s.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) } ?? 0
-        let body = s.range(of: "\r\n\r\n").map { String(s[$0.upperBound...]) } ?? ""
-        return (status, body)
+        let split = s.range(of: "\r\n\r\n")
+        return (status, split.map { String(s[..<$0.lowerBound]) } ?? s, split.map { String(s[$0.upperBound...]) } ?? "")
+    }
+
+    /// Whether `response` holds its header block and `Content-Length` bytes of body.
+    static func complete(_ response: [UInt8]) -> Bool {
+        let s = String(decoding: response, as: UTF8.self)
+        guard let end = s.range(of: "\r\n\r\n") else { return false }
+        let head = s[..<end.lowerBound].lowercased()
+        guard let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+              let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) else { return false }
+        return s[end.upperBound...].utf8.count >= length
     }
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Synchronous API load benchmark: vigild (release, in-memory store unless STORE=redis) with its
+# HTTP API on, driven open-loop by `vigil load-api` with single-transaction requests at fixed
+# rates, with micro-batching on (the default, 1 ms) and off (max_batch 1); then the Kafka path
+# at the same rates (`vigil produce`) and the in-process Scorer (`vigil bench`), same run.
+#   RATES="1000 5000" DURATION=5 STORE=memory scripts/api-bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+RATES=${RATES:-"1000 5000"}
+DURATION=${DURATION:-5}
+STORE=${STORE:-memory}
+source scripts/lib/stack.sh
+results=$(mktemp -d /tmp/vigil-api.XXXXXX)
+export VIGIL_API_TOKEN=${VIGIL_API_TOKEN:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+
+for mode in batched unbatched; do
+  http_port=$(free_port)
+  config="$results/api-$mode.yaml"
+  if [ "$mode" = batched ]; then
+    printf 'api:\n  http_port: %s\n' "$http_port" > "$config"
+  else
+    printf 'api:\n  http_port: %s\n  max_batch: 1\n  max_wait_us: 0\n' "$http_port" > "$config"
+  fi
+  stack_start "$STORE" --config "$config"
+  for r in $RATES; do
+    echo "== HTTP, micro-batching $mode, $r req/s for ${DURATION}s" >&2
+    $bin/vigil load-api --http "127.0.0.1:$http_port" --rate "$r" --duration "$DURATION" \
+      --simulate $(( r * (DURATION + 1) + 1000 )) --seed "$r" --summary-json "$results/http-$mode-$r.json" >&2 || true
+  done
+  stack_stop
+  trap - EXIT
+done
+
+for r in $RATES; do
+  stack_start "$STORE"
+  echo "== Kafka path, $r tx/s for ${DURATION}s" >&2
+  $bin/vigil produce --brokers "$brokers" --simulate $(( r * DURATION )) --seed "$r" --rate "$r" --warmup "$r" \
+    --await-verdicts verdicts --timeout 120 --summary-json "$results/kafka-$r.json" >&2 || true
+  stack_stop
+  trap - EXIT
+done
+echo "== the Scorer alone (in-process, in-memory store, one core)" >&2
+$bin/vigil bench --seconds 1 | tee "$results/scorer.txt" >&2
+
+python3 - "$results" $RATES <<'PY'
+import json, os, re, sys
+results, rates = sys.argv[1], sys.argv[2:]
+def load(name):
+    try: return json.load(open(os.path.join(results, name)))
+    except Exception: return None
+print("| path | target /s | achieved /s | p50 ms | p99 ms | p99.9 ms | refused |")
+print("|---|---|---|---|---|---|---|")
+for r in rates:
+    for mode in ("batched", "unbatched"):
+        s = load(f"http-{mode}-{r}.json")
+        if s: print(f"| HTTP, micro-batching {'on' if mode == 'batched' else 'off'} | {int(float(r)):,} | {s['achieved_rate']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['p999_ms']:.2f} | {s['refused']} |")
+    s = load(f"kafka-{r}.json")
+    if s: print(f"| Kafka (produce → verdict) | {int(float(r)):,} | {s['verdict_rate']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['p999_ms']:.2f} | – |")
+try:
+    text = open(os.path.join(results, "scorer.txt")).read()
+    m = re.search(r"scorer native batch 256: (\d+) tx/s on one core; single transaction p50 ([\d.]+) µs", text)
+    print(f"\nScorer in-process (same run): batch 256 {int(m.group(1)):,} tx/s on one core; single transaction p50 {float(m.group(2)):.1f} µs")
+except Exception:
+    pass
+PY
+rm -rf "$results"
