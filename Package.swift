@@ -25,6 +25,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // C libraries, each wrapped by exactly one Swift module.
@@ -72,8 +76,12 @@ let package = Package(
                     .product(name: "Logging", package: "swift-log"),
                     .product(name: "DequeModule", package: "swift-collections"),
                     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                    .product(name: "GRPCCore", package: "grpc-swift-2"),
+                    .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                    .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                    .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 ],
-                exclude: ["Proto/vigil.proto"],
+                exclude: ["Proto"],
                 swiftSettings: strict),
         // The daemon: Kafka in, verdicts out, admin HTTP. `vigild` is its thin command line.
         .target(name: "VigilDaemon",
@@ -115,7 +123,11 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "VigilAPITests", dependencies: ["VigilAPI", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "VigilKafkaTests", dependencies: ["VigilKafka"], swiftSettings: strict),
-        .testTarget(name: "VigilDaemonTests", dependencies: ["VigilDaemon", "VigilKafka", "VigilRedis", "VigilSimulator", "VigilTestSupport"],
+        .testTarget(name: "VigilDaemonTests", dependencies: [
+                        "VigilDaemon", "VigilAPI", "VigilKafka", "VigilRedis", "VigilSimulator", "VigilTestSupport",
+                        .product(name: "GRPCCore", package: "grpc-swift-2"),
+                        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                    ],
                     swiftSettings: strict),
     ]
 )

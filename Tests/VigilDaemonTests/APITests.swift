@@ -1,7 +1,10 @@
 import Foundation
 import Glibc
+import GRPCCore
+import GRPCNIOTransportHTTP2
 import Testing
 import Vigil
+import VigilAPI
 import VigilKafka
 import VigilSimulator
 import VigilTestSupport
@@ -194,4 +197,96 @@ final class LockedBox<T>: @unchecked Sendable {
     init(_ value: T) { stored = value }
     var value: T { lock.withLock { stored } }
     func update(_ body: (inout T) -> Void) { lock.withLock { body(&stored) } }
+}
+
+/// The same API over gRPC, with grpc-swift's own client.
+@Suite(.serialized) struct GRPCAPITests {
+    static func request(_ tx: Transaction, sequence: UInt64 = 0) -> Vigil_V1_ScoreRequest {
+        var r = Vigil_V1_ScoreRequest()
+        r.transactionJson = Data(Simulator.json(tx).utf8)
+        r.sequence = sequence
+        return r
+    }
+
+    static func withClient<T: Sendable>(_ port: Int, _ body: @Sendable (Vigil_V1_Scoring.Client<HTTP2ClientTransport.Posix>) async throws -> T) async throws -> T {
+        try await withGRPCClient(transport: try .http2NIOPosix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)) { client in
+            try await body(Vigil_V1_Scoring.Client(wrapping: client))
+        }
+    }
+
+    static var authorized: CallOptions {
+        var o = CallOptions.defaults
+        o.timeout = .seconds(10)
+        return o
+    }
+
+    static let metadata: Metadata = ["authorization": "Bearer \(Stack.apiToken)"]
+
+    @Test("gRPC: Score and ScoreStream answer like HTTP, share the windows, and refuse bad input and a missing token")
+    func grpcScoring() async throws {
+        let stack = try Stack()
+        let rules = try APITests.countingRules(stack.directory)
+        let httpPort = RedisServer.freePort(), grpcPort = RedisServer.freePort()
+        let daemon = try stack.startDaemon(config: APITests.config(rules: rules, httpPort: httpPort, extra: "  grpc_port: \(grpcPort)"))
+        try daemon.waitReady()
+        let txs = (0..<6).map { APITests.card($0, card: "4000009876543210", minutesAgo: 40 - $0) }
+        let replay = try APITests.replayScorer(rules: rules)
+        let expected = txs.map { replay.score($0).json() }
+
+        // 0 over HTTP, 1 over gRPC unary, 2 on a stream with a bad message, 3 and 4 unary, 5 over HTTP.
+        #expect(try APITests.post(httpPort, Simulator.json(txs[0])).status == 200)
+        let unary = try await Self.withClient(grpcPort) { client in
+            try await client.score(Self.request(txs[1]), metadata: Self.metadata, options: Self.authorized)
+        }
+        #expect(unary.transactionID == txs[1].id)
+        #expect(VerdictSet.decision(String(decoding: unary.json, as: UTF8.self)) == VerdictSet.decision(expected[1]))
+        #expect(unary.action == (try #require(try JSONSerialization.jsonObject(with: Data(expected[1].utf8)) as? [String: Any]))["action"] as? String)
+
+        let streamed = try await Self.withClient(grpcPort) { client in
+            try await client.scoreStream(metadata: Self.metadata, options: Self.authorized, requestProducer: { writer in
+                // In order, one at a time: the windows of each see the one before.
+                try await writer.write(Self.request(txs[2], sequence: 2))
+                var bad = Vigil_V1_ScoreRequest()
+                bad.transactionJson = Data(#"{"id":"bad","timestamp":"2026-01-01T00:00:00Z","amount":"lots"}"#.utf8)
+                bad.sequence = 99
+                try await writer.write(bad)
+            }, onResponse: { response in
+                var out: [Vigil_V1_ScoreResponse] = []
+                for try await m in response.messages { out.append(m) }
+                return out
+            })
+        }
+        #expect(Set(streamed.map(\.sequence)) == [2, 99])
+        let good = try #require(streamed.first { $0.sequence == 2 }?.verdict)
+        #expect(VerdictSet.decision(String(decoding: good.json, as: UTF8.self)) == VerdictSet.decision(expected[2]))
+        let problem = try #require(streamed.first { $0.sequence == 99 }?.problem)
+        #expect(problem.code == "invalid_argument" && problem.field == "amount", "\(problem)")
+
+        for i in 3...4 {
+            let v = try await Self.withClient(grpcPort) { client in
+                try await client.score(Self.request(txs[i]), metadata: Self.metadata, options: Self.authorized)
+            }
+            #expect(VerdictSet.decision(String(decoding: v.json, as: UTF8.self)) == VerdictSet.decision(expected[i]))
+        }
+        let last = try APITests.post(httpPort, Simulator.json(txs[5]))
+        #expect(VerdictSet.decision(last.body) == VerdictSet.decision(expected[5]), "HTTP sees the gRPC transactions")
+        // A gRPC retry of an HTTP transaction: its verdict again, not counted twice.
+        let retry = try await Self.withClient(grpcPort) { client in
+            try await client.score(Self.request(txs[0]), metadata: Self.metadata, options: Self.authorized)
+        }
+        #expect(VerdictSet.decision(String(decoding: retry.json, as: UTF8.self)) == VerdictSet.decision(expected[0]))
+
+        // Refusals keep their codes.
+        await #expect { try await Self.withClient(grpcPort) { client in
+            var bad = Vigil_V1_ScoreRequest()
+            bad.transactionJson = Data("{".utf8)
+            return try await client.score(bad, metadata: Self.metadata, options: Self.authorized)
+        } } throws: { ($0 as? RPCError)?.code == .invalidArgument }
+        await #expect { try await Self.withClient(grpcPort) { client in
+            try await client.score(Self.request(txs[1]), options: Self.authorized)
+        } } throws: { ($0 as? RPCError)?.code == .unauthenticated }
+        #expect(try daemon.metric("vigil_api_requests_total{endpoint=\"grpc_unary\",outcome=\"ok\"}") == 4)
+        daemon.process.signal(SIGTERM)
+        #expect(daemon.process.wait(timeout: .seconds(60)) == 0)
+    }
 }
