@@ -104,7 +104,9 @@ let package = Package(
                           swiftSettings: strict),
         .executableTarget(name: "vigil",
                           dependencies: [
-                            "Vigil", "VigilSimulator", "VigilBacktest", "VigilRedis", "VigilKafka",
+                            "Vigil", "VigilSimulator", "VigilBacktest", "VigilRedis", "VigilKafka", "VigilAPI",
+                            .product(name: "GRPCCore", package: "grpc-swift-2"),
+                            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                             .product(name: "ArgumentParser", package: "swift-argument-parser"),
                             .product(name: "Logging", package: "swift-log"),
                           ],

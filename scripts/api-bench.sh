@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Synchronous API load benchmark: vigild (release, in-memory store unless STORE=redis) with its
-# HTTP API on, driven open-loop by `vigil load-api` with single-transaction requests at fixed
-# rates, with micro-batching on (the default, 1 ms) and off (max_batch 1); then the Kafka path
-# at the same rates (`vigil produce`) and the in-process Scorer (`vigil bench`), same run.
+# HTTP and gRPC APIs on, driven open-loop by `vigil load-api` with single-transaction requests
+# at fixed rates, with micro-batching on (the default, 1 ms) and off (max_batch 1); then the
+# Kafka path at the same rates (`vigil produce`) and the in-process Scorer (`vigil bench`), all
+# in the same run.
 #   RATES="1000 5000" DURATION=5 STORE=memory scripts/api-bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,18 +16,18 @@ results=$(mktemp -d /tmp/vigil-api.XXXXXX)
 export VIGIL_API_TOKEN=${VIGIL_API_TOKEN:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 
 for mode in batched unbatched; do
-  http_port=$(free_port)
+  http_port=$(free_port); grpc_port=$(free_port)
   config="$results/api-$mode.yaml"
-  if [ "$mode" = batched ]; then
-    printf 'api:\n  http_port: %s\n' "$http_port" > "$config"
-  else
-    printf 'api:\n  http_port: %s\n  max_batch: 1\n  max_wait_us: 0\n' "$http_port" > "$config"
-  fi
+  printf 'api:\n  http_port: %s\n  grpc_port: %s\n' "$http_port" "$grpc_port" > "$config"
+  [ "$mode" = unbatched ] && printf '  max_batch: 1\n  max_wait_us: 0\n' >> "$config"
   stack_start "$STORE" --config "$config"
   for r in $RATES; do
-    echo "== HTTP, micro-batching $mode, $r req/s for ${DURATION}s" >&2
-    $bin/vigil load-api --http "127.0.0.1:$http_port" --rate "$r" --duration "$DURATION" \
-      --simulate $(( r * (DURATION + 1) + 1000 )) --seed "$r" --summary-json "$results/http-$mode-$r.json" >&2 || true
+    for proto in http grpc; do
+      port=$http_port; [ "$proto" = grpc ] && port=$grpc_port
+      echo "== $proto, micro-batching $mode, $r req/s for ${DURATION}s" >&2
+      $bin/vigil load-api --"$proto" "127.0.0.1:$port" --rate "$r" --duration "$DURATION" \
+        --simulate $(( r * (DURATION + 1) + 1000 )) --seed "$r" --summary-json "$results/$proto-$mode-$r.json" >&2 || true
+    done
   done
   stack_stop
   trap - EXIT
@@ -52,9 +53,10 @@ def load(name):
 print("| path | target /s | achieved /s | p50 ms | p99 ms | p99.9 ms | refused |")
 print("|---|---|---|---|---|---|---|")
 for r in rates:
-    for mode in ("batched", "unbatched"):
-        s = load(f"http-{mode}-{r}.json")
-        if s: print(f"| HTTP, micro-batching {'on' if mode == 'batched' else 'off'} | {int(float(r)):,} | {s['achieved_rate']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['p999_ms']:.2f} | {s['refused']} |")
+    for proto in ("http", "grpc"):
+        for mode in ("batched", "unbatched"):
+            s = load(f"{proto}-{mode}-{r}.json")
+            if s: print(f"| {'HTTP' if proto == 'http' else 'gRPC'}, micro-batching {'on' if mode == 'batched' else 'off'} | {int(float(r)):,} | {s['achieved_rate']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['p999_ms']:.2f} | {s['refused']} |")
     s = load(f"kafka-{r}.json")
     if s: print(f"| Kafka (produce → verdict) | {int(float(r)):,} | {s['verdict_rate']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['p999_ms']:.2f} | – |")
 try:

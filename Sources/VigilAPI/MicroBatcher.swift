@@ -50,6 +50,9 @@ public final class MicroBatcher: @unchecked Sendable {
         public var transactions: Int
         public var requests: Int
         public var expired: Int
+        /// From the batch's first request to the batch closing.
+        public var waited: Duration
+        /// Scoring the batch.
         public var duration: Duration
     }
 
@@ -116,6 +119,7 @@ public final class MicroBatcher: @unchecked Sendable {
     private func run() {
         while let batch = nextBatch() {
             let start = clock.now
+            let waited = start - batch[0].arrived
             var live: [Pending] = []
             var expired = 0
             for p in batch {
@@ -128,14 +132,15 @@ public final class MicroBatcher: @unchecked Sendable {
             }
             let transactions = live.flatMap(\.transactions)
             let verdicts = transactions.isEmpty ? [] : score(transactions)
+            let duration = clock.now - start
+            condition.withLock { recentBatch = (recentBatch * 3 + duration) / 4 }
+            // Metrics first, so a caller that has its answer also sees its batch counted.
+            onBatch(BatchReport(transactions: transactions.count, requests: batch.count, expired: expired, waited: waited, duration: duration))
             var offset = 0
             for p in live {
                 p.reply.resume(returning: .success(Array(verdicts[offset..<(offset + p.transactions.count)])))
                 offset += p.transactions.count
             }
-            let duration = clock.now - start
-            condition.withLock { recentBatch = (recentBatch * 3 + duration) / 4 }
-            onBatch(BatchReport(transactions: transactions.count, requests: batch.count, expired: expired, duration: duration))
         }
         condition.withLock {
             finished = true

@@ -1,28 +1,34 @@
 import ArgumentParser
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
 import Synchronization
 import Vigil
+import VigilAPI
 import VigilSimulator
 
-/// Open-loop load on the synchronous HTTP API: single-transaction requests at a fixed rate over
-/// keep-alive connections, each request timed from when it was *due*, not from when it was sent
-/// (so a slow server cannot hide its queueing by slowing the load down: no coordinated omission).
-struct LoadAPI: ParsableCommand {
+/// Open-loop load on the synchronous API: single-transaction requests at a fixed rate, over
+/// HTTP keep-alive connections or one gRPC (HTTP/2) connection, each request timed from when it
+/// was *due*, not from when it was sent (so a slow server cannot hide its queueing by slowing
+/// the load down: no coordinated omission).
+struct LoadAPI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "load-api",
-        abstract: "Drive vigild's HTTP scoring API at a fixed rate and report latency percentiles.")
+        abstract: "Drive vigild's scoring API (HTTP or gRPC) at a fixed rate and report latency percentiles.")
 
-    @Option(help: "host:port of the HTTP API.") var http: String
+    @Option(help: "host:port of the HTTP API.") var http: String?
+    @Option(help: "host:port of the gRPC API.") var grpc: String?
     @Option(help: "Requests per second.") var rate: Double = 1000
     @Option(help: "Seconds of load (after a 1 s warm-up at the same rate).") var duration: Double = 5
-    @Option(help: "Keep-alive connections, each on its own thread.") var connections = 32
+    @Option(help: "HTTP keep-alive connections, each on its own thread.") var connections = 32
     @Option(help: "Simulated transactions to draw requests from.") var simulate = 50_000
     @Option(help: "Seed of the simulated stream.") var seed: UInt64 = 5
     @Option(help: "Write a one-object JSON summary here.") var summaryJSON: String?
 
-    func run() throws {
-        let parts = http.split(separator: ":")
-        guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("--http is host:port") }
+    func run() async throws {
+        guard (http == nil) != (grpc == nil), let target = http ?? grpc else { throw ValidationError("give one of --http and --grpc") }
+        let parts = target.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("the target is host:port") }
         let host = String(parts[0])
         let token = ProcessInfo.processInfo.environment["VIGIL_API_TOKEN"]
         var options = Simulator.Options(transactions: simulate, days: 2, seed: seed)
@@ -32,10 +38,23 @@ struct LoadAPI: ParsableCommand {
         let total = warmup + Int(rate * duration)
         guard total <= bodies.count else { throw ValidationError("--simulate must be at least \(total) (rate × (duration + 1))") }
 
-        let results = Mutex(Results(count: total))
+        let results = Tally(count: total)
         let clock = ContinuousClock()
         let start = clock.now + .milliseconds(200)
         let interval = 1.0 / rate
+        if grpc != nil {
+            try await Self.grpcLoad(host: host, port: Int(port), token: token, bodies: bodies, total: total, start: start, interval: interval, results: results)
+        } else {
+            httpLoad(host: host, port: port, token: token, bodies: bodies, total: total, start: start, interval: interval, results: results)
+        }
+        try report(results.state.withLock { $0 }, warmup: warmup, total: total, start: start, interval: interval)
+    }
+
+    /// One thread per connection, each sending its share of the schedule.
+    func httpLoad(host: String, port: UInt16, token: String?, bodies: [[UInt8]], total: Int, start: ContinuousClock.Instant,
+                  interval: Double, results: Tally) {
+        let clock = ContinuousClock()
+        let connections = self.connections
         let threads = (0..<connections).map { c in
             Thread {
                 var connection: HTTPConnection?
@@ -55,14 +74,47 @@ struct LoadAPI: ParsableCommand {
                         connection = nil
                     }
                     let latency = clock.now - due
-                    results.withLock { $0.record(i, status: status, latency: latency) }
+                    results.state.withLock { $0.record(i, status: status, latency: latency) }
                     i += connections
                 }
             }
         }
         threads.forEach { $0.start() }
-        while results.withLock({ $0.finished }) < total { Thread.sleep(forTimeInterval: 0.1) }
-        let r = results.withLock { $0 }
+        while results.state.withLock({ $0.finished }) < total { Thread.sleep(forTimeInterval: 0.1) }
+    }
+
+    /// One HTTP/2 connection; a task per request, started when it is due.
+    static func grpcLoad(host: String, port: Int, token: String?, bodies: [[UInt8]], total: Int, start: ContinuousClock.Instant,
+                         interval: Double, results: Tally) async throws {
+        let metadata: Metadata = token.map { ["authorization": "Bearer \($0)"] } ?? [:]
+        try await withGRPCClient(transport: try .http2NIOPosix(target: .ipv4(address: host == "localhost" ? "127.0.0.1" : host, port: port),
+                                                                transportSecurity: .plaintext)) { client in
+            let scoring = Vigil_V1_Scoring.Client(wrapping: client)
+            let clock = ContinuousClock()
+            await withDiscardingTaskGroup { group in
+                for i in 0..<total {
+                    let due = start + .seconds(Double(i) * interval)
+                    try? await clock.sleep(until: due)
+                    var request = Vigil_V1_ScoreRequest()
+                    request.transactionJson = Data(bodies[i])
+                    group.addTask {
+                        var status = 200
+                        do {
+                            _ = try await scoring.score(request, metadata: metadata)
+                        } catch let error as RPCError {
+                            status = error.code == .resourceExhausted ? 429 : 500
+                        } catch {
+                            status = 0
+                        }
+                        let latency = clock.now - due
+                        results.state.withLock { $0.record(i, status: status, latency: latency) }
+                    }
+                }
+            }
+        }
+    }
+
+    func report(_ r: Results, warmup: Int, total: Int, start: ContinuousClock.Instant, interval: Double) throws {
         let measured = r.latencies[warmup...].compactMap { $0 }
         let sorted = measured.sorted()
         func p(_ q: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))].seconds * 1000 }
@@ -71,7 +123,7 @@ struct LoadAPI: ParsableCommand {
         let refused = r.statuses[warmup...].filter { $0 == 429 }.count
         let failed = r.statuses[warmup...].filter { $0 != 200 && $0 != 429 }.count
         let achieved = Double(ok) / max(span, 1e-9)
-        print(String(format: "HTTP %.0f req/s target: %.0f scored/s, p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; %d refused (429), %d failed",
+        print(String(format: "\(grpc == nil ? "HTTP" : "gRPC") %.0f req/s target: %.0f scored/s, p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; %d refused (429), %d failed",
                      rate, achieved, p(0.5), p(0.99), p(0.999), p(1), refused, failed))
         if let summaryJSON {
             var w = JSONWriter()
@@ -89,6 +141,12 @@ struct LoadAPI: ParsableCommand {
             }
             try Data(w.bytes).write(to: URL(fileURLWithPath: summaryJSON))
         }
+    }
+
+    /// The results, shared by the threads or tasks that send.
+    final class Tally: Sendable {
+        let state: Mutex<Results>
+        init(count: Int) { state = Mutex(Results(count: count)) }
     }
 
     struct Results {

@@ -9,22 +9,32 @@ struct MicroBatcherTests {
         (from..<(from + n)).map { Transaction(id: "t\($0)", timestamp: 1_700_000_000_000 + Int64($0), amount: Double($0)) }
     }
 
-    /// A scorer that records the batches it was given and answers each id with a verdict.
+    /// A scorer that records the batches it was given and answers each id with a verdict; with a
+    /// gate, it holds each batch until the gate opens.
     final class Recorder: Sendable {
         let batches = Mutex<[[String]]>([])
-        let delay: Duration
-        init(delay: Duration = .zero) { self.delay = delay }
+        let entered = Mutex(0)
+        let gate: DispatchSemaphore?
+        init(gated: Bool = false) { gate = gated ? DispatchSemaphore(value: 0) : nil }
         func score(_ txs: [Transaction]) -> [Verdict] {
-            if delay > .zero { Thread.sleep(forTimeInterval: delay.seconds) }
+            entered.withLock { $0 += 1 }
+            gate?.wait()
+            gate?.signal()
             batches.withLock { $0.append(txs.map(\.id)) }
             return txs.map { Verdict(transactionID: $0.id, action: .approve, probability: $0.amount / 1000, modelVersion: "m", rulesVersion: "r") }
         }
+        func open() { gate?.signal() }
+    }
+
+    /// Waits (without blocking a thread) until `condition` holds.
+    static func until(_ condition: () -> Bool) async throws {
+        while !condition() { try await Task.sleep(for: .milliseconds(2)) }
     }
 
     @Test("concurrent requests share batches; each gets its own verdicts, in order")
     func gathersConcurrentRequests() async throws {
         var c = MicroBatchConfiguration()
-        c.maxWait = .milliseconds(50)
+        c.maxWait = .seconds(2)  // closes 250 ms after the last arrival
         c.maxBatch = 64
         let recorder = Recorder()
         let batcher = MicroBatcher(configuration: c) { recorder.score($0) }
@@ -46,38 +56,39 @@ struct MicroBatcherTests {
         #expect(batches.allSatisfy { $0.count <= 64 })
     }
 
-    @Test("without load a request does not wait out maxWait")
+    @Test("without load a request does not wait out maxWait: the batch closes when arrivals stop")
     func idleRequestIsNotHeld() async throws {
         var c = MicroBatchConfiguration()
-        c.maxWait = .seconds(2)  // the burst rule closes the batch after 250 ms of quiet
-        let batcher = MicroBatcher(configuration: c) { Recorder().score($0) }
+        c.maxWait = .seconds(20)  // the quiet-gap rule closes the batch after 2.5 s without arrivals
+        let waited = Mutex<[Duration]>([])
+        let batcher = MicroBatcher(configuration: c, onBatch: { r in waited.withLock { $0.append(r.waited) } }) { Recorder().score($0) }
         defer { batcher.stop() }
-        let clock = ContinuousClock()
-        let start = clock.now
         _ = try await batcher.score(Self.transactions(1))
-        #expect(clock.now - start < .seconds(1.5))
+        let w = try #require(waited.withLock { $0.first })
+        #expect(w >= .seconds(2.5) && w < .seconds(20), "closed after \(w)")
     }
 
     @Test("past maxPending requests are refused at once; past their deadline they are not scored")
     func saturationAndDeadlines() async throws {
         var c = MicroBatchConfiguration()
-        c.maxWait = .milliseconds(300)
+        c.maxWait = .zero
         c.maxPending = 3
-        let recorder = Recorder(delay: .milliseconds(200))
+        let recorder = Recorder(gated: true)
         let batcher = MicroBatcher(configuration: c) { recorder.score($0) }
         defer { batcher.stop() }
-        async let first = batcher.score(Self.transactions(3))
-        try await Task.sleep(for: .milliseconds(20))
+        // One batch held in the scorer, three transactions waiting behind it: the queue is full.
+        async let first = batcher.score(Self.transactions(1))
+        try await Self.until { recorder.entered.withLock { $0 } == 1 }
+        async let waiting = batcher.score(Self.transactions(3, from: 10))
+        try await Self.until { batcher.pending == 3 }
         await #expect(throws: ScoringRefusal.saturated) { try await batcher.score(Self.transactions(1, from: 100)) }
-        #expect(try await first.count == 3)
-        // The batch in front takes 200 ms to score; a 50 ms budget cannot wait for it.
-        async let busy = batcher.score(Self.transactions(1, from: 200))
-        try await Task.sleep(for: .milliseconds(120))
+        recorder.open()
+        #expect(try await first.count == 1)
+        #expect(try await waiting.count == 3)
         let clock = ContinuousClock()
         await #expect(throws: ScoringRefusal.deadlineExceeded) {
-            try await batcher.score(Self.transactions(1, from: 300), deadline: clock.now + .milliseconds(50))
+            try await batcher.score(Self.transactions(1, from: 300), deadline: clock.now - .milliseconds(1))
         }
-        #expect(try await busy.count == 1)
         #expect(!recorder.batches.withLock { $0 }.flatMap { $0 }.contains("t300"), "an expired request is never scored")
     }
 

@@ -213,7 +213,7 @@ struct DaemonEndToEndTests {
         #expect(a.process.wait(timeout: .seconds(30)) == 0)
         let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count, timeout: .seconds(90)))
         #expect(verdicts.missing(txs.map(\.id)).isEmpty)
-        #expect(verdicts.differing == 0)
+        #expect(verdicts.differing == 0, "for example \(verdicts.firstDiffering.map { "\n  \($0[0])\n  \($0[1])" } ?? "")")
         b.process.signal(SIGTERM)
         b.process.wait()
     }

@@ -16,7 +16,7 @@ struct FaultTests {
         let missing = verdicts.missing(txs.map(\.id))
         let degraded = verdicts.byID.values.filter { $0[0].contains("\"degraded\":true") }.count
         #expect(missing.isEmpty, "\(name): \(missing.count) transactions without a verdict")
-        #expect(verdicts.differing == 0, "\(name): duplicate verdicts that differ")
+        #expect(verdicts.differing == 0, "\(name): duplicate verdicts that differ, for example \(verdicts.firstDiffering.map { "\n  \($0[0])\n  \($0[1])" } ?? "")")
         var line = "fault-result: \(name) transactions=\(txs.count) verdicts=\(verdicts.byID.count) duplicates=\(verdicts.duplicates) differing=\(verdicts.differing) lost=\(missing.count) degraded=\(degraded)"
         if let recovery { line += " recovery_ms=\(Int(Double(recovery.components.seconds) * 1000 + Double(recovery.components.attoseconds) / 1e15))" }
         print(line)

@@ -64,7 +64,7 @@ struct MultiInstanceTests {
         while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
         let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count, timeout: .seconds(120)))
         #expect(verdicts.missing(txs.map(\.id)).isEmpty, "lost: \(verdicts.missing(txs.map(\.id)).count)")
-        #expect(verdicts.differing == 0)
+        #expect(verdicts.differing == 0, "for example \(verdicts.firstDiffering.map { "\n  \($0[0])\n  \($0[1])" } ?? "")")
         #expect(try eventually { try b.metric("vigil_store_cache_entities") > 0 && b.metric("vigil_store_append_conflicts") > 0 },
                 "the cache and the conflicts with the other instance show in the metrics")
         a.process.signal(SIGTERM)

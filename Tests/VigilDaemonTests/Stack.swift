@@ -167,6 +167,10 @@ struct VerdictSet {
 
     var duplicates: Int { byID.values.reduce(0) { $0 + $1.count - 1 } }
     var differing: Int { byID.values.filter { Set($0.map(Self.decision)).count > 1 }.count }
+    /// Two different verdicts of one transaction, if there are any.
+    var firstDiffering: [String]? {
+        byID.values.first { Set($0.map(Self.decision)).count > 1 }.map { v in [v[0], v.first { Self.decision($0) != Self.decision(v[0]) }!] }
+    }
     func missing(_ ids: [String]) -> [String] { ids.filter { byID[$0] == nil } }
 }
 
