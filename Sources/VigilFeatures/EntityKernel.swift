@@ -15,6 +15,9 @@ public struct EntityEvents: Sendable {
     public var labels: [UInt8] = []
     /// `tracked[k][i]`: hashed value of tracked field `k` for event `i`, 0 when absent.
     public var tracked: [[UInt64]]
+    /// The order in which the events were recorded (the entity log's order): larger is later.
+    /// Only the order matters; stores number the events they hold from wherever they start.
+    public var arrivals: [UInt64] = []
     /// Events trimmed from the front so far: `dropped + i` is event `i`'s position for good.
     public var dropped = 0
 
@@ -46,7 +49,7 @@ public struct EntityEvents: Sendable {
     /// Inserts an event at `i` (from ``insertionIndex(time:id:)``).
     public mutating func insert(
         at i: Int, time: Int64, id: UInt64, amount: Double, lat: Double, lon: Double, filterBits f: UInt8, label: UInt8,
-        tracked values: UnsafeBufferPointer<UInt64>
+        tracked values: UnsafeBufferPointer<UInt64>, arrival: UInt64 = 0
     ) {
         times.insert(time, at: i)
         ids.insert(id, at: i)
@@ -56,6 +59,24 @@ public struct EntityEvents: Sendable {
         filterBits.insert(f, at: i)
         labels.insert(label, at: i)
         for k in tracked.indices { tracked[k].insert(values[k], at: i) }
+        arrivals.insert(arrival, at: i)
+    }
+
+    /// The events of `self` selected by `keep`, in order (for the reference kernel).
+    public func filter(_ keep: (Int) -> Bool) -> EntityEvents {
+        var out = EntityEvents(trackedCount: tracked.count)
+        for i in 0..<count where keep(i) {
+            out.times.append(times[i])
+            out.ids.append(ids[i])
+            out.amounts.append(amounts[i])
+            out.lats.append(lats[i])
+            out.lons.append(lons[i])
+            out.filterBits.append(filterBits[i])
+            out.labels.append(labels[i])
+            for k in tracked.indices { out.tracked[k].append(tracked[k][i]) }
+            out.arrivals.append(arrivals[i])
+        }
+        return out
     }
 
     /// Drops events older than `cutoff`.
@@ -70,6 +91,7 @@ public struct EntityEvents: Sendable {
         filterBits.removeFirst(n)
         labels.removeFirst(n)
         for k in tracked.indices { tracked[k].removeFirst(n) }
+        arrivals.removeFirst(n)
         dropped += n
     }
 }
@@ -358,7 +380,11 @@ extension EventBatch {
                             // (trimming lazily), never less, so every store evaluates exactly the
                             // same events.
                             state.trimToCanonical(plan: ep, lateness: lateness)
-                            state.evaluate(plan: ep, current: current, row: row)
+                            if seen {
+                                state.evaluateRedelivered(plan: ep, current: current, id: ids[i], row: row)
+                            } else {
+                                state.evaluate(plan: ep, current: current, row: row)
+                            }
                             if !seen {
                                 state.insert(
                                     plan: ep, time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],

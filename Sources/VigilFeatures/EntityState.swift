@@ -14,6 +14,12 @@ import DequeModule
 public struct EntityState: Sendable {
     public private(set) var events: EntityEvents
     var windows: WindowState
+    /// The arrival number the next recorded event gets.
+    private var nextArrival: UInt64 = 0
+    /// The arrival number of the latest event recorded out of time order, if any: while no event
+    /// arrived late after a transaction, its windows now hold exactly what they held when it was
+    /// first recorded.
+    private var latestLateArrival: UInt64?
 
     public init(plan: EntityPlan) {
         events = EntityEvents(trackedCount: plan.tracked.count)
@@ -27,6 +33,21 @@ public struct EntityState: Sendable {
         EntityKernel.write(windows.aggregates, plan: plan, current: c, row: row)
     }
 
+    /// Writes the features a redelivered transaction got when it was first recorded: from the
+    /// events strictly before it in event time that had *arrived* before it. Events that came in
+    /// late since (earlier in event time, from a lagging partition or another instance) are left
+    /// out, so a redelivery gets the verdict it got the first time. Costs a normal evaluation
+    /// unless such a late event exists; then the reference kernel over the events that qualify.
+    public mutating func evaluateRedelivered(plan: EntityPlan, current c: CurrentEvent, id: UInt64, row: UnsafeMutablePointer<Float>) {
+        guard let i = events.index(time: c.time, id: id), let late = latestLateArrival, late > events.arrivals[i] else {
+            evaluate(plan: plan, current: c, row: row)
+            return
+        }
+        let arrival = events.arrivals[i]
+        let before = events.filter { $0 < i && events.arrivals[$0] < arrival }
+        EntityKernel.evaluate(before, plan: plan, current: c, row: row)
+    }
+
     /// Records an event unless one with the same time and id is there already. Returns whether it was added.
     @discardableResult
     public mutating func insert(
@@ -38,7 +59,10 @@ public struct EntityState: Sendable {
         // An event earlier than the windows' end: move the windows back to its time first, so it
         // lands outside every window (they hold events strictly before their time).
         if i < windows.tail { windows.move(to: time, events, plan) }
-        events.insert(at: i, time: time, id: id, amount: amount, lat: lat, lon: lon, filterBits: filterBits, label: label, tracked: tracked)
+        if i < events.count { latestLateArrival = nextArrival }
+        events.insert(at: i, time: time, id: id, amount: amount, lat: lat, lon: lon, filterBits: filterBits, label: label, tracked: tracked,
+                      arrival: nextArrival)
+        nextArrival += 1
         return true
     }
 
@@ -68,7 +92,7 @@ public struct EntityState: Sendable {
     public var approximateBytes: Int {
         let e = events
         var b = HeapBytes.of(e.times) + HeapBytes.of(e.ids) + HeapBytes.of(e.amounts) + HeapBytes.of(e.lats)
-        b += HeapBytes.of(e.lons) + HeapBytes.of(e.filterBits) + HeapBytes.of(e.labels) + HeapBytes.of(e.tracked)
+        b += HeapBytes.of(e.lons) + HeapBytes.of(e.filterBits) + HeapBytes.of(e.labels) + HeapBytes.of(e.tracked) + HeapBytes.of(e.arrivals)
         for t in e.tracked { b += HeapBytes.of(t) }
         return b + windows.approximateBytes
     }

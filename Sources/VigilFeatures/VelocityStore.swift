@@ -132,13 +132,14 @@ public final class InMemoryVelocityStore: VelocityStore {
         let plan = self.plan
         let lateness = allowedLateness
         state.withLock { s in
-            // Idempotence: a transaction id already recorded is a redelivery.
-            let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil }
+            // Idempotence: a transaction id already recorded, or earlier in this batch, is a
+            // redelivery (as Redis's SET NX answers it).
             var seenInBatch = Set<UInt64>()
+            let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil || !seenInBatch.insert(batch.ids[$0]).inserted }
             batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { duplicates[$0] }) { e, key, body in
                 body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
             }
-            for i in 0..<batch.count where !duplicates[i] && seenInBatch.insert(batch.ids[i]).inserted {
+            for i in 0..<batch.count where !duplicates[i] {
                 var keys: [UInt64] = []
                 keys.reserveCapacity(batch.entityCount)
                 for e in 0..<batch.entityCount { keys.append(batch.keys[i * batch.entityCount + e]) }
