@@ -3,23 +3,42 @@
 # the transaction decoder (seeded with the hostile corpus) and the rule parser (seeded with the
 # shipped rules), SECONDS each. A crash, a failed precondition or a hang (> 10 s) fails the run
 # and leaves the input in Fuzz/findings/.
-#   scripts/fuzz.sh 60
+#   scripts/fuzz.sh 60                   each target for 60 s (CI runs 20 s each)
+#   RUNS=10000000 scripts/fuzz.sh        each target to 10 million executions (optimised build,
+#                                        the targets side by side, one per core; not for CI: hours)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 SECONDS_EACH=${1:-60}
+RUNS=${RUNS:-}
+CONFIG=debug; [ -n "$RUNS" ] && CONFIG=release
 # Instrument every module (the decoder and rule parser live in the main package), not only the
 # fuzz targets, so libFuzzer's coverage guidance sees inside them.
-swift build --package-path Fuzz --scratch-path .build-fuzz -c debug -Xswiftc -sanitize=fuzzer,address >&2
-bin=.build-fuzz/debug
+swift build --package-path Fuzz --scratch-path .build-fuzz -c "$CONFIG" -Xswiftc -sanitize=fuzzer,address >&2
+bin=.build-fuzz/$CONFIG
 mkdir -p Fuzz/findings .build-fuzz/corpus-decoder .build-fuzz/corpus-rules
 cp Tests/Corpus/hostile/* .build-fuzz/corpus-decoder/
 cp Fuzz/corpus/rules/* .build-fuzz/corpus-rules/
-status=0
-for target in decoder rules; do
+fuzz() {
+  local target=$1 exe budget
   exe=$bin/Fuzz$(tr '[:lower:]' '[:upper:]' <<< "${target:0:1}")${target:1}
-  echo "== fuzzing the $target for ${SECONDS_EACH}s" >&2
-  "$exe" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=4096 -max_len=65536 \
-    -artifact_prefix=Fuzz/findings/$target- -print_final_stats=1 .build-fuzz/corpus-$target 2>&1 | tail -12 || status=1
-done
+  if [ -n "$RUNS" ]; then budget=(-runs="$RUNS"); else budget=(-max_total_time="$SECONDS_EACH"); fi
+  "$exe" "${budget[@]}" -timeout=10 -rss_limit_mb=4096 -max_len=65536 \
+    -artifact_prefix=Fuzz/findings/$target- -print_final_stats=1 .build-fuzz/corpus-$target > .build-fuzz/$target.log 2>&1
+}
+status=0
+if [ -n "$RUNS" ]; then
+  echo "== fuzzing the decoder and the rules to $RUNS executions each, side by side" >&2
+  fuzz decoder & d=$!
+  fuzz rules & r=$!
+  wait $d || status=1
+  wait $r || status=1
+  for target in decoder rules; do echo "== $target" >&2; tail -12 .build-fuzz/$target.log; done
+else
+  for target in decoder rules; do
+    echo "== fuzzing the $target for ${SECONDS_EACH}s" >&2
+    fuzz $target || status=1
+    tail -12 .build-fuzz/$target.log
+  done
+fi
 exit $status

@@ -30,6 +30,7 @@ import VigilTestSupport
         store:
           timeout_ms: 2000
         scoring:
+          deadline_ms: 60000
           model: \(BuiltProduct.packageRoot)/models/default
           rules: \(rules)
         api:
@@ -216,7 +217,7 @@ final class LockedBox<T>: @unchecked Sendable {
 
     static var authorized: CallOptions {
         var o = CallOptions.defaults
-        o.timeout = .seconds(10)
+        o.timeout = .seconds(60)
         return o
     }
 

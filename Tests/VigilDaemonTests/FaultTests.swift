@@ -119,9 +119,9 @@ struct FaultTests {
     @Test("SIGKILL at random points, twenty times in one stream under load: nothing lost, every duplicate equal")
     func repeatedKillNine() throws {
         let stack = try Stack(redis: true)
-        // A generous store timeout: a batch that degrades on a busy test machine would (rightly)
-        // differ from its redelivery, which is not what this test is about.
-        let config = "store:\n  timeout_ms: 2000\nscoring:\n  model: \(BuiltProduct.packageRoot)/models/default\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n"
+        // A generous store timeout and model budget: a batch that degrades on a busy test machine
+        // would (rightly) differ from its redelivery, which is not what this test is about.
+        let config = "store:\n  timeout_ms: 2000\nscoring:\n  deadline_ms: 60000\n  model: \(BuiltProduct.packageRoot)/models/default\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n"
         // A short session: the group hands a killed instance's partitions over sooner.
         let session = ["--property", "session.timeout.ms=3000", "--property", "heartbeat.interval.ms=300"]
         var daemon = try stack.startDaemon(config: config, extra: session)

@@ -42,8 +42,8 @@ struct MultiInstanceTests {
     @Test("two instances, three merchants on every partition, one killed mid-stream: nothing lost, every verdict equal to an in-memory replay in the entities' log order")
     func instancesShareOneRedis() throws {
         let stack = try Stack(redis: true, partitions: 4)
-        // A generous store timeout: a degraded batch would rightly differ from the replay.
-        let config = "store:\n  timeout_ms: 2000\nscoring:\n  model: \(BuiltProduct.packageRoot)/models/default\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n"
+        // A generous store timeout and model budget: a degraded batch would rightly differ from the replay.
+        let config = "store:\n  timeout_ms: 2000\nscoring:\n  deadline_ms: 60000\n  model: \(BuiltProduct.packageRoot)/models/default\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n"
         var a = try stack.startDaemon(config: config)
         let b = try stack.startDaemon(config: config)
         try a.waitReady()

@@ -12,7 +12,7 @@ struct PipelineThreadsTests {
         // One partition: the stream's order is every entity's order, for both daemons.
         let stack = try Stack(partitions: 1)
         func config(threads: Int) -> String {
-            "scoring:\n  model: \(BuiltProduct.packageRoot)/models/default\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n  threads: \(threads)\n"
+            "scoring:\n  deadline_ms: 60000\n  model: \(BuiltProduct.packageRoot)/models/default\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n  threads: \(threads)\n"
         }
         // Two groups: each daemon reads the whole stream into its own in-memory store.
         let one = try stack.startDaemon(group: "one-thread", config: config(threads: 1))
