@@ -73,14 +73,19 @@ public struct TopicPartition: Sendable, Hashable, CustomStringConvertible {
 public struct OutgoingMessage: Sendable {
     public var topic: String
     public var key: [UInt8]?
-    public var value: [UInt8]
+    /// A slice, so the messages of a batch can share one buffer (the producer copies the bytes).
+    public var value: ArraySlice<UInt8>
     public var headers: [(String, [UInt8])]
 
-    public init(topic: String, key: [UInt8]?, value: [UInt8], headers: [(String, [UInt8])] = []) {
+    public init(topic: String, key: [UInt8]?, value: ArraySlice<UInt8>, headers: [(String, [UInt8])] = []) {
         self.topic = topic
         self.key = key
         self.value = value
         self.headers = headers
+    }
+
+    public init(topic: String, key: [UInt8]?, value: [UInt8], headers: [(String, [UInt8])] = []) {
+        self.init(topic: topic, key: key, value: value[...], headers: headers)
     }
 }
 
