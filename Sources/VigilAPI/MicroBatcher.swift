@@ -96,10 +96,14 @@ public final class MicroBatcher: @unchecked Sendable {
                 // One request larger than the whole queue still gets in when nothing waits.
                 if queued > 0, queued + transactions.count > configuration.maxPending { return .saturated }
                 queue.append(Pending(transactions: transactions, deadline: deadline, arrived: now, reply: reply))
+                let wasIdle = queue.count == 1
                 queued += transactions.count
                 lastArrival = now
                 if let deadline { earliestDeadline = min(earliestDeadline ?? deadline, deadline) }
-                condition.broadcast()
+                // Wake the batcher only when it has something new to decide: work after idling, a
+                // full batch, or a deadline that may close the batch sooner. Otherwise it
+                // re-reads the arrivals when its wait ends (one wake-up per batch, not per request).
+                if wasIdle || queued >= configuration.maxBatch || deadline != nil { condition.broadcast() }
                 return nil
             }
             if let refusal { reply.resume(returning: .failure(refusal)) }

@@ -56,7 +56,7 @@ metric() { curl -s "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 ==
 
 # cpu_snapshot: one JSON line of CPU seconds so far — vigild's whole process, its librdkafka
 # threads, each pipeline stage (vigil_cpu_seconds_total), the broker's — and the transactions
-# vigild consumed. Two snapshots around a run give CPU per transaction.
+# vigild consumed and the API requests it answered. Two snapshots around a run give CPU per transaction.
 cpu_snapshot() {
   python3 - "$vigild_pid" "$broker_pid" "$admin_port" <<'PY'
 import json, os, sys, urllib.request
@@ -69,13 +69,15 @@ def seconds(stat):
 tasks = f"/proc/{pid}/task"
 rdk = sum(seconds(f"{tasks}/{t}/stat") for t in os.listdir(tasks)
           if open(f"{tasks}/{t}/comm").read().startswith("rdk:"))
-stages, tx = {}, 0.0
+stages, tx, api = {}, 0.0, 0.0
 for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode().splitlines():
     if line.startswith('vigil_cpu_seconds_total{stage="'):
         stages[line.split('"')[1]] = float(line.split()[-1])
     elif line.startswith("vigil_transactions_total "):
         tx = float(line.split()[-1])
+    elif line.startswith("vigil_api_requests_total{"):
+        api += float(line.split()[-1])
 print(json.dumps({"vigild": seconds(f"/proc/{pid}/stat"), "librdkafka": rdk, "broker": seconds(f"/proc/{broker}/stat"),
-                  "stages": stages, "transactions": tx}))
+                  "stages": stages, "transactions": tx, "api_requests": api}))
 PY
 }
