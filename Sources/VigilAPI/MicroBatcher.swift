@@ -4,8 +4,12 @@ import Vigil
 
 /// How the synchronous API gathers requests into scorer batches.
 public struct MicroBatchConfiguration: Sendable, Equatable {
-    /// Longest a request waits for others to join its batch. Default: 1 ms. Zero: no batching.
-    public var maxWait: Duration = .milliseconds(1)
+    /// Longest a request waits for others to join its batch. Default: zero, batching without
+    /// waiting: a batch is whatever arrived while the previous one was scored, so batches grow
+    /// with the load and an idle scorer answers at once. Measured on the daemon (`docs/api.md`),
+    /// a wait cost latency and never paid for itself: the scorer is a tenth of a request's CPU.
+    /// Worth raising only where each batch has a large fixed cost.
+    public var maxWait: Duration = .zero
     /// Most transactions in one batch. Default: 256.
     public var maxBatch = 256
     /// Most transactions waiting; past it requests are refused (429 / `RESOURCE_EXHAUSTED`)
@@ -28,9 +32,9 @@ public enum ScoringRefusal: Error, Sendable, Equatable {
 /// the Kafka path's batch efficiency.
 ///
 /// A batch closes at the first of: it holds ``MicroBatchConfiguration/maxBatch`` transactions;
-/// its first request has waited ``MicroBatchConfiguration/maxWait``; no request has arrived for
-/// an eighth of `maxWait` (the burst is over: at low load a request waits ~125 µs, not the whole
-/// millisecond); a request's own deadline would otherwise pass (the recent batch time is kept
+/// its first request has waited ``MicroBatchConfiguration/maxWait`` (by default not at all); no
+/// request has arrived for an eighth of `maxWait` (the burst is over); a request's own deadline
+/// would otherwise pass (the recent batch time is kept
 /// in reserve: a short budget costs batching, not lateness). Requests that arrive while a batch
 /// is being scored form the next one, so batches grow with the load by themselves. Batches are scored one at a time on
 /// a thread of the batcher's own (store calls block), in arrival order, so the store sees the
