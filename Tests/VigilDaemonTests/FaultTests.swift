@@ -146,7 +146,7 @@ struct FaultTests {
         }
         try daemon.waitReady()
         while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
-        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count, distinctKeys: true, timeout: .seconds(180)))
+        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count, timeout: .seconds(180)))
         check("sigkill_x\(kills)", txs, verdicts)
         #expect(kills == 20)
         #expect(try stack.redisKeys("vigil:t:*").count == txs.count, "each transaction recorded once")

@@ -126,10 +126,10 @@ final class Stack: @unchecked Sendable {
         OutgoingMessage(topic: topic, key: tx.cardID.map { Array($0.utf8) }, value: Array(Simulator.json(tx).utf8))
     }
 
-    /// Reads `topic` from the start until `count` messages arrived (or `timeout`), then whatever
-    /// else is already there. `distinctKeys`: count messages with distinct keys (a verdict sent
-    /// again after a crash is one more message, not one more transaction).
-    func read(_ topic: String, count: Int, distinctKeys: Bool = false, timeout: Duration = .seconds(60)) throws -> [KafkaMessage] {
+    /// Reads `topic` from the start until `count` messages with distinct keys arrived (or
+    /// `timeout`), then whatever else is already there: a verdict sent again after a crash is one
+    /// more message, not one more transaction. `distinctKeys: false` counts every message.
+    func read(_ topic: String, count: Int, distinctKeys: Bool = true, timeout: Duration = .seconds(60)) throws -> [KafkaMessage] {
         var p = properties
         p["group.id"] = "reader-\(UUID().uuidString.prefix(8))"
         let consumer = try KafkaConsumer(properties: p, topics: [topic])
