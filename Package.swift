@@ -129,6 +129,7 @@ let package = Package(
                         "VigilDaemon", "VigilAPI", "VigilKafka", "VigilRedis", "VigilSimulator", "VigilTestSupport",
                         .product(name: "GRPCCore", package: "grpc-swift-2"),
                         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                        .product(name: "Logging", package: "swift-log"),
                     ],
                     swiftSettings: strict),
     ]

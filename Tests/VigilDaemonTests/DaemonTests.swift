@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Logging
 import Testing
 import Vigil
 @testable import VigilDaemon
@@ -30,6 +31,7 @@ struct DaemonConfigurationTests {
             scoring: { model: m, features: f.yaml, rules: r.yaml, costs: c.yaml, deadline_ms: 30, degradation: review, evaluator: capi, explain_top: 0, threads: 1 }
             admin: { host: 0.0.0.0, port: 0 }
             limits: { max_message_bytes: 4096 }
+            api: { host: 10.0.0.5, http_port: 8080, grpc_port: 0, max_wait_us: 500, max_batch: 32, max_pending: 64, max_body_bytes: 2048, max_request_transactions: 10 }
             """, file: "x.yaml")
         #expect(c.kafka.brokers == "k1:9092,k2:9092" && c.kafka.group == "fraud" && c.kafka.batchSize == 64)
         #expect(c.kafka.topics.deadLetters == "dlq" && c.kafka.topics.labels == "lb")
@@ -38,6 +40,24 @@ struct DaemonConfigurationTests {
         #expect(c.scoring.degradation == .failClosed && c.scoring.evaluator == .capi && c.scoring.explainTop == 0 && c.scoring.threads == 1)
         #expect(c.scorerConfiguration(hasher: .insecureDevelopmentKey).memberBudget == .milliseconds(30))
         #expect(c.admin.port == 0 && c.limits.maxMessageBytes == 4096)
+        #expect(c.api.host == "10.0.0.5" && c.api.httpPort == 8080 && c.api.grpcPort == 0 && c.api.batching.maxWait == .microseconds(500))
+        #expect(c.api.batching.maxBatch == 32 && c.api.batching.maxPending == 64 && c.api.maxBodyBytes == 2048 && c.api.maxRequestTransactions == 10)
+    }
+
+    @Test("the scoring API on a non-loopback address needs a token")
+    func apiOffLoopbackNeedsAToken() throws {
+        var c = DaemonConfiguration()
+        c.scoring.model = BuiltProduct.packageRoot + "/models/default"
+        c.api.host = "0.0.0.0"
+        c.api.httpPort = 0
+        let secrets = Secrets(hashSecret: Array(Stack.hashSecret.utf8))
+        let configuration = c
+        #expect { try Daemon(configuration: configuration, secrets: secrets, logger: Logger(label: "test"), reread: { configuration }) } throws: {
+            "\($0)".contains("VIGIL_API_TOKEN")
+        }
+        var withToken = secrets
+        withToken.apiToken = "t0ken"
+        _ = try Daemon(configuration: configuration, secrets: withToken, logger: Logger(label: "test"), reread: { configuration })
     }
 
     @Test("bad files fail with file, line and cause", arguments: [
@@ -46,6 +66,7 @@ struct DaemonConfigurationTests {
         ("scoring:\n  degradation: maybe\n", 2, "scoring.degradation"),
         ("store:\n  url: redis://u:hunter2@h:6379/0\n", 2, "must not carry a password"),
         ("kafka: [1, 2\n", 2, "invalid YAML"),
+        ("api:\n  http_port: 8080\n  max_batch: 0\n", 3, "api.max_batch must be an integer"),
     ])
     func badFiles(text: String, line: Int, message: String) {
         do {
