@@ -49,9 +49,12 @@ public final class DevBroker: @unchecked Sendable {
 
     /// Takes every broker down (connections closed, new ones refused) or brings them back up:
     /// what clients see when a broker restarts. Messages and offsets are kept.
-    public func setDown(_ down: Bool) {
-        for id in 1...brokerCount {
-            _ = down ? rd_kafka_mock_broker_set_down(cluster, Int32(id)) : rd_kafka_mock_broker_set_up(cluster, Int32(id))
+    /// - Returns: what failed, per broker (empty when all went well).
+    @discardableResult
+    public func setDown(_ down: Bool) -> [String] {
+        (1...brokerCount).compactMap { id in
+            let err = down ? rd_kafka_mock_broker_set_down(cluster, Int32(id)) : rd_kafka_mock_broker_set_up(cluster, Int32(id))
+            return err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : "broker \(id): \(String(cString: rd_kafka_err2str(err)))"
         }
     }
 

@@ -67,11 +67,13 @@ struct DevBrokerCommand: ParsableCommand {
             sigwait(&signals, &received)
             switch received {
             case SIGUSR1:
-                broker.setDown(true)
-                stderr("dev broker: brokers down")
+                let failed = broker.setDown(true)
+                stderr(failed.isEmpty ? "dev broker: brokers down" : "dev broker: cannot take brokers down: \(failed.joined(separator: "; "))")
             case SIGUSR2:
-                broker.setDown(false)
-                stderr("dev broker: brokers up")
+                // Fails when another socket took a broker's port while it was down (the port was
+                // an ephemeral one): clients then see "connection refused" until it is restarted.
+                let failed = broker.setDown(false)
+                stderr(failed.isEmpty ? "dev broker: brokers up" : "dev broker: cannot bring brokers up: \(failed.joined(separator: "; "))")
             default:
                 stderr("dev broker: stopping")
                 return

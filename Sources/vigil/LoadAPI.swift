@@ -11,7 +11,7 @@ import VigilSimulator
 /// HTTP keep-alive connections or one gRPC (HTTP/2) connection, each request timed from when it
 /// was *due*, not from when it was sent (so a slow server cannot hide its queueing by slowing
 /// the load down: no coordinated omission).
-struct LoadAPI: AsyncParsableCommand {
+struct LoadAPI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "load-api",
         abstract: "Drive vigild's scoring API (HTTP or gRPC) at a fixed rate and report latency percentiles.")
@@ -25,7 +25,9 @@ struct LoadAPI: AsyncParsableCommand {
     @Option(help: "Seed of the simulated stream.") var seed: UInt64 = 5
     @Option(help: "Write a one-object JSON summary here.") var summaryJSON: String?
 
-    func run() async throws {
+    // Synchronous like every `vigil` command (an async root command would run them all on the
+    // concurrency pool, whose threads `vigil dev-broker` could not shield from its signals).
+    func run() throws {
         guard (http == nil) != (grpc == nil), let target = http ?? grpc else { throw ValidationError("give one of --http and --grpc") }
         let parts = target.split(separator: ":")
         guard parts.count == 2, let port = UInt16(parts[1]) else { throw ValidationError("the target is host:port") }
@@ -43,7 +45,18 @@ struct LoadAPI: AsyncParsableCommand {
         let start = clock.now + .milliseconds(200)
         let interval = 1.0 / rate
         if grpc != nil {
-            try await Self.grpcLoad(host: host, port: Int(port), token: token, bodies: bodies, total: total, start: start, interval: interval, results: results)
+            let failure = Mutex<(any Error)?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Task {
+                do {
+                    try await Self.grpcLoad(host: host, port: Int(port), token: token, bodies: bodies, total: total, start: start, interval: interval, results: results)
+                } catch {
+                    failure.withLock { $0 = error }
+                }
+                done.signal()
+            }
+            done.wait()
+            if let error = failure.withLock({ $0 }) { throw error }
         } else {
             httpLoad(host: host, port: port, token: token, bodies: bodies, total: total, start: start, interval: interval, results: results)
         }

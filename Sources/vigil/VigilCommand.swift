@@ -4,7 +4,7 @@ import Vigil
 import VigilSimulator
 
 @main
-struct VigilCommand: AsyncParsableCommand {
+struct VigilCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vigil",
         abstract: "Vigil: real-time fraud scoring — tools for scoring, simulating, training and inspecting features.",
