@@ -70,8 +70,7 @@ struct DevBrokerCommand: ParsableCommand {
                 let failed = broker.setDown(true)
                 stderr(failed.isEmpty ? "dev broker: brokers down" : "dev broker: cannot take brokers down: \(failed.joined(separator: "; "))")
             case SIGUSR2:
-                // Fails when another socket took a broker's port while it was down (the port was
-                // an ephemeral one): clients then see "connection refused" until it is restarted.
+                // If a broker cannot listen again, clients see "connection refused": say so.
                 let failed = broker.setDown(false)
                 stderr(failed.isEmpty ? "dev broker: brokers up" : "dev broker: cannot bring brokers up: \(failed.joined(separator: "; "))")
             default:

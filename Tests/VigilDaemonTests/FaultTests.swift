@@ -104,9 +104,7 @@ struct FaultTests {
         let publisher = publishInBackground(stack, txs, rate: 1000)
         Thread.sleep(forTimeInterval: 1.0)
         stack.broker.signal(SIGUSR1)
-        // Down for 1.5 s: long enough for every client to notice, short enough that another
-        // process on a busy test machine seldom takes the broker's freed (ephemeral) port.
-        Thread.sleep(forTimeInterval: 1.5)
+        Thread.sleep(forTimeInterval: 3.0)
         stack.broker.signal(SIGUSR2)
         let up = Self.nowMillis()
         while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
