@@ -345,9 +345,9 @@ public enum EntityKernel {
 
 extension EventBatch {
     /// The walk every store does: for each transaction in order and each of its entities,
-    /// evaluate the entity's windows at the transaction's time (events strictly before it), then
-    /// record the transaction unless it was seen before — so later transactions of the batch see
-    /// earlier ones. Before evaluating, the entity's events older than its newest event minus its
+    /// evaluate the entity's windows at the transaction's time (events strictly before it; a
+    /// redelivery as of its first recording), then record its event (once: an event already held
+    /// is not added again) — so later transactions of the batch see earlier ones. Before evaluating, the entity's events older than its newest event minus its
     /// retention and `lateness` are dropped. Stores differ only in where the entity state lives
     /// (`withState`); trimming here, per event, keeps features independent of batch boundaries
     /// and identical across stores even for events later than the allowed lateness.
@@ -385,11 +385,14 @@ extension EventBatch {
                             } else {
                                 state.evaluate(plan: ep, current: current, row: row)
                             }
-                            if !seen {
-                                state.insert(
-                                    plan: ep, time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
-                                    filterBits: filterBits[i * entityCount + e], tracked: own)
-                            }
+                            // Recorded whether or not the transaction was seen: the store's log
+                            // has its event now either way (a redelivered batch appends it again),
+                            // and an event already held is not added twice. So a transaction whose
+                            // first recording reached only some of its entities (an instance
+                            // killed mid-write) gets its event into every one, as the log has it.
+                            state.insert(
+                                plan: ep, time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
+                                filterBits: filterBits[i * entityCount + e], tracked: own)
                         }
                     }
                 }
