@@ -320,6 +320,10 @@ public enum EntityKernel {
                 let k = plan.firstSeen.firstIndex(of: tr)!
                 v = c.tracked[tr] == 0 || hCount == 0 ? .nan : (a.seen[k] ? 0 : 1)
             case .fraudRate(let l): v = a.count[l] > 0 ? Double(a.fraud[l]) / Double(a.count[l]) : .nan
+            case .delayedFraudRate(let long, let short):
+                let n = a.count[long] - a.count[short]
+                v = n > 0 ? Double(a.fraud[long] - a.fraud[short]) / Double(n) : .nan
+            case .delayedFrauds(let long, let short): v = Double(a.fraud[long] - a.fraud[short])
             }
             row[o.column] = Float(v)
         }

@@ -118,6 +118,9 @@ public struct EntityPlan: Sendable {
         case zscore, ratio, secondsSinceLast, distance, speed, crossBorder
         case newValue(tracked: Int)
         case fraudRate(lane: Int)
+        /// Over [t − W − d, t − d): lane `long` is W + d, lane `short` is d.
+        case delayedFraudRate(long: Int, short: Int)
+        case delayedFrauds(long: Int, short: Int)
     }
 
     /// Where filter group `g` (0 unfiltered, i + 1 for filter i) and lane `l` live in the
@@ -221,8 +224,19 @@ public struct EntityPlan: Sendable {
         }
         for r in spec.risk where r.entity == entity.name {
             for w in r.windows {
-                outputs.append(Output(column: names.count, kind: .fraudRate(lane: try lane(w, line: nil))))
-                names.append("\(entity.name)_fraud_rate_\(DurationText.format(w))")
+                if r.delay == 0 {
+                    outputs.append(Output(column: names.count, kind: .fraudRate(lane: try lane(w, line: nil))))
+                    names.append("\(entity.name)_fraud_rate_\(DurationText.format(w))")
+                    continue
+                }
+                // [t − W − d, t − d) is the W + d window minus the d window: two ordinary lanes,
+                // so the incremental state, the reference kernel and both stores need nothing new.
+                let long = try lane(w + r.delay, line: nil), short = try lane(r.delay, line: nil)
+                let suffix = "\(DurationText.format(w))_lag_\(DurationText.format(r.delay))"
+                outputs.append(Output(column: names.count, kind: .delayedFraudRate(long: long, short: short)))
+                names.append("\(entity.name)_fraud_rate_\(suffix)")
+                outputs.append(Output(column: names.count, kind: .delayedFrauds(long: long, short: short)))
+                names.append("\(entity.name)_frauds_\(suffix)")
             }
         }
         var lanes = SIMD8<Double>(repeating: -1)

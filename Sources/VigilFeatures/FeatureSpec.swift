@@ -53,9 +53,17 @@ public struct FeatureSpec: Sendable, Hashable {
         public var firstSeen: [TransactionField]
     }
 
+    /// Fraud risk of an entity from the labels of its past events.
+    ///
+    /// With `delay` 0, each window's rate is the frauds known so far over every event of
+    /// [t − W, t), recent unlabelled events included. With a delay d (the time labels take to
+    /// arrive), each window ends where labels are known: the rate and the fraud count are over
+    /// [t − W − d, t − d), so recent events whose labels cannot have arrived do not dilute them,
+    /// and a label that arrives early changes nothing until its event is d old.
     public struct Risk: Sendable, Hashable {
         public var entity: String
         public var windows: [Int64]
+        public var delay: Int64 = 0
     }
 
     public enum CalendarFeature: String, Sendable, Hashable, CaseIterable {
@@ -227,9 +235,15 @@ struct SpecReader {
         }
         for n in try sequence(m["risk"], "risk") {
             let r = try mapping(n, "a risk entry")
-            try checkKeys(r, ["entity", "windows"], "a risk entry")
+            try checkKeys(r, ["entity", "windows", "delay"], "a risk entry")
             var risk = FeatureSpec.Risk(entity: try entity(r["entity"]), windows: [])
             for w in try sequence(r["windows"], "windows") { risk.windows.append(try window(w)) }
+            if let d = r["delay"] {
+                guard let text = d.string, let ms = DurationText.milliseconds(text), ms >= 0, ms <= FeatureSpec.maxWindow else {
+                    throw fail(d, "delay '\(d.string ?? "?")' is not a duration of 0 … 30d (e.g. 7d)")
+                }
+                risk.delay = ms
+            }
             spec.risk.append(risk)
         }
         for n in try sequence(m["derived"], "derived") {

@@ -43,6 +43,9 @@ import Testing
             windows: [1h, 6h]
           - entity: merchant
             windows: [1h]
+          - entity: merchant
+            windows: [10m, 1h]
+            delay: 30m
         """
 
     static func stream(count: Int, seed: UInt64, entities: Int) -> [Transaction] {

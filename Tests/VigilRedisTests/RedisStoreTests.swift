@@ -34,6 +34,9 @@ let paritySpec = """
     risk:
       - entity: merchant
         windows: [1h]
+      - entity: card
+        windows: [10m]
+        delay: 20m
     """
 
 /// A stream with out-of-order events, duplicates (redeliveries), idle gaps and missing fields.
