@@ -14,6 +14,10 @@ public enum ModelTraining {
         public var name: String = "default"
         public var version: String = "1"
         public var rounds: Int = 400
+        /// Time the search may take; it tries at least two candidates.
+        public var searchSeconds: Double = 120
+        /// Fit a baseline instead of searching.
+        public var baseline: Baseline?
         public var hasher: KeyedHasher = .insecureDevelopmentKey
         public init() {}
     }
@@ -56,17 +60,96 @@ public enum ModelTraining {
         return out
     }
 
-    /// Trains the two-member ensemble, calibrates it on the latest slice and writes the bundle.
+    /// What `vigil train --baseline` fits instead of the searched ensemble: the yardsticks a
+    /// model is measured against, on the same features and the same split.
+    public enum Baseline: String, Sendable, CaseIterable {
+        /// Plain L2-regularised logistic regression (XGBoost's linear booster, coordinate descent;
+        /// a missing value contributes 0).
+        case logistic
+        /// XGBoost with its default parameters: 100 rounds, depth 6, eta 0.3, no class weight.
+        case xgboost
+    }
+
+    /// One configuration tried by the search.
+    public struct Candidate: Sendable {
+        public var name: String
+        public var params: [String: String]
+        public var rounds: Int
+        public var earlyStopping: Int?
+    }
+
+    /// One trained candidate, scored on the validation slice.
+    public struct Tried: Sendable {
+        public var candidate: Candidate
+        public var booster: Booster
+        public var rounds: Int
+        /// Average precision on the validation slice.
+        public var validationAP: Double
+        public var seconds: Double
+        var validationMargins: [Double]
+    }
+
+    /// The search space, in the order it is tried (the first two always are): depth, learning
+    /// rate, sampling, and class weight (none, √(negatives/positives), negatives/positives).
+    static func searchSpace(imbalance r: Double, rounds: Int) -> [Candidate] {
+        let sqrtR = String(format: "%.3f", r.squareRoot()), fullR = String(format: "%.3f", r)
+        let grid: [(String, [String: String])] = [
+            ("depth3", ["max_depth": "3", "eta": "0.1", "subsample": "0.8", "colsample_bytree": "0.8", "scale_pos_weight": "1"]),
+            ("depth6", ["max_depth": "6", "eta": "0.08", "subsample": "0.8", "colsample_bytree": "0.8", "min_child_weight": "2", "scale_pos_weight": "1"]),
+            ("depth4-sqrtweight", ["max_depth": "4", "eta": "0.1", "subsample": "0.8", "colsample_bytree": "0.8", "scale_pos_weight": sqrtR]),
+            ("depth6-fullweight", ["max_depth": "6", "eta": "0.05", "subsample": "0.8", "colsample_bytree": "0.6", "min_child_weight": "2", "scale_pos_weight": fullR]),
+            ("depth8", ["max_depth": "8", "eta": "0.05", "subsample": "0.7", "colsample_bytree": "0.5", "min_child_weight": "5", "scale_pos_weight": "1"]),
+            ("depth2", ["max_depth": "2", "eta": "0.2", "subsample": "0.9", "scale_pos_weight": "1"]),
+            ("depth5-sqrtweight-l2", ["max_depth": "5", "eta": "0.05", "subsample": "0.9", "colsample_bytree": "0.7", "lambda": "5", "scale_pos_weight": sqrtR]),
+        ]
+        return grid.enumerated().map { i, g in
+            var p = g.1
+            p["seed"] = String(7 + i)
+            return Candidate(name: g.0, params: p, rounds: rounds, earlyStopping: 30)
+        }
+    }
+
+    static func candidates(baseline: Baseline) -> [Candidate] {
+        switch baseline {
+        case .logistic:
+            [Candidate(name: "logistic", params: ["booster": "gblinear", "updater": "coord_descent", "feature_selector": "cyclic",
+                                                  "lambda": "1", "alpha": "0", "scale_pos_weight": "1"], rounds: 200, earlyStopping: nil)]
+        case .xgboost:
+            [Candidate(name: "xgboost-default", params: ["scale_pos_weight": "1"], rounds: 100, earlyStopping: nil)]
+        }
+    }
+
+    /// The spec to train with: `specText` when given (with a warning for each entity most rows
+    /// lack), otherwise one derived from the fields the transactions carry.
+    public static func spec(
+        for transactions: [Transaction], given specText: String?, labelDelay: Int64, log: (String) -> Void = { _ in }
+    ) throws -> (text: String, spec: FeatureSpec, derived: Bool) {
+        let coverage = FieldCoverage(transactions)
+        guard let specText else {
+            let text = FeatureSpec.derivedYAML(for: coverage, labelDelay: labelDelay)
+            return (text, try FeatureSpec.parse(text, file: "<derived feature spec>"), true)
+        }
+        let spec = try FeatureSpec.parse(specText, file: "features.yaml")
+        for s in spec.sparseEntities(in: coverage) { log("warning: \(s); its features will be missing there") }
+        return (specText, spec, false)
+    }
+
+    /// Trains a bundle and writes it to `output`.
     ///
-    /// Time-ordered split of the labelled rows: 70% train, 15% validation (early stopping),
-    /// 15% calibration and held-out metrics.
+    /// Time-ordered split of the labelled rows: 70% train, 15% validation (early stopping on
+    /// average precision and the choice of model), 15% calibration and held-out metrics. Without
+    /// a baseline, a small search over depth, learning rate, sampling and class weight runs
+    /// within `options.searchSeconds`; the best candidate, or the best two averaged in log-odds
+    /// when that scores higher on validation, becomes the bundle.
+    /// - Parameter specText: the feature spec; nil derives one from the data's fields.
     @discardableResult
     public static func train(
-        _ transactions: [Transaction], specText: String, options: Options, output: String,
+        _ transactions: [Transaction], specText: String?, options: Options, output: String,
         log: (String) -> Void = { _ in }
     ) throws -> Manifest {
-        let spec = try FeatureSpec.parse(specText, file: "features.yaml")
+        let (text, spec, derived) = try self.spec(for: transactions, given: specText, labelDelay: options.labelDelay, log: log)
         let plan = try FeaturePlan(spec: spec)
+        if derived { log("no --features: derived this spec (\(plan.schema.count) features) from the data's fields:\n" + text) }
         log("building point-in-time features for \(transactions.count) transactions")
         let data = try features(transactions, spec: spec, options: options) { p in log(String(format: "features %3.0f%%", p * 100)) }
         guard data.rows >= 100 else { throw ConfigurationError(file: nil, line: nil, message: "only \(data.rows) labelled transactions in the training period (need ≥ 100)") }
@@ -80,28 +163,59 @@ public enum ModelTraining {
         let a = data.rows * 70 / 100, b = data.rows * 85 / 100
         let train = slice(0..<a), valid = slice(a..<b), holdout = slice(b..<data.rows)
         log("train \(train.rows) rows, validation \(valid.rows), calibration \(holdout.rows); \(Int(positives)) fraud")
+        let validLabels = valid.labels.map { $0 == 1 }
 
-        let members: [(String, Double, [String: String])] = [
-            ("gbm_deep", 0.6, ["max_depth": "6", "eta": "0.08", "subsample": "0.8", "colsample_bytree": "0.8", "min_child_weight": "2"]),
-            ("gbm_shallow", 0.4, ["max_depth": "3", "eta": "0.15", "subsample": "0.9", "colsample_bytree": "0.6", "seed": "11"]),
-        ]
+        // Search (or the baseline), each candidate scored by validation average precision.
+        let trainPositives = Double(train.labels.reduce(0, +))
+        let imbalance = max(1, (Double(train.rows) - trainPositives) / max(trainPositives, 1))
+        let space = options.baseline.map { candidates(baseline: $0) } ?? searchSpace(imbalance: imbalance, rounds: options.rounds)
+        let started = Date()
+        var tried: [Tried] = []
+        for candidate in space {
+            if tried.count >= 2, Date().timeIntervalSince(started) > options.searchSeconds {
+                log("search: time budget of \(Int(options.searchSeconds)) s reached after \(tried.count) of \(space.count) candidates")
+                break
+            }
+            let t0 = Date()
+            let result = try Trainer.train(train: train, validation: valid, params: candidate.params, rounds: candidate.rounds,
+                                           earlyStopping: candidate.earlyStopping)
+            let m = try valid.values.withUnsafeBufferPointer { try result.booster.margins($0, rows: valid.rows, columns: c) }.map { Double($0) }
+            let ap = Metrics.averagePrecision(scores: m, labels: validLabels)
+            tried.append(Tried(candidate: candidate, booster: result.booster, rounds: result.rounds, validationAP: ap,
+                               seconds: Date().timeIntervalSince(t0), validationMargins: m))
+            log(String(format: "%@: %d rounds, validation AP %.4f (%.1f s)", candidate.name, result.rounds, ap, tried.last!.seconds))
+        }
+        tried.sort { $0.validationAP > $1.validationAP }
+        var chosen = [tried[0]]
+        if tried.count >= 2 {
+            let pair = zip(tried[0].validationMargins, tried[1].validationMargins).map { ($0 + $1) / 2 }
+            let ap = Metrics.averagePrecision(scores: pair, labels: validLabels)
+            if ap > tried[0].validationAP {
+                chosen.append(tried[1])
+                log(String(format: "chose %@ + %@ (validation AP %.4f together)", tried[0].candidate.name, tried[1].candidate.name, ap))
+            } else {
+                log("chose \(tried[0].candidate.name)")
+            }
+        }
+
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let weight = 1 / Double(chosen.count)
         var manifestMembers: [Manifest.Member] = []
         var holdoutMargins = [Double](repeating: 0, count: holdout.rows)
-        for (name, weight, params) in members {
-            let result = try Trainer.train(train: train, validation: valid, params: params, rounds: options.rounds) { round, score in
-                if round % 50 == 0 { log(String(format: "%@ round %d valid-aucpr %.4f", name, round, score)) }
-            }
-            log(String(format: "%@: %d rounds, best valid-aucpr %.4f", name, result.rounds, result.bestScore))
-            try result.booster.save(path: "\(output)/\(name).json")
-            let m = try holdout.values.withUnsafeBufferPointer { try result.booster.margins($0, rows: holdout.rows, columns: c) }
+        var importance = [Double](repeating: 0, count: c)
+        for t in chosen {
+            let name = t.candidate.name
+            try t.booster.save(path: "\(output)/\(name).json")
+            let m = try holdout.values.withUnsafeBufferPointer { try t.booster.margins($0, rows: holdout.rows, columns: c) }
             for r in 0..<holdout.rows { holdoutMargins[r] += weight * Double(m[r]) }
-            var p = params
-            p["rounds"] = String(result.rounds)
+            let linear = t.candidate.params["booster"] == "gblinear"
+            let scores = try t.booster.importance(type: linear ? "weight" : "total_gain")
+            let total = scores.values.reduce(0, +)
+            for (i, v) in scores where i < c && total > 0 { importance[i] += weight * v / total }
+            var p = t.candidate.params
+            p["rounds"] = String(t.rounds)
             manifestMembers.append(.init(name: name, file: "\(name).json", weight: weight, params: p))
         }
-        let totalWeight = members.reduce(0) { $0 + $1.1 }
-        holdoutMargins = holdoutMargins.map { $0 / totalWeight }
         let labels = holdout.labels.map { $0 == 1 }
         let calibration = Calibration.fitPlatt(margins: holdoutMargins, labels: labels)
         let probabilities = holdoutMargins.map { calibration.probability(margin: $0) }
@@ -110,36 +224,47 @@ public enum ModelTraining {
             "holdout_average_precision": Metrics.averagePrecision(scores: probabilities, labels: labels),
             "holdout_rows": Double(holdout.rows), "holdout_fraud": Double(labels.filter { $0 }.count),
             "holdout_brier": zip(probabilities, labels).reduce(0) { $0 + pow($1.0 - ($1.1 ? 1 : 0), 2) } / Double(max(1, labels.count)),
+            "validation_average_precision": tried[0].validationAP,
         ]
-        try specText.write(toFile: "\(output)/features.yaml", atomically: true, encoding: .utf8)
+        try text.write(toFile: "\(output)/features.yaml", atomically: true, encoding: .utf8)
         let iso = { (t: Int64) in t == .min || t == .max ? "open" : Timestamp.formatISO8601(t) }
+        var provenance = [
+            "transactions": String(transactions.count), "labelled_rows": String(data.rows), "from": iso(options.from),
+            "to": iso(options.to), "label_delay": DurationText.format(options.labelDelay),
+            "split": "time-ordered 70/15/15 train/validation/calibration", "xgboost": "1.7 C API",
+            "features": derived ? "derived from the data's fields" : "given spec",
+        ]
+        provenance["model"] = options.baseline.map { "baseline: \($0.rawValue)" } ?? "search over \(tried.count) candidates"
         let manifest = Manifest(
             name: options.name, version: options.version, created: Timestamp.formatISO8601(data.times.last ?? 0),
             features: .init(names: plan.schema.names, hash: plan.schema.hash, spec: "features.yaml"),
-            members: manifestMembers, calibration: calibration,
-            provenance: ["transactions": String(transactions.count), "labelled_rows": String(data.rows), "from": iso(options.from),
-                         "to": iso(options.to), "label_delay": DurationText.format(options.labelDelay),
-                         "split": "time-ordered 70/15/15 train/validation/calibration", "xgboost": "1.7 C API"],
-            metrics: metrics)
+            members: manifestMembers, calibration: calibration, provenance: provenance, metrics: metrics)
         try manifest.write(directory: output)
-        try modelCard(manifest).write(toFile: "\(output)/MODEL_CARD.md", atomically: true, encoding: .utf8)
+        let card = modelCard(manifest, tried: tried, importance: Array(zip(plan.schema.names, importance)), specText: text)
+        try card.write(toFile: "\(output)/MODEL_CARD.md", atomically: true, encoding: .utf8)
         return manifest
     }
 
-    static func modelCard(_ m: Manifest) -> String {
+    static func modelCard(_ m: Manifest, tried: [Tried], importance: [(String, Double)], specText: String) -> String {
         var s = "# Model card: \(m.name) \(m.version)\n\n"
-        s += "Binary fraud classifier: an ensemble of \(m.members.count) XGBoost members combined by weighted log-odds, "
-        s += "then calibrated (\(m.calibration)).\n\n## Data\n\n"
+        s += "Binary fraud classifier: \(m.members.count == 1 ? "one XGBoost model" : "\(m.members.count) XGBoost models averaged in log-odds"), "
+        s += "then calibrated (\(m.calibration)) on the latest slice of the training period.\n\n## Data\n\n"
         for (k, v) in m.provenance.sorted(by: { $0.key < $1.key }) { s += "- \(k): \(v)\n" }
         s += "\n## Members\n\n| member | weight | parameters |\n|---|---|---|\n"
         for mem in m.members {
             s += "| \(mem.name) | \(mem.weight) | \((mem.params ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")) |\n"
         }
+        s += "\n## Candidates (validation slice, ranked)\n\n| candidate | rounds | validation AP | seconds |\n|---|---|---|---|\n"
+        for t in tried { s += "| \(t.candidate.name) | \(t.rounds) | \(String(format: "%.4f", t.validationAP)) | \(String(format: "%.1f", t.seconds)) |\n" }
         s += "\n## Held-out metrics (calibration slice)\n\n"
         for (k, v) in m.metrics.sorted(by: { $0.key < $1.key }) { s += "- \(k): \(String(format: "%.4f", v))\n" }
-        s += "\n## Features\n\n\(m.features.names.count) features, schema \(m.features.hash): "
-        s += m.features.names.joined(separator: ", ") + "\n\n"
-        s += "## Limits\n\nTrained on simulated data (`vigil simulate`); retrain on your own history before production use.\n"
+        s += "\n## Feature importance\n\nShare of the total gain of the members' splits (a linear model: of the absolute coefficients), top 20.\n\n"
+        s += "| feature | share |\n|---|---|\n"
+        for (name, v) in importance.sorted(by: { $0.1 > $1.1 }).prefix(20) where v > 0 { s += "| \(name) | \(String(format: "%.3f", v)) |\n" }
+        s += "\n## Features\n\n\(m.features.names.count) features, schema \(m.features.hash). The spec (`features.yaml`):\n\n"
+        s += "```yaml\n\(specText.hasSuffix("\n") ? specText : specText + "\n")```\n\n"
+        s += "## Limits\n\nValid for data like the training period above: point-in-time features, labels used only after "
+        s += "their delay. Retrain when fraud or traffic shifts; backtest on a later period before promoting.\n"
         return s
     }
 }

@@ -10,7 +10,8 @@ public struct ScoredTransaction: Sendable, Hashable {
     public var score: Double
     public var action: Action
     public var label: Int8?
-    /// Keyed hash of the card (top-k alerts are counted per card); 0 when absent.
+    /// Keyed hash of the card, or of the customer when there is no card (top-k alerts are
+    /// counted per card); 0 when both are absent.
     public var card: UInt64
     /// Non-sensitive fields that cost expressions may read.
     public var currency: String?
@@ -110,7 +111,7 @@ public enum Backtest {
             for (tx, v) in zip(txs, verdicts) where tx.timestamp >= options.from && tx.timestamp < options.to {
                 out.append(ScoredTransaction(
                     id: tx.id, timestamp: tx.timestamp, amount: tx.amount, score: v.probability, action: v.action, label: tx.label,
-                    card: tx.cardID.map { scorer.engine.hasher.hash($0) } ?? 0, currency: tx.currency, channel: tx.channel,
+                    card: (tx.cardID ?? tx.customerID).map { scorer.engine.hasher.hash($0) } ?? 0, currency: tx.currency, channel: tx.channel,
                     mcc: tx.mcc, country: tx.country, latency: v.latency.total, degraded: v.degraded))
             }
             done += txs.count

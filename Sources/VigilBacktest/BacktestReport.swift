@@ -31,7 +31,8 @@ public struct BacktestReport: Codable, Sendable {
     public var recallAtFPR: [String: Double]
     /// Cards alerted per day (the k highest-scored cards).
     public var topK: Int
-    /// Mean over days of the share of the day's top-k cards that had fraud that day.
+    /// Card precision: mean over days of the share of the day's k highest-scored cards that had
+    /// fraud that day (out of k), leaving out cards found fraudulent on an earlier day.
     public var precisionAtTopKPerDay: Double
     /// Mean realised cost per transaction of the actions taken, under the cost matrix.
     public var expectedCostPerTransaction: Double
@@ -54,7 +55,7 @@ public struct BacktestReport: Codable, Sendable {
 
     /// Computes the report. `costs` prices each action for each transaction (for the realised
     /// cost and the threshold curve).
-    public static func compute(_ scored: [ScoredTransaction], costs: CostMatrix, topK: Int = 50) -> BacktestReport {
+    public static func compute(_ scored: [ScoredTransaction], costs: CostMatrix, topK: Int = 100) -> BacktestReport {
         let labelled = scored.filter { $0.label != nil }
         let scores = labelled.map(\.score)
         let labels = labelled.map { $0.label == 1 }
@@ -115,7 +116,9 @@ public struct BacktestReport: Codable, Sendable {
             byThreshold.append(Point(x: t, y: (approveBelow[position] + blockAbove[position]) / n))
         }
 
-        // Precision of the top k cards per day.
+        // Card precision of the top k per day: each day, the k cards with the highest score
+        // that day; a hit is a card with fraud that day. Cards found fraudulent on an earlier day
+        // are left out (a review team has blocked them), as in the usual definition.
         var days: [Int64: [UInt64: (score: Double, fraud: Bool)]] = [:]
         for s in labelled where s.card != 0 {
             let day = Timestamp.calendar(s.timestamp).day
@@ -123,9 +126,13 @@ public struct BacktestReport: Codable, Sendable {
             days[day, default: [:]][s.card] = (max(prev?.score ?? 0, s.score), (prev?.fraud ?? false) || s.label == 1)
         }
         var precisions: [Double] = []
-        for (_, cards) in days {
-            let top = cards.values.sorted { $0.score > $1.score }.prefix(topK)
-            if !top.isEmpty { precisions.append(Double(top.filter(\.fraud).count) / Double(top.count)) }
+        var detected: Set<UInt64> = []
+        for day in days.keys.sorted() {
+            let top = days[day]!.filter { !detected.contains($0.key) }.sorted { $0.value.score > $1.value.score }.prefix(topK)
+            guard !top.isEmpty else { continue }
+            let hits = top.filter(\.value.fraud)
+            precisions.append(Double(hits.count) / Double(topK))
+            detected.formUnion(hits.map(\.key))
         }
 
         // Mix by day.

@@ -105,6 +105,26 @@ public final class Booster: @unchecked Sendable {
         }
     }
 
+    /// Importance per feature index: `total_gain` for trees (the loss reduction of every split on
+    /// the feature), `weight` (the coefficient) for a linear booster. Features never used are absent.
+    public func importance(type: String = "total_gain") throws(XGBoostError) -> [Int: Double] {
+        try withHandle { h throws(XGBoostError) -> [Int: Double] in
+            var n: bst_ulong = 0, dim: bst_ulong = 0
+            var names: UnsafeMutablePointer<UnsafePointer<CChar>?>?
+            var shape: UnsafePointer<bst_ulong>?
+            var scores: UnsafePointer<Float>?
+            try XGBoostError.check(XGBoosterFeatureScore(h, "{\"importance_type\":\"\(type)\"}", &n, &names, &dim, &shape, &scores), "importance")
+            guard let names, let scores else { return [:] }
+            // Without feature names XGBoost calls them f0, f1, …; a linear booster gives one score per feature.
+            var out: [Int: Double] = [:]
+            for i in 0..<Int(n) {
+                guard let c = names[i], let index = Int(String(cString: c).dropFirst()) else { continue }
+                out[index, default: 0] += abs(Double(scores[i]))
+            }
+            return out
+        }
+    }
+
     /// Saves the model; the format follows the extension (`.json` or `.ubj`).
     public func save(path: String) throws(XGBoostError) {
         try withHandle { h throws(XGBoostError) in try XGBoostError.check(XGBoosterSaveModel(h, path), "save \(path)") }

@@ -25,13 +25,16 @@ public enum Trainer {
         public var bestScore: Double
     }
 
-    /// Trains a `binary:logistic` booster with early stopping on `validation` (metric `aucpr`).
+    /// Trains a `binary:logistic` booster, evaluating `validation` each round (metric `aucpr`,
+    /// average precision) and, with `earlyStopping`, keeping only the rounds up to the best one.
     ///
     /// - Parameters:
     ///   - params: XGBoost parameters; `scale_pos_weight` defaults to negatives/positives.
+    ///   - earlyStopping: stop after this many rounds without improvement; nil trains every round
+    ///     and keeps them all (a linear booster cannot be sliced).
     ///   - progress: called after each round with (round, validation metric).
     public static func train(
-        train: Dataset, validation: Dataset, params: [String: String], rounds: Int, earlyStopping: Int = 30,
+        train: Dataset, validation: Dataset, params: [String: String], rounds: Int, earlyStopping: Int? = 30,
         progress: (Int, Double) -> Void = { _, _ in }
     ) throws(XGBoostError) -> Result {
         let dtrain = try matrix(train)
@@ -65,6 +68,10 @@ public enum Trainer {
             let text = out.map { String(cString: $0) } ?? ""
             let score = text.split(separator: "\t").last.flatMap { $0.split(separator: ":").last }.flatMap { Double($0) } ?? .nan
             progress(round, score)
+            guard let earlyStopping else {
+                (best, bestRound) = (score, round)
+                continue
+            }
             if score > best {
                 best = score
                 bestRound = round
@@ -72,6 +79,7 @@ public enum Trainer {
                 break
             }
         }
+        if earlyStopping == nil { return Result(booster: owner, rounds: bestRound + 1, bestScore: best) }
         // Keep only the rounds up to the best one.
         var sliced: BoosterHandle?
         try XGBoostError.check(XGBoosterSlice(h, 0, Int32(bestRound + 1), 1, &sliced), "slice")

@@ -16,7 +16,7 @@ struct BacktestCommand: ParsableCommand {
     @Option(help: "Labels feed risk features this long after the transaction.") var labelDelay: String = "7d"
     @Option(help: "Rule file.") var rules: String?
     @Option(help: "Decision costs.") var costs: String?
-    @Option(help: "Cards alerted per day for the top-k precision.") var topK: Int = 50
+    @Option(help: "Cards alerted per day for the top-k card precision (cards: card_id, else customer_id).") var topK: Int = 100
     @Option(help: "Report directory (scores.jsonl, report.json, report.html).") var report: String
     @Option(help: "Transactions per batch (1 = the naive, one-at-a-time path).") var batchSize: Int = 256
     @Option(help: "Ensemble evaluator: auto, native or capi.") var evaluator: Ensemble.Evaluator = .auto
@@ -33,6 +33,9 @@ struct BacktestCommand: ParsableCommand {
         config.evaluator = evaluator
         let scorer = try Scorer(configuration: config)
         let (txs, _) = try InputReader.readAll(data, map: map)
+        for s in scorer.engine.plan.spec.sparseEntities(in: FieldCoverage(txs)) {
+            stderr("warning: the model's \(s); its features will be missing there")
+        }
         var options = Backtest.Options()
         options.batchSize = batchSize
         options.from = try parseTime(from, "from") ?? .min

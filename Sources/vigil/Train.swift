@@ -11,7 +11,9 @@ struct Train: ParsableCommand {
     @Option(help: "Train on transactions from this time (earlier ones warm the windows).") var from: String?
     @Option(help: "… up to this time (exclusive).") var to: String?
     @Option(help: "Labels feed risk features only this long after the transaction.") var labelDelay: String = "7d"
-    @Option(help: "Feature spec; default: the built-in spec.") var features: String?
+    @Option(help: "Feature spec; default: one derived from the fields the data carries (printed, and written into the bundle).") var features: String?
+    @Option(help: "Fit a baseline instead of the searched model: logistic or xgboost (default parameters).") var baseline: ModelTraining.Baseline?
+    @Option(help: "Seconds the hyper-parameter search may take (at least two candidates are tried).") var searchTime: Double = 120
     @Option(help: "Bundle name.") var name: String = "default"
     @Option(help: "Bundle version.") var version: String = "1"
     @Option(help: "Maximum boosting rounds per member.") var rounds: Int = 400
@@ -26,8 +28,10 @@ struct Train: ParsableCommand {
         options.name = name
         options.version = version
         options.rounds = rounds
+        options.baseline = baseline
+        options.searchSeconds = searchTime
         options.hasher = try HashSecret.fromEnvironment()
-        let specText = try features.map { try TextFile.read($0) } ?? FeatureSpec.defaultYAML
+        let specText = try features.map { try TextFile.read($0) }
         let manifest = try ModelTraining.train(txs, specText: specText, options: options, output: out) { stderr($0) }
         stderr("wrote \(out): " + manifest.metrics.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.4f", $0.value))" }.joined(separator: " "))
     }
@@ -55,6 +59,7 @@ struct Features: ParsableCommand {
         let engine = FeatureEngine(plan: plan, hasher: try HashSecret.fromEnvironment())
         let velocity = try StoreOption.factory(store)?(plan) ?? InMemoryVelocityStore(plan: plan)
         let (txs, _) = try InputReader.readAll(data, map: map)
+        for s in spec.sparseEntities(in: FieldCoverage(txs)) { stderr("warning: \(s); its features will be missing there") }
         let h = try openOutput(out)
         try h.write((["id", "label"] + plan.schema.names).joined(separator: ",") + "\n", to: out)
         var i = 0
@@ -77,3 +82,5 @@ struct Features: ParsableCommand {
         s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
     }
 }
+
+extension ModelTraining.Baseline: ExpressibleByArgument {}

@@ -42,6 +42,20 @@ func scored(_ id: String, _ score: Double, _ label: Int8, day: Int64 = 0, card: 
         #expect(abs(at.y - 120.0 / 4) < 1e-12)
     }
 
+    /// Card precision: per day, the k highest-scored cards out of k; a card already found
+    /// fraudulent on an earlier day is not alerted again.
+    @Test func cardPrecisionLeavesOutCardsFoundEarlier() {
+        let fixture = [
+            scored("a", 0.9, 1, day: 0, card: 1), scored("b", 0.8, 0, day: 0, card: 2), scored("c", 0.3, 1, day: 0, card: 3),
+            scored("d", 0.1, 1, day: 0, card: 1),  // the card's second transaction: one card, its highest score
+            scored("e", 0.95, 1, day: 1, card: 1), scored("f", 0.5, 0, day: 1, card: 4), scored("g", 0.1, 0, day: 1, card: 3),
+        ]
+        // Day 0: cards 1 (fraud) and 2 → 1/2. Day 1: card 1 was found on day 0; cards 4 and 3 → 0/2.
+        #expect(BacktestReport.compute(fixture, costs: costs, topK: 2).precisionAtTopKPerDay == 0.25)
+        // A day with fewer cards than k still counts out of k.
+        #expect(BacktestReport.compute(Array(fixture.prefix(3)), costs: costs, topK: 4).precisionAtTopKPerDay == 0.5)
+    }
+
     @Test func tuningPicksTheCheapestPolicy() {
         var fixture: [ScoredTransaction] = []
         for i in 0..<200 { fixture.append(scored("l\(i)", Double(i % 50) / 1000, 0, day: Int64(i % 2), card: UInt64(i + 10))) }
