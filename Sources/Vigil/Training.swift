@@ -43,7 +43,9 @@ public enum ModelTraining {
         let store = InMemoryVelocityStore(plan: plan)
         var out = LabelledFeatures(values: [], labels: [], times: [], columns: plan.schema.count)
         var done = 0
-        try Replay.batches(transactions, size: batchSize, labelDelay: options.labelDelay,
+        // Nothing after the period can reach a row in it: stop there.
+        let transactions = transactions.prefix { $0.timestamp < options.to }
+        try Replay.batches(Array(transactions), size: batchSize, labelDelay: options.labelDelay,
                            apply: { labels in _ = try? store.apply(labels: labels.map { (engine.idHash($0.transactionID), $0.isFraud) }) }) { batch in
             let txs = Array(batch)
             let m = try engine.features(txs, store: store)

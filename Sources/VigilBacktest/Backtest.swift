@@ -104,6 +104,8 @@ public enum Backtest {
         var out: [ScoredTransaction] = []
         var done = 0
         var lastProgress = 0
+        // Nothing after the period can reach a transaction in it: stop there.
+        let transactions = Array(transactions.prefix { $0.timestamp < options.to })
         try Replay.batches(transactions, size: options.batchSize, labelDelay: options.labelDelay,
                            apply: { labels in _ = try? scorer.apply(labels: labels) }) { batch in
             let txs = Array(batch)

@@ -34,6 +34,9 @@ public struct BacktestReport: Codable, Sendable {
     /// Card precision: mean over days of the share of the day's k highest-scored cards that had
     /// fraud that day (out of k), leaving out cards found fraudulent on an earlier day.
     public var precisionAtTopKPerDay: Double
+    /// The same for a perfect ranking: the day's fraudulent cards (not found earlier), at most
+    /// k, out of k. Card precision cannot exceed it.
+    public var precisionAtTopKCeiling: Double
     /// Mean realised cost per transaction of the actions taken, under the cost matrix.
     public var expectedCostPerTransaction: Double
     /// The same with every transaction approved: the cost of having no engine.
@@ -125,14 +128,18 @@ public struct BacktestReport: Codable, Sendable {
             let prev = days[day]?[s.card]
             days[day, default: [:]][s.card] = (max(prev?.score ?? 0, s.score), (prev?.fraud ?? false) || s.label == 1)
         }
-        var precisions: [Double] = []
-        var detected: Set<UInt64> = []
+        var precisions: [Double] = [], ceilings: [Double] = []
+        var detected: Set<UInt64> = [], detectedByPerfect: Set<UInt64> = []
         for day in days.keys.sorted() {
-            let top = days[day]!.filter { !detected.contains($0.key) }.sorted { $0.value.score > $1.value.score }.prefix(topK)
+            let cards = days[day]!
+            let top = cards.filter { !detected.contains($0.key) }.sorted { $0.value.score > $1.value.score }.prefix(topK)
             guard !top.isEmpty else { continue }
             let hits = top.filter(\.value.fraud)
             precisions.append(Double(hits.count) / Double(topK))
             detected.formUnion(hits.map(\.key))
+            let perfect = cards.filter { $0.value.fraud && !detectedByPerfect.contains($0.key) }.keys.prefix(topK)
+            ceilings.append(Double(perfect.count) / Double(topK))
+            detectedByPerfect.formUnion(perfect)
         }
 
         // Mix by day.
@@ -179,6 +186,7 @@ public struct BacktestReport: Codable, Sendable {
             averagePrecision: Metrics.averagePrecision(scores: scores, labels: labels),
             recallAtFPR: ["0.1%": recallAt[0.001]!, "0.5%": recallAt[0.005]!, "1%": recallAt[0.01]!],
             topK: topK, precisionAtTopKPerDay: precisions.isEmpty ? .nan : precisions.reduce(0, +) / Double(precisions.count),
+            precisionAtTopKCeiling: ceilings.isEmpty ? .nan : ceilings.reduce(0, +) / Double(ceilings.count),
             expectedCostPerTransaction: realised, costApproveAll: approveAll, verdictMix: verdictMix, fraudCaught: caught,
             degraded: scored.filter(\.degraded).count,
             roc: thin(roc), precisionRecall: thin(pr), calibration: calibration, costByThreshold: byThreshold,

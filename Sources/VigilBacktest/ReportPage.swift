@@ -15,7 +15,8 @@ enum ReportPage {
         ]
         for k in ["0.1%", "0.5%", "1%"] { metrics.append(("Recall at \(k) false-positive rate", pct(r.recallAtFPR[k] ?? .nan))) }
         metrics += [
-            ("Precision of the top \(r.topK) cards per day", pct(r.precisionAtTopKPerDay)),
+            ("Card precision: the top \(r.topK) cards per day", pct(r.precisionAtTopKPerDay)),
+            ("… for a perfect ranking (the day's fraudulent cards, out of \(r.topK))", pct(r.precisionAtTopKCeiling)),
             ("Cost per transaction (actions taken)", f(r.expectedCostPerTransaction)),
             ("Cost per transaction (approve everything)", f(r.costApproveAll)),
             ("Latency per batch p50 / p99 / p99.9", "\(f(r.latencyPercentiles["p50"] ?? 0, 0)) / \(f(r.latencyPercentiles["p99"] ?? 0, 0)) / \(f(r.latencyPercentiles["p99.9"] ?? 0, 0)) µs"),

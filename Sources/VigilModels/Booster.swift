@@ -25,6 +25,9 @@ public final class Booster: @unchecked Sendable {
     private let handle: BoosterHandle?
     private let lock = NSLock()
     public let featureCount: Int
+    /// A linear booster (`gblinear`, the logistic baseline): XGBoost has no in-place prediction
+    /// for it, so it predicts through a DMatrix.
+    public let isLinear: Bool
 
     /// Loads a model file (`.json` or `.ubj`).
     public init(path: String, threads: Int = 1) throws(XGBoostError) {
@@ -40,7 +43,32 @@ public final class Booster: @unchecked Sendable {
         var n: bst_ulong = 0
         XGBoosterGetNumFeature(h, &n)
         featureCount = Int(n)
+        isLinear = Self.linear(h)
         handle = h
+    }
+
+    /// A trained model copied into a handle of its own (through its JSON), for models that
+    /// cannot be sliced out of the training handle.
+    static func copy(of h: BoosterHandle?) throws(XGBoostError) -> Booster {
+        var len: bst_ulong = 0
+        var out: UnsafePointer<CChar>?
+        try XGBoostError.check(XGBoosterSaveModelToBuffer(h, "{\"format\":\"json\"}", &len, &out), "serialise")
+        var copy: BoosterHandle?
+        try XGBoostError.check(XGBoosterCreate(nil, 0, &copy), "create")
+        do {
+            try XGBoostError.check(XGBoosterLoadModelFromBuffer(copy, out, len), "load")
+        } catch {
+            XGBoosterFree(copy)
+            throw error
+        }
+        return Booster(handle: copy)
+    }
+
+    private static func linear(_ h: BoosterHandle?) -> Bool {
+        var len: bst_ulong = 0
+        var out: UnsafePointer<CChar>?
+        guard XGBoosterSaveJsonConfig(h, &len, &out) == 0, let out else { return false }
+        return String(cString: out).contains("\"name\":\"gblinear\"")
     }
 
     /// Takes ownership of a handle.
@@ -48,6 +76,7 @@ public final class Booster: @unchecked Sendable {
         var n: bst_ulong = 0
         XGBoosterGetNumFeature(h, &n)
         featureCount = Int(n)
+        isLinear = Self.linear(h)
         handle = h
     }
 
@@ -74,6 +103,7 @@ public final class Booster: @unchecked Sendable {
 
     private func predict(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int, type: Int) throws(XGBoostError) -> [Float] {
         guard rows > 0 else { return [] }
+        if isLinear { return try predictFromMatrix(values, rows: rows, columns: columns, type: type, outputs: rows) }
         let array = "{\"data\":[\(UInt(bitPattern: values.baseAddress)),true],\"shape\":[\(rows),\(columns)],\"typestr\":\"<f4\",\"version\":3}"
         let config = "{\"type\":\(type),\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false,\"cache_id\":0,\"missing\":NaN}"
         return try withHandle { h throws(XGBoostError) -> [Float] in
@@ -90,18 +120,24 @@ public final class Booster: @unchecked Sendable {
     /// Exact TreeSHAP costs ~50× more per row, too much for the hot path; the ranking of the top
     /// features, which is what reason codes need, rarely differs.
     public func contributions(_ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int) throws(XGBoostError) -> [Float] {
+        try predictFromMatrix(values, rows: rows, columns: columns, type: 3, outputs: rows * (columns + 1))
+    }
+
+    private func predictFromMatrix(
+        _ values: UnsafeBufferPointer<Float>, rows: Int, columns: Int, type: Int, outputs: Int
+    ) throws(XGBoostError) -> [Float] {
         guard rows > 0 else { return [] }
         var dm: DMatrixHandle?
         try XGBoostError.check(XGDMatrixCreateFromMat(values.baseAddress, bst_ulong(rows), bst_ulong(columns), .nan, &dm), "DMatrix")
         defer { XGDMatrixFree(dm) }
-        let config = "{\"type\":3,\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false}"
+        let config = "{\"type\":\(type),\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,\"strict_shape\":false}"
         return try withHandle { h throws(XGBoostError) -> [Float] in
             var shape: UnsafePointer<bst_ulong>?
             var dim: bst_ulong = 0
             var out: UnsafePointer<Float>?
-            try XGBoostError.check(XGBoosterPredictFromDMatrix(h, dm, config, &shape, &dim, &out), "contributions")
-            guard let out else { throw XGBoostError(operation: "contributions", message: "no output") }
-            return Array(UnsafeBufferPointer(start: out, count: rows * (columns + 1)))
+            try XGBoostError.check(XGBoosterPredictFromDMatrix(h, dm, config, &shape, &dim, &out), "predict")
+            guard let out else { throw XGBoostError(operation: "predict", message: "no output") }
+            return Array(UnsafeBufferPointer(start: out, count: outputs))
         }
     }
 

@@ -79,7 +79,7 @@ public enum Trainer {
                 break
             }
         }
-        if earlyStopping == nil { return Result(booster: owner, rounds: bestRound + 1, bestScore: best) }
+        if earlyStopping == nil { return Result(booster: try Booster.copy(of: h), rounds: bestRound + 1, bestScore: best) }
         // Keep only the rounds up to the best one.
         var sliced: BoosterHandle?
         try XGBoostError.check(XGBoosterSlice(h, 0, Int32(bestRound + 1), 1, &sliced), "slice")

@@ -14,17 +14,17 @@ import VigilCore
 ///   `customerDays` days a share of their transactions are fraud, at `amountFactor` × the amount.
 public struct PointOfSaleSimulator: Sendable {
     public struct Options: Sendable {
-        public var customers = 3_000
-        public var terminals = 6_000
+        public var customers = 5_000
+        public var terminals = 10_000
         public var days = 60
         public var seed: UInt64 = 42
         /// Start of the first day, ms since the epoch.
         public var start: Int64 = 1_767_225_600_000
         public var radius = 5.0
         public var amountThreshold = 220.0
-        public var terminalsCompromisedPerDay = 1.2
+        public var terminalsCompromisedPerDay = 2.0
         public var terminalDays = 28
-        public var customersCompromisedPerDay = 1.8
+        public var customersCompromisedPerDay = 3.0
         public var customerDays = 14
         public var customerFraudShare = 1.0 / 3
         public var amountFactor = 5.0

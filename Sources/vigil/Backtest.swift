@@ -49,9 +49,9 @@ struct BacktestCommand: ParsableCommand {
         let costMatrix = try costs.map { try CostMatrix.load(path: $0) } ?? .default
         let r = BacktestReport.compute(scored, costs: costMatrix, topK: topK)
         try Backtest.write(scored, report: r, to: report)
-        print(String(format: "AUC %.4f  AP %.4f  recall@0.1%%FPR %.3f  @0.5%% %.3f  @1%% %.3f  top-%d/day precision %.3f  cost/tx %.4f (approve-all %.4f)",
+        print(String(format: "AUC %.4f  AP %.4f  recall@0.1%%FPR %.3f  @0.5%% %.3f  @1%% %.3f  top-%d/day card precision %.3f (ceiling %.3f)  cost/tx %.4f (approve-all %.4f)",
                      r.aucROC, r.averagePrecision, r.recallAtFPR["0.1%"] ?? .nan, r.recallAtFPR["0.5%"] ?? .nan, r.recallAtFPR["1%"] ?? .nan,
-                     r.topK, r.precisionAtTopKPerDay, r.expectedCostPerTransaction, r.costApproveAll))
+                     r.topK, r.precisionAtTopKPerDay, r.precisionAtTopKCeiling, r.expectedCostPerTransaction, r.costApproveAll))
         print("wrote \(report)/scores.jsonl, report.json, report.html")
     }
 }

@@ -16,8 +16,8 @@ struct Simulate: ParsableCommand {
 
     @Option(help: "payments (JSONL, every field) or pos (CSV: customer, terminal, amount, time, label).") var shape: Shape = .payments
     @Option(help: "Number of transactions (payments).") var transactions: Int?
-    @Option(help: "Customers (pos).") var customers: Int = 3_000
-    @Option(help: "Terminals (pos).") var terminals: Int = 6_000
+    @Option(help: "Customers (pos).") var customers: Int = 5_000
+    @Option(help: "Terminals (pos).") var terminals: Int = 10_000
     @Option(help: "Where to write the CSV column map (pos; default: next to --out, .map.yaml).") var mapOut: String?
     @Option(help: "Days covered.") var days: Int = 30
     @Option(help: "Random seed; the same seed gives the same stream.") var seed: UInt64 = 42

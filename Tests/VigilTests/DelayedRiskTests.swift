@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Vigil
 import VigilCore
@@ -91,5 +92,64 @@ import VigilSimulator
         }
         #expect(undelayedDiffers, "the undelayed rate depends on when labels arrive")
         #expect(onTime.contains { $0[2] > 0 }, "some delayed fraud counts")
+    }
+}
+
+/// `vigil train` on history with only a customer, a terminal, an amount, a time and a label.
+@Suite struct SparseHistoryTrainingTests {
+    static let history: [Transaction] = {
+        var o = PointOfSaleSimulator.Options()
+        o.customers = 400
+        o.terminals = 800
+        o.days = 30
+        o.seed = 3
+        o.terminalsCompromisedPerDay = 0.5
+        o.customersCompromisedPerDay = 1
+        return PointOfSaleSimulator(options: o).generate()
+    }()
+
+    static func options(baseline: ModelTraining.Baseline? = nil) -> ModelTraining.Options {
+        var o = ModelTraining.Options()
+        o.from = history[0].timestamp + 16 * 86_400_000
+        o.rounds = 40
+        o.searchSeconds = 0
+        o.baseline = baseline
+        return o
+    }
+
+    @Test("without a spec, training derives one from the fields, writes it into the bundle and its model card")
+    func derivedSpecBundle() throws {
+        let dir = NSTemporaryDirectory() + "vigil-pos-\(UUID().uuidString)"
+        var log: [String] = []
+        let manifest = try ModelTraining.train(Self.history, specText: nil, options: Self.options(), output: dir) { log.append($0) }
+        #expect(manifest.features.names.contains("terminal_fraud_rate_7d_lag_7d"))
+        #expect(!manifest.features.names.contains { $0.hasPrefix("card_") || $0.hasPrefix("merchant_") })
+        #expect(log.contains { $0.hasPrefix("no --features: derived this spec") })
+        #expect(manifest.provenance["features"] == "derived from the data's fields")
+        let card = try String(contentsOfFile: dir + "/MODEL_CARD.md", encoding: .utf8)
+        #expect(card.contains("## Feature importance") && card.contains("terminal_") && card.contains("```yaml\n# Derived by vigil train"))
+        #expect(card.contains("## Candidates"))
+        // The bundle's spec is the one printed; a Scorer loads it and scores the data.
+        let scorer = try Scorer(configuration: ScorerConfiguration(modelDirectory: dir))
+        #expect(scorer.score(Array(Self.history.suffix(50))).allSatisfy { !$0.degraded })
+    }
+
+    @Test("a given spec whose entities the data lacks trains with a warning naming them")
+    func warningForTheDefaultSpec() throws {
+        var log: [String] = []
+        _ = try ModelTraining.spec(for: Self.history, given: FeatureSpec.defaultYAML, labelDelay: 0) { log.append($0) }
+        #expect(log.contains("warning: entity 'card' (card_id) is missing in 100% of rows; its features will be missing there"))
+        #expect(!log.contains { $0.contains("'customer'") })
+    }
+
+    @Test("the logistic baseline (a linear booster) trains, loads and scores through the C API")
+    func logisticBaseline() throws {
+        let dir = NSTemporaryDirectory() + "vigil-pos-lr-\(UUID().uuidString)"
+        let manifest = try ModelTraining.train(Self.history, specText: nil, options: Self.options(baseline: .logistic), output: dir)
+        #expect(manifest.members.map(\.name) == ["logistic"])
+        let scorer = try Scorer(configuration: ScorerConfiguration(modelDirectory: dir))
+        let verdicts = scorer.score(Array(Self.history.suffix(200)))
+        #expect(verdicts.allSatisfy { !$0.degraded && $0.probability.isFinite })
+        #expect(Set(verdicts.map(\.probability)).count > 10, "scores vary")
     }
 }

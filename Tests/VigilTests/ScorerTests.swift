@@ -15,6 +15,7 @@ enum Fixture {
         let dir = NSTemporaryDirectory() + "vigil-bundle-\(UUID().uuidString)"
         var options = ModelTraining.Options()
         options.rounds = 30
+        options.searchSeconds = 0
         options.labelDelay = 86_400_000
         try! ModelTraining.train(stream, specText: FeatureSpec.defaultYAML, options: options, output: dir)
         return dir
