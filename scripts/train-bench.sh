@@ -8,7 +8,8 @@
 #   xgboost      default XGBoost on the hand-written spec (--baseline xgboost)
 #   logistic     logistic regression on the hand-written spec (--baseline logistic)
 #   builtin      the built-in spec (what vigil train used to do without --features)
-# Usage: scripts/train-bench.sh [seed ...]   (default seeds: 42 7; SEARCH seconds, default 120)
+# Usage: scripts/train-bench.sh [seed ...]   (default seeds: 42 7; SEARCH seconds, default 120;
+#        MODELS, default "derived hand xgboost logistic builtin")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${*:-42 7}
@@ -25,9 +26,9 @@ test=(--from 2026-02-19 --to 2026-02-26)
 printf '%-6s %-10s %8s %8s %12s %9s %9s\n' seed model AUC AP "card P@100" "(ceiling)" "train s"
 for seed in $SEEDS; do
   data=$work/pos-$seed.csv
-  $vigil simulate --shape pos --days 60 --seed "$seed" --out "$data" 2>/dev/null
+  [ -s "$data" ] || $vigil simulate --shape pos --days 60 --seed "$seed" --out "$data" 2>/dev/null
   map=$work/pos-$seed.map.yaml
-  for model in derived hand xgboost logistic builtin; do
+  for model in ${MODELS:-derived hand xgboost logistic builtin}; do
     args=()
     case $model in
       hand) args=(--features config/specs/pos-hand.yaml) ;;

@@ -16,6 +16,7 @@ enum Fixture {
         var options = ModelTraining.Options()
         options.rounds = 30
         options.searchSeconds = 0
+        options.members = 2  // the ensemble's mechanics (member scores, dropped members) are under test
         options.labelDelay = 86_400_000
         try! ModelTraining.train(stream, specText: FeatureSpec.defaultYAML, options: options, output: dir)
         return dir
@@ -47,8 +48,9 @@ final class DownStore: VelocityStore {
         let m = try Manifest.load(directory: Fixture.bundle)
         #expect(m.members.count == 2)
         #expect(m.metrics["holdout_auc"]! > 0.8, "\(m.metrics)")
-        for f in ["features.yaml", "MODEL_CARD.md", "gbm_deep.json", "gbm_shallow.json"] {
-            #expect(FileManager.default.fileExists(atPath: Fixture.bundle + "/" + f))
+        #expect(m.provenance["features"] == "given spec" && m.provenance["model"] == "search over 2 candidates")
+        for f in ["features.yaml", "MODEL_CARD.md"] + m.members.map(\.file) {
+            #expect(FileManager.default.fileExists(atPath: Fixture.bundle + "/" + f), "\(f)")
         }
     }
 
