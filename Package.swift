@@ -121,7 +121,7 @@ let package = Package(
         .target(name: "VigilTestSupport", path: "Tests/VigilTestSupport", swiftSettings: strict),
         .testTarget(name: "VigilRedisTests", dependencies: ["VigilRedis", "Vigil", "VigilSimulator", "VigilTestSupport"], swiftSettings: strict),
         .testTarget(name: "VigilBacktestTests", dependencies: ["VigilBacktest", "VigilSimulator"], swiftSettings: strict),
-        .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator"],
+        .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator", "VigilBacktest"],
                     swiftSettings: strict),
         .testTarget(name: "VigilAPITests", dependencies: ["VigilAPI", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "VigilKafkaTests", dependencies: ["VigilKafka"], swiftSettings: strict),

@@ -39,6 +39,11 @@ public struct ScorerConfiguration: Sendable {
     /// Time a member may take on a batch before it is dropped from that batch (degraded verdicts
     /// instead of a late answer). Default: nil, no limit.
     public var memberBudget: Duration?
+    /// Challenger bundles scored in shadow beside the champion (``Scorer/shadow(_:decided:)``).
+    /// Each must have the champion's feature schema.
+    public var challengers: [String] = []
+    /// Time a challenger's member may take on a batch; over it, the challenger skips the batch.
+    public var challengerBudget: Duration?
 
     public init(modelDirectory: String, featureSpecPath: String? = nil, rulesPath: String? = nil, costsPath: String? = nil) {
         self.modelDirectory = modelDirectory
@@ -61,6 +66,7 @@ public final class Scorer: Sendable {
     /// What can be hot-reloaded, swapped as one.
     struct Components: Sendable {
         var ensemble: Ensemble
+        var challengers: [Ensemble]
         var rules: RuleSet
         var decider: Decider
         var configuration: ScorerConfiguration
@@ -90,9 +96,19 @@ public final class Scorer: Sendable {
         let ensemble = try Ensemble(
             directory: c.modelDirectory, expecting: FeatureSchemaDescription(names: schema.names, hash: schema.hash),
             threads: c.modelThreads, evaluator: c.evaluator)
+        var challengers: [Ensemble] = []
+        for directory in c.challengers {
+            // A schema mismatch names the challenger's manifest and the differing features.
+            let challenger = try Ensemble(directory: directory, expecting: ensemble.schema, threads: c.modelThreads, evaluator: c.evaluator)
+            guard challenger.version != ensemble.version, !challengers.contains(where: { $0.version == challenger.version }) else {
+                throw ConfigurationError(file: directory + "/manifest.json", line: nil,
+                                         message: "challenger \(challenger.version) has the version of a model already loaded; give it its own")
+            }
+            challengers.append(challenger)
+        }
         let rules = try c.rulesPath.map { (p) throws(ConfigurationError) in try RuleSet.load(path: p, schema: schema) } ?? .empty(schema: schema)
         let costs = try c.costsPath.map { (p) throws(ConfigurationError) in try CostMatrix.load(path: p) } ?? .default
-        return Components(ensemble: ensemble, rules: rules, decider: Decider(costs: costs), configuration: c)
+        return Components(ensemble: ensemble, challengers: challengers, rules: rules, decider: Decider(costs: costs), configuration: c)
     }
 
     /// Loads new rules, model and costs, and swaps them in between batches.
@@ -100,7 +116,8 @@ public final class Scorer: Sendable {
     public func reload(_ configuration: ScorerConfiguration) throws(ConfigurationError) {
         let next = try Scorer.load(configuration, schema: engine.schema)
         components.withLock { $0 = next }
-        logger.info("reloaded", metadata: ["model": "\(next.ensemble.version)", "rules": "\(next.rules.version)", "costs": "\(next.decider.costs.version)"])
+        logger.info("reloaded", metadata: ["model": "\(next.ensemble.version)", "rules": "\(next.rules.version)", "costs": "\(next.decider.costs.version)",
+                                           "challengers": "\(next.challengers.map(\.version))"])
     }
 
     /// Versions currently in use: (model, rules, costs).
@@ -108,7 +125,15 @@ public final class Scorer: Sendable {
         components.withLock { ($0.ensemble.version, $0.rules.version, $0.decider.costs.version) }
     }
 
+    /// The champion's manifest and the challengers' versions currently loaded.
+    public var models: (champion: Manifest, challengers: [String]) {
+        components.withLock { ($0.ensemble.manifest, $0.challengers.map(\.version)) }
+    }
+
     public var configuration: ScorerConfiguration { components.withLock { $0.configuration } }
+
+    /// The decision costs currently in use.
+    public var costs: CostMatrix { components.withLock { $0.decider.costs } }
 
     /// Scores one transaction (a batch of one).
     public func score(_ transaction: Transaction) -> Verdict { score([transaction])[0] }
@@ -123,6 +148,10 @@ public final class Scorer: Sendable {
         public var verdicts: [Verdict]
         public var features: FeatureMatrix
         public var storeError: StoreError?
+        /// What the rules decided per row, for challengers to decide with the same rules.
+        var ruleOutcomes: [RuleOutcome] = []
+        /// The components the batch was decided with.
+        var components: Components?
     }
 
     /// Scores a batch and returns the feature matrix with the verdicts.
@@ -217,7 +246,7 @@ public final class Scorer: Sendable {
                 modelVersion: c.ensemble.version, rulesVersion: c.rules.version,
                 degraded: storeError != nil || scores.degraded, latency: latency, timestamp: tx.timestamp))
         }
-        return Result(verdicts: verdicts, features: matrix, storeError: storeError)
+        return Result(verdicts: verdicts, features: matrix, storeError: storeError, ruleOutcomes: outcomes, components: c)
     }
 
     /// Applies fraud labels (chargebacks, review outcomes): they feed the entity risk features of

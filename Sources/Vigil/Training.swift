@@ -242,6 +242,14 @@ public enum ModelTraining {
         }
         let labels = holdout.labels.map { $0 == 1 }
         let calibration = Calibration.fitPlatt(margins: holdoutMargins, labels: labels)
+        // What drift is measured against: every labelled row of the period and its score.
+        var allMargins = [Double](repeating: 0, count: data.rows)
+        for t in chosen {
+            let m = try data.values.withUnsafeBufferPointer { try t.booster.margins($0, rows: data.rows, columns: c) }
+            for r in 0..<data.rows { allMargins[r] += weight * Double(m[r]) }
+        }
+        let reference = DriftReference.fit(names: plan.schema.names, values: data.values,
+                                           scores: allMargins.map { calibration.probability(margin: $0) })
         let probabilities = holdoutMargins.map { calibration.probability(margin: $0) }
         let metrics: [String: Double] = [
             "holdout_auc": Metrics.auc(scores: probabilities, labels: labels),
@@ -262,7 +270,7 @@ public enum ModelTraining {
         let manifest = Manifest(
             name: options.name, version: options.version, created: Timestamp.formatISO8601(data.times.last ?? 0),
             features: .init(names: plan.schema.names, hash: plan.schema.hash, spec: "features.yaml"),
-            members: manifestMembers, calibration: calibration, provenance: provenance, metrics: metrics)
+            members: manifestMembers, calibration: calibration, provenance: provenance, metrics: metrics, reference: reference)
         try manifest.write(directory: output)
         let card = modelCard(manifest, tried: tried, importance: Array(zip(plan.schema.names, importance)), specText: text)
         try card.write(toFile: "\(output)/MODEL_CARD.md", atomically: true, encoding: .utf8)

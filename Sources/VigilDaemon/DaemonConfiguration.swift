@@ -87,6 +87,25 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public init() {}
     }
 
+    /// Challenger models scored in shadow beside the champion, and drift monitoring; both run on
+    /// a monitoring thread of their own, off the champion's path.
+    public struct Shadow: Sendable, Equatable {
+        /// Challenger bundle directories. Default: none.
+        public var models: [String] = []
+        /// Where challengers' decisions go, each beside the champion's. Default: `verdicts.shadow`.
+        public var topic = "verdicts.shadow"
+        /// A challenger member slower than this on a batch skips the batch (µs). Default: 50000.
+        public var budgetUs = 50_000
+        /// Batches waiting for the monitoring thread, at most; past it a batch is not monitored
+        /// (counted), never waited for. Default: 64.
+        public var queueBatches = 64
+        /// Window of live traffic that drift is measured over (s). Default: 3600.
+        public var driftWindowS = 3600
+        /// Half-life of the labelled outcome figures per model (s). Default: 86400.
+        public var outcomesHalfLifeS = 86_400
+        public init() {}
+    }
+
     public struct Limits: Sendable, Equatable {
         /// Largest transaction message accepted; larger ones are dead-lettered. Default: 65536.
         public var maxMessageBytes = 65536
@@ -100,6 +119,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var limits = Limits()
     /// The synchronous scoring API; off unless a port is set.
     public var api = APIConfiguration()
+    public var shadow = Shadow()
 
     public init() {}
 
@@ -112,7 +132,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var c = DaemonConfiguration()
         let root = try YAMLSupport.compose(text, file: file)
         let r = Reader(file: file)
-        let top = try r.section(root, "configuration", keys: ["kafka", "store", "scoring", "admin", "limits", "api"])
+        let top = try r.section(root, "configuration", keys: ["kafka", "store", "scoring", "admin", "limits", "api", "shadow"])
         if let k = top["kafka"] {
             let m = try r.section(k, "kafka", keys: ["brokers", "group", "topics", "properties", "batch_size", "max_in_flight", "pause_after_ms"])
             try r.string(m["brokers"], "kafka.brokers", into: &c.kafka.brokers)
@@ -190,6 +210,23 @@ public struct DaemonConfiguration: Sendable, Equatable {
             try r.int(m["max_body_bytes"], "api.max_body_bytes", 1024...104_857_600, into: &c.api.maxBodyBytes)
             try r.int(m["max_request_transactions"], "api.max_request_transactions", 1...100_000, into: &c.api.maxRequestTransactions)
         }
+        if let sh = top["shadow"] {
+            let m = try r.section(sh, "shadow", keys: ["models", "topic", "budget_us", "queue_batches", "drift_window_s", "outcomes_half_life_s"])
+            if let models = m["models"] {
+                guard let list = models.sequence else { throw r.fail(models, "shadow.models is a list of bundle directories") }
+                c.shadow.models = []
+                for n in list {
+                    var dir = ""
+                    try r.string(n, "shadow.models[]", into: &dir)
+                    c.shadow.models.append(dir)
+                }
+            }
+            try r.string(m["topic"], "shadow.topic", into: &c.shadow.topic)
+            try r.int(m["budget_us"], "shadow.budget_us", 1...60_000_000, into: &c.shadow.budgetUs)
+            try r.int(m["queue_batches"], "shadow.queue_batches", 1...100_000, into: &c.shadow.queueBatches)
+            try r.int(m["drift_window_s"], "shadow.drift_window_s", 60...2_592_000, into: &c.shadow.driftWindowS)
+            try r.int(m["outcomes_half_life_s"], "shadow.outcomes_half_life_s", 60...31_536_000, into: &c.shadow.outcomesHalfLifeS)
+        }
         return c
     }
 
@@ -209,6 +246,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         s.evaluator = scoring.evaluator
         s.explainTop = scoring.explainTop
         s.memberBudget = .milliseconds(scoring.deadlineMs)
+        s.challengers = shadow.models
+        s.challengerBudget = .microseconds(shadow.budgetUs)
         return s
     }
 }

@@ -33,6 +33,8 @@ final class Pipeline: @unchecked Sendable {
         var sources: [KafkaMessage] = []
         var features: Scorer.Features?
         var verdicts: [Verdict] = []
+        /// The decided batch (features, rule outcomes, components) for the model monitor.
+        var decided: Scorer.Result?
         /// Dead letters first, then verdicts in transaction order.
         var outputs: [OutgoingMessage] = []
         var offsets: [TopicPartition: Int64] = [:]
@@ -84,6 +86,8 @@ final class Pipeline: @unchecked Sendable {
     private var timer = StageTimer()
     /// Decisions on their own thread (`scoring.threads` 2), or nil: decided inline.
     private var decisions: DecisionStage<Batch>?
+    /// Shadow challengers, drift and outcome figures, on a thread of their own.
+    private var monitor: ModelMonitor?
     /// Batches consumed and not yet acknowledged: in flight, or still being decided.
     private var unacknowledged: Int { inFlight.count + (decisions?.outstanding ?? 0) }
 
@@ -142,6 +146,8 @@ final class Pipeline: @unchecked Sendable {
             decisions = DecisionStage(name: "vigild-decide") { Self.decide($0, scorer: scorer, hasher: hasher, topics: topics) }
         }
         defer { decisions?.stop() }
+        monitor = ModelMonitor(scorer: scorer, configuration: configuration, registry: metrics.registry, logger: logger)
+        defer { monitor?.stop() }
 
         timer = StageTimer()
         while !stopRequested.load(ordering: .acquiring) {
@@ -237,7 +243,10 @@ final class Pipeline: @unchecked Sendable {
         guard let features = batch.features else { return batch }
         var batch = batch
         let start = threadCPUNanoseconds()
-        batch.verdicts = scorer.decide(batch.transactions, features: features).verdicts
+        let result = scorer.decide(batch.transactions, features: features)
+        batch.verdicts = result.verdicts
+        batch.decided = result
+        batch.features = nil  // the result holds the matrix
         let decided = threadCPUNanoseconds()
         // Every verdict's JSON written straight into one buffer for the batch; each message holds
         // its slice of it (one allocation per batch, not per verdict).
@@ -282,6 +291,8 @@ final class Pipeline: @unchecked Sendable {
         }
         send(InFlight(sequence: nextSequence, outputs: batch.outputs, remaining: batch.outputs.count, offsets: batch.offsets, consumed: batch.received))
         nextSequence += 1
+        // The verdicts are on their way: now the monitor may look at them (never waited for).
+        if let decided = batch.decided { monitor?.submit(batch.transactions, decided) }
     }
 
     /// The dead letter of `m`: its original key and bytes, the reason and where it came from in headers.
@@ -394,6 +405,7 @@ final class Pipeline: @unchecked Sendable {
         do {
             try scorer.apply(labels: pendingLabels.map(\.label))
             metrics.labels.increment(by: Int64(pendingLabels.count))
+            monitor?.labels(pendingLabels.map(\.label))
             pendingLabels = []
             commit(heldOffsets)
             heldOffsets = [:]

@@ -86,6 +86,9 @@ public final class Ensemble: Sendable {
 
     public var memberNames: [String] { members.map(\.name) }
 
+    /// The feature schema the bundle was trained on.
+    public var schema: FeatureSchemaDescription { .init(names: manifest.features.names, hash: manifest.features.hash) }
+
     /// Scores of a batch.
     public struct Scores: Sendable {
         /// Calibrated probability per row.

@@ -42,10 +42,12 @@ public struct Manifest: Codable, Sendable, Hashable {
     public var provenance: [String: String]
     /// Held-out metrics (AUC, average precision, …).
     public var metrics: [String: Double]
+    /// The training distributions drift is measured against; absent in bundles from before it.
+    public var reference: DriftReference?
 
     public init(
         name: String, version: String, created: String, features: Features, members: [Member], calibration: Calibration,
-        provenance: [String: String], metrics: [String: Double]
+        provenance: [String: String], metrics: [String: Double], reference: DriftReference? = nil
     ) {
         self.name = name
         self.version = version
@@ -55,6 +57,7 @@ public struct Manifest: Codable, Sendable, Hashable {
         self.calibration = calibration
         self.provenance = provenance
         self.metrics = metrics
+        self.reference = reference
     }
 
     public static func load(directory: String) throws(ConfigurationError) -> Manifest {

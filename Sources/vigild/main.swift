@@ -21,6 +21,7 @@ struct Vigild: AsyncParsableCommand {
     @Option(help: "Kafka bootstrap servers.") var brokers: String?
     @Option(help: "Velocity store: a Redis URL, or 'memory'.") var redis: String?
     @Option(help: "Model bundle directory.") var model: String?
+    @Option(help: "A challenger bundle scored in shadow beside the champion (repeatable; replaces shadow.models).") var shadowModel: [String] = []
     @Option(help: "Rule file.") var rules: String?
     @Option(help: "Decision cost file.") var costs: String?
     @Option(help: "Consumer group id.") var group: String?
@@ -41,6 +42,7 @@ struct Vigild: AsyncParsableCommand {
         if let brokers { c.kafka.brokers = brokers }
         if let redis { c.store.url = redis }
         if let model { c.scoring.model = model }
+        if !shadowModel.isEmpty { c.shadow.models = shadowModel }
         if let rules { c.scoring.rules = rules }
         if let costs { c.scoring.costs = costs }
         if let group { c.kafka.group = group }
