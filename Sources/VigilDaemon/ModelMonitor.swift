@@ -38,6 +38,8 @@ final class ModelMonitor: @unchecked Sendable {
     private var outcomes: ModelOutcomes
     private var correlation: [String: ScoreCorrelation] = [:]
     private var lastExport = Date.distantPast
+    /// Delivery tokens of shadow decisions (only failures are looked at).
+    private var sent: UInt64 = 0
 
     init(scorer: Scorer, configuration: DaemonConfiguration, registry: PrometheusCollectorRegistry, logger: Logger) {
         self.scorer = scorer
@@ -130,8 +132,9 @@ final class ModelMonitor: @unchecked Sendable {
             var agreement: [String: Int64] = [:]
             for v in s.verdicts {
                 agreement["\(v.champion.action.rawValue)|\(v.challenger.action.rawValue)", default: 0] += 1
+                sent += 1
                 do {
-                    try producer?.send(OutgoingMessage(topic: configuration.topic, key: Array(v.transactionID.utf8), value: ArraySlice(v.json().utf8)), token: 0)
+                    try producer?.send(OutgoingMessage(topic: configuration.topic, key: Array(v.transactionID.utf8), value: ArraySlice(v.json().utf8)), token: sent)
                 } catch {
                     metrics.deliveryFailures.increment()
                 }

@@ -125,14 +125,18 @@ public enum Calibration: Codable, Sendable, Hashable {
         }
     }
 
-    /// Fits Platt scaling by Newton's method on (margin, label) pairs.
+    /// Fits Platt scaling by Newton's method on (margin, label) pairs, with Platt's smoothed
+    /// targets ((N₊ + 1) / (N₊ + 2) for fraud, 1 / (N₋ + 2) for legitimate): without them, a slice
+    /// the model separates perfectly drives the slope to infinity and every score to exactly 0 or 1.
     public static func fitPlatt(margins: [Double], labels: [Bool]) -> Calibration {
+        let positives = Double(labels.filter { $0 }.count), negatives = Double(labels.count) - positives
+        let targetFraud = (positives + 1) / (positives + 2), targetLegit = 1 / (negatives + 2)
         var a = 1.0, b = 0.0
         for _ in 0..<50 {
             var ga = 0.0, gb = 0.0, haa = 1e-9, hab = 0.0, hbb = 1e-9
             for (m, y) in zip(margins, labels) {
                 let p = sigmoid(a * m + b)
-                let d = p - (y ? 1 : 0)
+                let d = p - (y ? targetFraud : targetLegit)
                 let w = max(p * (1 - p), 1e-12)
                 ga += d * m; gb += d
                 haa += w * m * m; hab += w * m; hbb += w

@@ -15,7 +15,7 @@ struct DevBrokerCommand: ParsableCommand {
             """)
 
     @Option(help: "Partitions per topic.") var partitions = 4
-    @Option(help: "Topics to create, comma-separated.") var topics = "transactions,verdicts,transactions.dlq,labels"
+    @Option(help: "Topics to create, comma-separated.") var topics = "transactions,verdicts,transactions.dlq,labels,verdicts.shadow"
     @Option(help: "Brokers in the cluster.") var brokers = 1
 
     func validate() throws {

@@ -56,6 +56,28 @@ func scored(_ id: String, _ score: Double, _ label: Int8, day: Int64 = 0, card: 
         #expect(BacktestReport.compute(Array(fixture.prefix(3)), costs: costs, topK: 4).precisionAtTopKPerDay == 0.5)
     }
 
+    /// Two models on the same 20 days: B blocks the fraud A approves.
+    @Test func compareTellsTheBetterModel() throws {
+        var a: [ScoredTransaction] = [], b: [ScoredTransaction] = []
+        for day in 0..<20 {
+            for k in 0..<30 {
+                let fraud: Int8 = k < 3 ? 1 : 0
+                let id = "d\(day)-\(k)"
+                // A ranks half of each day's fraud below legitimate transactions and approves it; B ranks it all on top.
+                a.append(scored(id, fraud == 1 && k == 0 ? 0.05 : (fraud == 1 ? 0.9 : 0.1 + Double(k) / 100), fraud, day: Int64(day), card: UInt64(k + 1),
+                                action: fraud == 1 && k != 0 ? .block : .approve))
+                b.append(scored(id, fraud == 1 ? 0.95 : 0.1 + Double(k) / 100, fraud, day: Int64(day), card: UInt64(k + 1), action: fraud == 1 ? .block : .approve))
+            }
+        }
+        let c = try Comparison.compare(a, b, names: ("A", "B"), costs: costs, resamples: 200)
+        #expect(c.transactions == 600 && c.days == 20)
+        #expect(c.cost.value < 0 && c.cost.significant && c.averagePrecision.value > 0 && c.averagePrecision.significant)
+        #expect(c.verdict == "B costs less per transaction; B ranks fraud better (AP)")
+        let same = try Comparison.compare(a, a, names: ("A", "A"), costs: costs, resamples: 200)
+        #expect(!same.cost.significant && !same.averagePrecision.significant && same.cost.value == 0)
+        #expect(throws: BacktestError.self) { try Comparison.compare(a, [], names: ("A", "none"), costs: costs) }
+    }
+
     @Test func tuningPicksTheCheapestPolicy() {
         var fixture: [ScoredTransaction] = []
         for i in 0..<200 { fixture.append(scored("l\(i)", Double(i % 50) / 1000, 0, day: Int64(i % 2), card: UInt64(i + 10))) }

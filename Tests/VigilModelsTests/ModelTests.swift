@@ -108,6 +108,13 @@ func writeBundle(_ booster: Booster, names: [String], calibration: Calibration =
             return
         }
         #expect(abs(a - 2) < 0.15 && abs(b + 1) < 0.15)
+        // A slice the margin separates perfectly: a finite slope, no probability of exactly 0 or 1.
+        guard case .platt(let sa, let sb) = Calibration.fitPlatt(margins: [-3, -2, -1, 1, 2, 3], labels: [false, false, false, true, true, true]) else {
+            Issue.record("no Platt fit")
+            return
+        }
+        #expect(sa.isFinite && sa < 10)
+        #expect(sigmoid(sa * -3 + sb) > 0 && sigmoid(sa * 3 + sb) < 1)
         let iso = Calibration.fitIsotonic(margins: margins, labels: labels)
         #expect(iso.probability(margin: -4) < 0.01 && iso.probability(margin: 3.9) > 0.95)
         var last = -1.0
