@@ -32,7 +32,11 @@ struct DaemonConfigurationTests {
             admin: { host: 0.0.0.0, port: 0 }
             limits: { max_message_bytes: 4096 }
             api: { host: 10.0.0.5, http_port: 8080, grpc_port: 0, max_wait_us: 500, max_batch: 32, max_pending: 64, max_body_bytes: 2048, max_request_transactions: 10 }
+            shadow: { models: [c1, c2], topic: s, budget_us: 900, queue_batches: 8, drift_window_s: 600, outcomes_half_life_s: 3600 }
             """, file: "x.yaml")
+        #expect(c.shadow.models == ["c1", "c2"] && c.shadow.topic == "s" && c.shadow.budgetUs == 900 && c.shadow.queueBatches == 8)
+        #expect(c.shadow.driftWindowS == 600 && c.shadow.outcomesHalfLifeS == 3600)
+        #expect(c.scorerConfiguration(hasher: .insecureDevelopmentKey).challengers == ["c1", "c2"])
         #expect(c.kafka.brokers == "k1:9092,k2:9092" && c.kafka.group == "fraud" && c.kafka.batchSize == 64)
         #expect(c.kafka.topics.deadLetters == "dlq" && c.kafka.topics.labels == "lb")
         #expect(c.kafkaProperties["security.protocol"] == "SASL_SSL" && c.kafkaProperties["bootstrap.servers"] == "k1:9092,k2:9092")
