@@ -157,7 +157,8 @@ final class ModelMonitor: @unchecked Sendable {
             }
             if drift == nil { logger.notice("the champion's bundle records no reference distributions: no drift figures", metadata: ["model": "\(champion)"]) }
         }
-        drift?.add(values: result.features.values, scores: result.verdicts.map(\.probability), at: now)
+        // At most 64 rows of a batch: an hour's window still holds tens of thousands.
+        drift?.add(values: result.features.values, scores: result.verdicts.map(\.probability), at: now, every: (txs.count + 63) / 64)
     }
 
     private func label(_ labels: [Label]) {

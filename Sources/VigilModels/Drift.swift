@@ -110,8 +110,9 @@ public struct Drift: Sendable {
         slotIndex = Array(repeating: .min, count: self.slots)
     }
 
-    /// Adds a batch: its row-major feature matrix and calibrated scores, at `time` (ms).
-    public mutating func add(values: [Float], scores: [Double], at time: Int64) {
+    /// Adds a batch: its row-major feature matrix and calibrated scores, at `time` (ms); with
+    /// `every` n > 1, only every n-th row (a sample keeps live monitoring cheap on big batches).
+    public mutating func add(values: [Float], scores: [Double], at time: Int64, every: Int = 1) {
         let rows = scores.count, columns = reference.features.count
         precondition(values.count == rows * columns, "drift: \(values.count) values for \(rows) rows of \(columns)")
         let index = time / slotMillis
@@ -121,22 +122,26 @@ public struct Drift: Sendable {
             rowsPerSlot[s] = 0
             for k in counts[s].indices { counts[s][k] = 0 }
         }
-        rowsPerSlot[s] += rows
+        let sampled = stride(from: 0, to: rows, by: max(1, every))
+        rowsPerSlot[s] += sampled.underestimatedCount
         counts[s].withUnsafeMutableBufferPointer { c in
             for (j, h) in reference.features.enumerated() {
                 let base = offsets[j], missing = base + h.edges.count + 1
-                for r in 0..<rows {
+                for r in sampled {
                     let v = values[r * columns + j]
                     c[v.isNaN ? missing : base + h.bin(Double(v))] += 1
                 }
             }
             let h = reference.score, base = offsets[columns]
-            for p in scores { c[p.isNaN ? base + h.edges.count + 1 : base + h.bin(p)] += 1 }
+            for r in sampled {
+                let p = scores[r]
+                c[p.isNaN ? base + h.edges.count + 1 : base + h.bin(p)] += 1
+            }
         }
     }
 
     /// What the window shows: PSI per feature (reference order) and of the score, the live
-    /// share of missing values per feature, and the rows it is based on.
+    /// share of missing values per feature, and the rows (sampled) it is based on.
     public struct Report: Sendable {
         public var rows: Int
         public var features: [Double]
