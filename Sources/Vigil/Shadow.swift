@@ -19,21 +19,28 @@ public struct ShadowVerdict: Sendable, Hashable {
     /// One line of the shadow topic:
     /// `{"id","timestamp","champion":{"model","action","probability"},"challenger":{…},"agree"}`.
     public func json() -> String {
-        var w = JSONWriter()
-        w.object { w in
-            w.field("id", transactionID)
-            w.field("timestamp", Timestamp.formatISO8601(timestamp))
-            for (key, m) in [("champion", champion), ("challenger", challenger)] {
-                w.key(key)
-                w.object { w in
-                    w.field("model", m.version)
-                    w.field("action", m.action.rawValue)
-                    w.field("probability", m.probability)
+        var bytes: [UInt8] = []
+        encodeJSON(into: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The same line, appended to `buffer` (one buffer for a batch's lines).
+    public func encodeJSON(into buffer: inout [UInt8]) {
+        JSONWriter.append(to: &buffer) { w in
+            w.object { w in
+                w.field("id", transactionID)
+                w.field("timestamp", Timestamp.formatISO8601(timestamp))
+                for (key, m) in [("champion", champion), ("challenger", challenger)] {
+                    w.key(key)
+                    w.object { w in
+                        w.field("model", m.version)
+                        w.field("action", m.action.rawValue)
+                        w.field("probability", m.probability)
+                    }
                 }
+                w.field("agree", agrees)
             }
-            w.field("agree", agrees)
         }
-        return w.text
     }
 }
 

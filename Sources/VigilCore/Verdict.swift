@@ -174,8 +174,6 @@ public struct JSONWriter {
 
     public init() { bytes.reserveCapacity(512) }
 
-    /// Writes after the bytes already in `buffer`, reusing its storage; hand it back with
-    /// ``finish(into:)``.
     /// Writes after the bytes already in `buffer`, reusing its storage.
     public static func append(to buffer: inout [UInt8], _ body: (inout JSONWriter) -> Void) {
         var w = JSONWriter(taking: &buffer)

@@ -33,9 +33,7 @@ struct BacktestCommand: ParsableCommand {
         config.evaluator = evaluator
         let scorer = try Scorer(configuration: config)
         let (txs, _) = try InputReader.readAll(data, map: map)
-        for s in scorer.engine.plan.spec.sparseEntities(in: FieldCoverage(txs)) {
-            stderr("warning: the model's \(s); its features will be missing there")
-        }
+        warnSparseEntities(scorer.engine.plan.spec, txs, owner: "the model's ")
         var options = Backtest.Options()
         options.batchSize = batchSize
         options.from = try parseTime(from, "from") ?? .min

@@ -23,9 +23,7 @@ struct DriftCommand: ParsableCommand {
         config.hasher = try HashSecret.fromEnvironment()
         let scorer = try Scorer(configuration: config)
         let (txs, _) = try InputReader.readAll(data, map: map)
-        for s in scorer.engine.plan.spec.sparseEntities(in: FieldCoverage(txs)) {
-            stderr("warning: the model's \(s); its features will be missing there")
-        }
+        warnSparseEntities(scorer.engine.plan.spec, txs, owner: "the model's ")
         let progress = Progress(label: "drift")
         let r = try DriftReport.run(txs, scorer: scorer, from: try parseTime(from, "from") ?? .min, to: try parseTime(to, "to") ?? .max,
                                     labelDelay: try parseDuration(labelDelay, "label-delay")) { progress.show(fraction: $0) }

@@ -59,7 +59,7 @@ struct Features: ParsableCommand {
         let engine = FeatureEngine(plan: plan, hasher: try HashSecret.fromEnvironment())
         let velocity = try StoreOption.factory(store)?(plan) ?? InMemoryVelocityStore(plan: plan)
         let (txs, _) = try InputReader.readAll(data, map: map)
-        for s in spec.sparseEntities(in: FieldCoverage(txs)) { stderr("warning: \(s); its features will be missing there") }
+        warnSparseEntities(spec, txs)
         let h = try openOutput(out)
         try h.write((["id", "label"] + plan.schema.names).joined(separator: ",") + "\n", to: out)
         var i = 0

@@ -139,6 +139,11 @@ func systemReason(_ error: any Error) -> String {
 
 func stderr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
+/// Warns about each entity of `spec` that most of `txs` lack (its features would be missing).
+func warnSparseEntities(_ spec: FeatureSpec, _ txs: [Transaction], owner: String = "") {
+    for s in spec.sparseEntities(in: FieldCoverage(txs)) { stderr("warning: \(owner)\(s); its features will be missing there") }
+}
+
 /// Progress on a terminal (stderr), silent when stderr is not one.
 final class Progress {
     let label: String

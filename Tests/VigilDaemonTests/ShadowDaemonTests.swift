@@ -102,4 +102,36 @@ import VigilTestSupport
         strict.process.signal(SIGTERM)
         strict.process.wait()
     }
+
+    @Test("promotion is a reload: the challenger becomes the champion under load, nothing lost or scored twice")
+    func promotionByReload() throws {
+        var o = PointOfSaleSimulator.Options()
+        (o.customers, o.terminals, o.days, o.seed) = (150, 60, 12, 5)
+        let txs = PointOfSaleSimulator(options: o).generate()
+        let stack = try Stack()
+        let (champion, challenger) = try Self.bundles(stack.directory, txs)
+        func config(model: String, shadow: String) -> String {
+            "scoring:\n  deadline_ms: 60000\n  model: \(model)\nshadow:\n  models: [\(shadow)]\n"
+        }
+        let file = stack.directory + "/promote.yaml"
+        try config(model: champion, shadow: challenger).write(toFile: file, atomically: true, encoding: .utf8)
+        let daemon = try stack.startDaemon(configFile: file)
+        try daemon.waitReady()
+        let publisher = Thread { try? stack.publish(txs.map(Self.message), rate: 400) }
+        publisher.start()
+        #expect(try eventually { try daemon.metric("vigil_transactions_total") > Double(txs.count / 3) })
+        // Promote: the challenger becomes the champion, the old champion its shadow.
+        try config(model: challenger, shadow: champion).write(toFile: file, atomically: true, encoding: .utf8)
+        let r = try HTTP.request(port: daemon.adminPort, "POST", "/admin/reload", headers: ["Authorization": "Bearer \(Stack.adminToken)"])
+        #expect(r.status == 200, "\(r.body)")
+        while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
+        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count))
+        #expect(verdicts.missing(txs.map(\.id)).isEmpty && verdicts.duplicates == 0)
+        let models = txs.compactMap { verdicts.byID[$0.id]?.first }.map { $0.contains("\"model\":\"challenger@1\"") }
+        let switchedAt = try #require(models.firstIndex(of: true), "verdicts from the promoted model")
+        #expect(switchedAt > 0 && models[switchedAt...].allSatisfy { $0 }, "one switch, between batches, in stream order")
+        #expect(try eventually { try daemon.metric("vigil_shadow_transactions_total{challenger=\"champion@1\"}") > 0 }, "the old champion in shadow")
+        daemon.process.signal(SIGTERM)
+        daemon.process.wait()
+    }
 }

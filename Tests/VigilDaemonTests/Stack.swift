@@ -55,14 +55,17 @@ final class Stack: @unchecked Sendable {
         }
     }
 
-    /// Starts `vigild` against this stack. `config` is written to a file when given.
-    func startDaemon(group: String = "vigil", config: String? = nil, extra: [String] = []) throws -> Daemon {
+    /// Starts `vigild` against this stack. `config` is written to a file when given; `configFile`
+    /// is used as it is (a test that edits it and reloads).
+    func startDaemon(group: String = "vigil", config: String? = nil, configFile: String? = nil, extra: [String] = []) throws -> Daemon {
         let port = RedisServer.freePort()
         var args = ["--brokers", bootstrap, "--group", group, "--admin-port", String(port),
                     "--redis", redis?.url ?? "memory", "--log-format", "json",
                     // The mock cluster holds a member's partitions for the session timeout after it dies.
                     "--property", "session.timeout.ms=6000", "--property", "heartbeat.interval.ms=500"]
-        if let config {
+        if let configFile {
+            args += ["--config", configFile]
+        } else if let config {
             let path = directory + "/vigil-\(UUID().uuidString.prefix(6)).yaml"
             try config.write(toFile: path, atomically: true, encoding: .utf8)
             args += ["--config", path]
