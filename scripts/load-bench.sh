@@ -83,8 +83,7 @@ for store in stores:
     row = {s: us(b["stages"].get(s, 0), a["stages"].get(s, 0)) for s in sorted(b["stages"], key=lambda x: order.index(x) if x in order else 99)}
     row["pipeline threads"] = sum(row.values())
     row["librdkafka threads"] = us(b["librdkafka"], a["librdkafka"])
-    row["model monitor (drift, outcomes, shadow)"] = us(b.get("monitor", 0), a.get("monitor", 0))
-    row["rest of the process"] = us(b["vigild"], a["vigild"]) - row["pipeline threads"] - row["librdkafka threads"] - row["model monitor (drift, outcomes, shadow)"]
+    row["rest of the process"] = us(b["vigild"], a["vigild"]) - row["pipeline threads"] - row["librdkafka threads"]
     row["vigild total"] = us(b["vigild"], a["vigild"])
     row["development broker"] = us(b["broker"], a["broker"])
     cpu[store] = row

@@ -55,7 +55,7 @@ stack_start() {
 metric() { curl -s "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 
 # cpu_snapshot: one JSON line of CPU seconds so far — vigild's whole process, its librdkafka
-# threads, its model-monitor thread, each pipeline stage (vigil_cpu_seconds_total), the broker's — and the transactions
+# threads, each pipeline stage (vigil_cpu_seconds_total), the broker's — and the transactions
 # vigild consumed and the API requests it answered. Two snapshots around a run give CPU per transaction.
 cpu_snapshot() {
   python3 - "$vigild_pid" "$broker_pid" "$admin_port" <<'PY'
@@ -67,9 +67,8 @@ def seconds(stat):
     fields = text[text.rfind(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / hz  # utime + stime
 tasks = f"/proc/{pid}/task"
-def threads(prefix):
-    return sum(seconds(f"{tasks}/{t}/stat") for t in os.listdir(tasks) if open(f"{tasks}/{t}/comm").read().startswith(prefix))
-rdk, monitor = threads("rdk:"), threads("vigild-monitor")
+rdk = sum(seconds(f"{tasks}/{t}/stat") for t in os.listdir(tasks)
+          if open(f"{tasks}/{t}/comm").read().startswith("rdk:"))
 stages, tx, api = {}, 0.0, 0.0
 for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode().splitlines():
     if line.startswith('vigil_cpu_seconds_total{stage="'):
@@ -78,7 +77,7 @@ for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().de
         tx = float(line.split()[-1])
     elif line.startswith("vigil_api_requests_total{"):
         api += float(line.split()[-1])
-print(json.dumps({"vigild": seconds(f"/proc/{pid}/stat"), "librdkafka": rdk, "monitor": monitor, "broker": seconds(f"/proc/{broker}/stat"),
+print(json.dumps({"vigild": seconds(f"/proc/{pid}/stat"), "librdkafka": rdk, "broker": seconds(f"/proc/{broker}/stat"),
                   "stages": stages, "transactions": tx, "api_requests": api}))
 PY
 }
