@@ -272,12 +272,12 @@ public enum ModelTraining {
             features: .init(names: plan.schema.names, hash: plan.schema.hash, spec: "features.yaml"),
             members: manifestMembers, calibration: calibration, provenance: provenance, metrics: metrics, reference: reference)
         try manifest.write(directory: output)
-        let card = modelCard(manifest, tried: tried, importance: Array(zip(plan.schema.names, importance)), specText: text)
+        let card = modelCard(manifest, tried: tried, refit: options.refit, importance: Array(zip(plan.schema.names, importance)), specText: text)
         try card.write(toFile: "\(output)/MODEL_CARD.md", atomically: true, encoding: .utf8)
         return manifest
     }
 
-    static func modelCard(_ m: Manifest, tried: [Tried], importance: [(String, Double)], specText: String) -> String {
+    static func modelCard(_ m: Manifest, tried: [Tried], refit: Bool, importance: [(String, Double)], specText: String) -> String {
         var s = "# Model card: \(m.name) \(m.version)\n\n"
         s += "Binary fraud classifier: \(m.members.count == 1 ? "one XGBoost model" : "\(m.members.count) XGBoost models averaged in log-odds"), "
         s += "then calibrated (\(m.calibration)) on the latest slice of the training period.\n\n## Data\n\n"
@@ -286,8 +286,9 @@ public enum ModelTraining {
         for mem in m.members {
             s += "| \(mem.name) | \(mem.weight) | \((mem.params ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")) |\n"
         }
-        s += "\n## Candidates (validation slice, ranked)\n\nRounds found by early stopping on the training slice; the members above were "
-        s += "trained again on training + validation with their rounds scaled to the rows (`refit`).\n\n| candidate | rounds | validation AP | seconds |\n|---|---|---|---|\n"
+        s += "\n## Candidates (validation slice, ranked)\n\nRounds found by early stopping on the training slice"
+        s += refit ? "; the members above were trained again on training + validation with their rounds scaled to the rows.\n\n" : ".\n\n"
+        s += "| candidate | rounds | validation AP | seconds |\n|---|---|---|---|\n"
         for t in tried { s += "| \(t.candidate.name) | \(t.rounds) | \(String(format: "%.4f", t.validationAP)) | \(String(format: "%.1f", t.seconds)) |\n" }
         s += "\n## Held-out metrics (calibration slice)\n\n"
         for (k, v) in m.metrics.sorted(by: { $0.key < $1.key }) { s += "- \(k): \(String(format: "%.4f", v))\n" }

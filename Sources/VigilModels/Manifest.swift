@@ -72,6 +72,12 @@ public struct Manifest: Codable, Sendable, Hashable {
             guard m.members.allSatisfy({ $0.weight > 0 && $0.weight.isFinite }) else {
                 throw ConfigurationError(file: path, line: nil, message: "member weights must be positive")
             }
+            if let r = m.reference {
+                guard r.features.map(\.name) == m.features.names,
+                      (r.features + [r.score]).allSatisfy({ $0.shares.count == $0.edges.count + 1 && $0.edges == $0.edges.sorted() }) else {
+                    throw ConfigurationError(file: path, line: nil, message: "reference: one histogram per feature, in the features' order, each with one share per bin")
+                }
+            }
             return m
         } catch let e as ConfigurationError {
             throw e

@@ -126,6 +126,18 @@ enum ShadowFixture {
         #expect(r.features.first { $0.name == "customer_secs_since_last" }!.missing > 0, "first transactions have no previous one")
     }
 
+    @Test("a manifest whose reference does not match its features fails at load")
+    func corruptReferenceRefused() throws {
+        let dir = NSTemporaryDirectory() + "vigil-badref-\(UUID().uuidString)"
+        try FileManager.default.copyItem(atPath: ShadowFixture.champion, toPath: dir)
+        var m = try Manifest.load(directory: dir)
+        m.reference!.features.removeLast()
+        try m.write(directory: dir)
+        #expect { try Manifest.load(directory: dir) } throws: { e in
+            "\(e)".contains(dir + "/manifest.json") && "\(e)".contains("reference: one histogram per feature")
+        }
+    }
+
     @Test("PSI stays near 0 on data drawn like the training data")
     func stableOnLikeData() throws {
         let r = try Self.report(ShadowFixture.history(seed: 21))
