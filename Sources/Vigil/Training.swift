@@ -20,8 +20,8 @@ public enum ModelTraining {
         public var baseline: Baseline?
         /// Train the chosen configuration again on train + validation before calibrating.
         public var refit = true
-        /// Members of the bundle: nil takes the best candidate, or the best two when together
-        /// they score higher on validation; n takes the best n.
+        /// Members of the bundle: nil selects forward (up to three, while validation AP rises);
+        /// n takes the best n.
         public var members: Int?
         public var hasher: KeyedHasher = .insecureDevelopmentKey
         public init() {}
@@ -108,6 +108,11 @@ public enum ModelTraining {
             ("depth8", ["max_depth": "8", "eta": "0.05", "subsample": "0.7", "colsample_bytree": "0.5", "min_child_weight": "5", "scale_pos_weight": "1"]),
             ("depth2", ["max_depth": "2", "eta": "0.2", "subsample": "0.9", "scale_pos_weight": "1"]),
             ("depth5-sqrtweight-l2", ["max_depth": "5", "eta": "0.05", "subsample": "0.9", "colsample_bytree": "0.7", "lambda": "5", "scale_pos_weight": sqrtR]),
+            ("depth4-slow", ["max_depth": "4", "eta": "0.05", "subsample": "0.8", "colsample_bytree": "0.8", "scale_pos_weight": "1"]),
+            ("depth5-narrow", ["max_depth": "5", "eta": "0.1", "colsample_bytree": "0.5", "min_child_weight": "3", "scale_pos_weight": "1"]),
+            ("depth6-slow", ["max_depth": "6", "eta": "0.03", "subsample": "0.7", "colsample_bytree": "0.7", "scale_pos_weight": "1"]),
+            ("depth7-l2", ["max_depth": "7", "eta": "0.05", "subsample": "0.8", "colsample_bytree": "0.6", "lambda": "10", "scale_pos_weight": "1"]),
+            ("depth3-sqrtweight", ["max_depth": "3", "eta": "0.05", "subsample": "0.9", "scale_pos_weight": sqrtR]),
         ]
         return grid.enumerated().map { i, g in
             var p = g.1
@@ -146,8 +151,9 @@ public enum ModelTraining {
     /// Time-ordered split of the labelled rows: 70% train, 15% validation (early stopping on
     /// average precision and the choice of model), 15% calibration and held-out metrics. Without
     /// a baseline, a small search over depth, learning rate, sampling and class weight runs
-    /// within `options.searchSeconds`; the best candidate, or the best two averaged in log-odds
-    /// when that scores higher on validation, becomes the bundle.
+    /// within `options.searchSeconds`; candidates join the best one in rank order while
+    /// averaging them in log-odds raises validation AP (at most three), and those are trained
+    /// again on train + validation before calibration.
     /// - Parameter specText: the feature spec; nil derives one from the data's fields.
     @discardableResult
     public static func train(
@@ -196,9 +202,17 @@ public enum ModelTraining {
         var chosen = [tried[0]]
         if let n = options.members {
             chosen = Array(tried.prefix(n))
-        } else if tried.count >= 2 {
-            let pair = zip(tried[0].validationMargins, tried[1].validationMargins).map { ($0 + $1) / 2 }
-            if Metrics.averagePrecision(scores: pair, labels: validLabels) > tried[0].validationAP { chosen.append(tried[1]) }
+        } else {
+            // Greedy: the next-ranked candidate joins while averaging it in raises validation AP (at most 3).
+            var best = tried[0].validationAP
+            for t in tried.dropFirst() where chosen.count < 3 {
+                let together = (0..<valid.rows).map { r in (chosen.reduce(0) { $0 + $1.validationMargins[r] } + t.validationMargins[r]) / Double(chosen.count + 1) }
+                let ap = Metrics.averagePrecision(scores: together, labels: validLabels)
+                if ap > best {
+                    chosen.append(t)
+                    best = ap
+                }
+            }
         }
         if chosen.count > 1 {
             let together = (0..<valid.rows).map { r in chosen.reduce(0) { $0 + $1.validationMargins[r] } / Double(chosen.count) }

@@ -14,10 +14,15 @@ struct Train: ParsableCommand {
     @Option(help: "Feature spec; default: one derived from the fields the data carries (printed, and written into the bundle).") var features: String?
     @Option(help: "Fit a baseline instead of the searched model: logistic or xgboost (default parameters).") var baseline: ModelTraining.Baseline?
     @Option(help: "Seconds the hyper-parameter search may take (at least two candidates are tried).") var searchTime: Double = 120
+    @Option(help: "Members of the bundle: the best N candidates (default: forward selection, up to 3, while validation AP rises). 1 scores fastest.") var members: Int?
     @Option(help: "Bundle name.") var name: String = "default"
     @Option(help: "Bundle version.") var version: String = "1"
     @Option(help: "Maximum boosting rounds per member.") var rounds: Int = 400
     @Option(help: "Output bundle directory.") var out: String
+
+    func validate() throws {
+        if let members, !(1...12).contains(members) { throw ValidationError("--members must be 1…12") }
+    }
 
     func run() throws {
         let (txs, _) = try InputReader.readAll(data, map: map)
@@ -30,6 +35,7 @@ struct Train: ParsableCommand {
         options.rounds = rounds
         options.baseline = baseline
         options.searchSeconds = searchTime
+        options.members = members
         options.hasher = try HashSecret.fromEnvironment()
         let specText = try features.map { try TextFile.read($0) }
         let manifest = try ModelTraining.train(txs, specText: specText, options: options, output: out) { stderr($0) }
