@@ -82,11 +82,11 @@ public struct DriftReport: Codable, Sendable {
     public func html() -> String {
         func f(_ v: Double) -> String { v.isFinite ? String(format: "%.4f", v) : "n/a" }
         let top = Array(features.prefix(25))
-        let psiBars = Bars(title: "PSI by feature (the 25 highest; 0.1 watch, 0.25 act)", labels: top.map(\.name),
-                           stacks: [("PSI", "#d62728", top.map { $0.psi.isFinite ? $0.psi : 0 }), ("0.25 act", "#444", top.map { _ in 0.25 })],
-                           overlayLast: true).svg()
-        let scoreBars = Bars(title: "Score distribution: training reference against this period", labels: scoreEdges.map { String(format: "≤%.3f", $0) } + ["more"],
+        // Bins are the training scores' deciles (edges in drift.json): label them d1 … d10.
+        let scoreBars = Bars(title: "Score by training decile: reference vs this period",
+                             labels: (1...(scoreEdges.count + 1)).map { "d\($0)" },
                              stacks: [("reference", "#1f77b4", scoreReference), ("this period", "#ff7f0e", scoreLive)], grouped: true).svg()
+        let psiBars = Self.psiChart(top)
         let rowsHTML = features.map {
             "<tr><td>\(ReportPage.escape($0.name))</td><td>\(f($0.psi))</td><td>\(f($0.referenceMissing))</td><td>\(f($0.missing))</td></tr>"
         }.joined(separator: "\n")
@@ -107,5 +107,32 @@ public struct DriftReport: Codable, Sendable {
             </table>
             </body></html>
             """
+    }
+
+    /// Small probabilities stay readable: 0.0021 → "2.1e-03", 0.25 → "0.25".
+    static func short(_ v: Double) -> String { v != 0 && abs(v) < 0.01 ? String(format: "%.1e", v) : String(format: "%.2f", v) }
+
+    /// Horizontal bars, one per feature with its name beside it, and the 0.1 and 0.25 lines.
+    static func psiChart(_ features: [Feature]) -> String {
+        let left = 260.0, right = 40.0, top = 34.0, row = 16.0, width = 640.0
+        let height = top + row * Double(max(features.count, 1)) + 42
+        let maxX = max(0.3, features.map { $0.psi.isFinite ? $0.psi : 0 }.max() ?? 0)
+        let w = width - left - right
+        func x(_ v: Double) -> Double { left + min(v, maxX) / maxX * w }
+        var s = "<svg width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"PSI by feature\">"
+        s += "<text x=\"10\" y=\"18\" style=\"font-weight:600;font-size:13px\">PSI by feature, highest first (0.1 watch, 0.25 act)</text>"
+        for (i, f) in features.enumerated() {
+            let y = top + Double(i) * row, v = f.psi.isFinite ? f.psi : 0
+            let color = v > 0.25 ? "#d62728" : v > 0.1 ? "#ff7f0e" : "#1f77b4"
+            s += "<text x=\"\(left - 6)\" y=\"\(Plot.r(y + 11))\" text-anchor=\"end\">\(ReportPage.escape(f.name))</text>"
+            s += "<rect x=\"\(left)\" y=\"\(Plot.r(y + 2))\" width=\"\(Plot.r(max(x(v) - left, 1)))\" height=\"\(Plot.r(row - 4))\" fill=\"\(color)\"/>"
+            s += "<text x=\"\(Plot.r(x(v) + 4))\" y=\"\(Plot.r(y + 11))\">\(short(v))</text>"
+        }
+        let bottom = top + row * Double(features.count)
+        for (k, (v, label)) in [(0.1, "0.1 watch"), (0.25, "0.25 act")].enumerated() {
+            s += "<line x1=\"\(Plot.r(x(v)))\" y1=\"\(top)\" x2=\"\(Plot.r(x(v)))\" y2=\"\(Plot.r(bottom + 4 + 12 * Double(k)))\" stroke=\"#444\" stroke-dasharray=\"4 3\"/>"
+            s += "<text x=\"\(Plot.r(x(v) + 3))\" y=\"\(Plot.r(bottom + 14 + 12 * Double(k)))\">\(label)</text>"
+        }
+        return s + "</svg>"
     }
 }
