@@ -20,7 +20,9 @@ $bin/vigil produce --brokers "$brokers" --simulate "$N" --rate "$RATE" --warmup 
   --labels-topic labels --label-lag 2000 --await-verdicts verdicts
 
 echo "== the daemon's metrics (GET /metrics)" >&2
-curl -s "http://127.0.0.1:$admin_port/metrics" | grep -E '^vigil_(transactions_total|verdicts_total|dead_letters_total|degraded_verdicts_total|labels_total|consumer_lag|batches_total)[ {]' || true
+sleep 5  # the model monitor refreshes its gauges every 5 s
+curl -s "http://127.0.0.1:$admin_port/metrics" | grep -E '^vigil_(transactions_total|verdicts_total|dead_letters_total|degraded_verdicts_total|labels_total|consumer_lag|batches_total|drift_score_psi|drift_rows|model_labelled|model_precision|model_recall|model_cost_per_transaction)[ {]' || true
+echo "   (drift: this run's scores against the bundle's training reference; the demo starts with empty windows, which the PSI shows as drift)" >&2
 echo "== a verdict that is not 'approve' (read back with kcat)" >&2
 kcat -C -b "$brokers" -t verdicts -e -q -c 20000 2>/dev/null | grep -v '"action":"approve"' | head -1 || true
 echo "== a dead letter: its reason header, then the original bytes" >&2
