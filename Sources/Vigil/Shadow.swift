@@ -1,7 +1,7 @@
 import Foundation
 
 /// A challenger's decision on one transaction, beside the champion's.
-public struct ShadowVerdict: Sendable, Hashable {
+public struct ShadowVerdict: Sendable, Hashable, JSONLine {
     public var transactionID: String
     public var timestamp: Int64
     public var champion: Model
@@ -16,15 +16,8 @@ public struct ShadowVerdict: Sendable, Hashable {
 
     public var agrees: Bool { champion.action == challenger.action }
 
-    /// One line of the shadow topic:
+    /// One line of the shadow topic, appended to `buffer` (one buffer for a batch's lines):
     /// `{"id","timestamp","champion":{"model","action","probability"},"challenger":{…},"agree"}`.
-    public func json() -> String {
-        var bytes: [UInt8] = []
-        encodeJSON(into: &bytes)
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    /// The same line, appended to `buffer` (one buffer for a batch's lines).
     public func encodeJSON(into buffer: inout [UInt8]) {
         JSONWriter.append(to: &buffer) { w in
             w.object { w in

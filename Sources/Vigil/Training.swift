@@ -239,13 +239,15 @@ public enum ModelTraining {
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let weight = 1 / Double(chosen.count)
         var manifestMembers: [Manifest.Member] = []
-        var holdoutMargins = [Double](repeating: 0, count: holdout.rows)
+        // Every labelled row's combined margin, once: the calibration slice is its tail, and drift's
+        // reference is all of it.
+        var margins = [Double](repeating: 0, count: data.rows)
         var importance = [Double](repeating: 0, count: c)
         for t in chosen {
             let name = t.candidate.name
             try t.booster.save(path: "\(output)/\(name).json")
-            let m = try holdout.values.withUnsafeBufferPointer { try t.booster.margins($0, rows: holdout.rows, columns: c) }
-            for r in 0..<holdout.rows { holdoutMargins[r] += weight * Double(m[r]) }
+            let m = try data.values.withUnsafeBufferPointer { try t.booster.margins($0, rows: data.rows, columns: c) }
+            for r in 0..<data.rows { margins[r] += weight * Double(m[r]) }
             let linear = t.candidate.params["booster"] == "gblinear"
             let scores = try t.booster.importance(type: linear ? "weight" : "total_gain")
             let total = scores.values.reduce(0, +)
@@ -255,15 +257,10 @@ public enum ModelTraining {
             manifestMembers.append(.init(name: name, file: "\(name).json", weight: weight, params: p))
         }
         let labels = holdout.labels.map { $0 == 1 }
+        let holdoutMargins = Array(margins[b...])
         let calibration = Calibration.fitPlatt(margins: holdoutMargins, labels: labels)
-        // What drift is measured against: every labelled row of the period and its score.
-        var allMargins = [Double](repeating: 0, count: data.rows)
-        for t in chosen {
-            let m = try data.values.withUnsafeBufferPointer { try t.booster.margins($0, rows: data.rows, columns: c) }
-            for r in 0..<data.rows { allMargins[r] += weight * Double(m[r]) }
-        }
         let reference = DriftReference.fit(names: plan.schema.names, values: data.values,
-                                           scores: allMargins.map { calibration.probability(margin: $0) })
+                                           scores: margins.map { calibration.probability(margin: $0) })
         let probabilities = holdoutMargins.map { calibration.probability(margin: $0) }
         let metrics: [String: Double] = [
             "holdout_auc": Metrics.auc(scores: probabilities, labels: labels),

@@ -115,13 +115,6 @@ public struct Verdict: Sendable, Hashable {
         return a == b
     }
 
-    /// One line of JSON, the form published to the verdicts topic and written by `vigil score`.
-    public func json() -> String {
-        var bytes: [UInt8] = []
-        encodeJSON(into: &bytes)
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
     /// Appends ``json()``'s bytes to `buffer`, with no intermediate strings: the daemon encodes
     /// each batch's verdicts into one reused buffer.
     public func encodeJSON(into buffer: inout [UInt8]) {
@@ -295,3 +288,20 @@ struct ByteSink: TextOutputStream {
     mutating func write(_ string: String) { bytes.append(contentsOf: string.utf8) }
     mutating func _writeASCII(_ buffer: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: buffer) }
 }
+
+/// A value published as one line of JSON: written as bytes into a caller's buffer (a batch's
+/// lines share one), or as a `String` through ``json()``.
+public protocol JSONLine {
+    func encodeJSON(into buffer: inout [UInt8])
+}
+
+extension JSONLine {
+    /// One line of JSON (verdicts: the form published to the verdicts topic and written by `vigil score`).
+    public func json() -> String {
+        var bytes: [UInt8] = []
+        encodeJSON(into: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension Verdict: JSONLine {}
