@@ -78,16 +78,17 @@ public final class Scorer: Sendable {
     let logger: Logger
 
     /// - Parameters:
-    ///   - store: where velocity windows live; default: a new ``InMemoryVelocityStore``.
+    ///   - store: where velocity windows live; default: a new ``InMemoryVelocityStore``. A store
+    ///     that fails to open (a damaged journal) fails the init with its error.
     ///   - logger: the library logs through it; it never bootstraps logging itself.
     public init(
-        configuration: ScorerConfiguration, store: ((FeaturePlan) -> any VelocityStore)? = nil,
+        configuration: ScorerConfiguration, store: ((FeaturePlan) throws(ConfigurationError) -> any VelocityStore)? = nil,
         logger: Logger = Logger(label: "vigil.scorer")
     ) throws(ConfigurationError) {
         let specPath = configuration.featureSpecPath ?? (configuration.modelDirectory + "/features.yaml")
         let plan = try FeaturePlan(spec: FeatureSpec.load(path: specPath))
         engine = FeatureEngine(plan: plan, hasher: configuration.hasher)
-        self.store = store?(plan) ?? InMemoryVelocityStore(plan: plan)
+        self.store = try store?(plan) ?? InMemoryVelocityStore(plan: plan)
         self.logger = logger
         components = Mutex(try Scorer.load(configuration, schema: plan.schema))
     }

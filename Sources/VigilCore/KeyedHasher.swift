@@ -30,6 +30,10 @@ public struct KeyedHasher: Sendable, Hashable {
     /// A fixed key for tests and the simulator. Never use it in production.
     public static let insecureDevelopmentKey = KeyedHasher(k0: 0x0706_0504_0302_0100, k1: 0x0f0e_0d0c_0b0a_0908)
 
+    /// A value that identifies the key without revealing it (the hash of a fixed string): what a
+    /// persisted store records to refuse data keyed under another secret.
+    public var check: UInt64 { hash("vigil-key-check") }
+
     @inlinable
     public func hash(_ s: String) -> UInt64 {
         var s = s

@@ -65,7 +65,7 @@ public final class Daemon: Sendable {
         } else {
             throw ConfigurationError(file: nil, line: nil, message: "no hash secret: set VIGIL_HASH_SECRET or VIGIL_HASH_SECRET_FILE (at least 16 bytes)")
         }
-        let store = try Self.storeFactory(configuration.store, password: secrets.redisPassword)
+        let store = try Self.storeFactory(configuration.store, password: secrets.redisPassword, hasher: hasher)
         scorer = try Scorer(configuration: configuration.scorerConfiguration(hasher: hasher), store: store,
                             logger: Logger(label: "vigil.scorer"))
         pipeline = Pipeline(configuration: configuration, scorer: scorer, hasher: hasher, metrics: metrics, logger: logger)
@@ -86,8 +86,18 @@ public final class Daemon: Sendable {
         logger.info("loaded", metadata: ["model": "\(v.model)", "rules": "\(v.rules)", "costs": "\(v.costs)", "store": "\(storeDescription)"])
     }
 
-    static func storeFactory(_ s: DaemonConfiguration.Store, password: String?) throws(ConfigurationError) -> ((FeaturePlan) -> any VelocityStore)? {
-        guard s.url != "memory" else { return nil }
+    static func storeFactory(
+        _ s: DaemonConfiguration.Store, password: String?, hasher: KeyedHasher
+    ) throws(ConfigurationError) -> ((FeaturePlan) throws(ConfigurationError) -> any VelocityStore)? {
+        guard s.url != "memory" else {
+            guard let directory = s.journal else { return nil }
+            var journal = JournalConfiguration(directory: directory, keyCheck: hasher.check)
+            journal.sync = s.journalSync
+            return { (plan) throws(ConfigurationError) in try InMemoryVelocityStore(plan: plan, journal: journal) }
+        }
+        guard s.journal == nil else {
+            throw ConfigurationError(file: nil, line: nil, message: "store.journal is for the in-memory store; the store is \(s.url)")
+        }
         var url: RedisURL
         do {
             url = try RedisURL(s.url)
@@ -103,7 +113,9 @@ public final class Daemon: Sendable {
         return { RedisVelocityStore(plan: $0, configuration: c) }
     }
 
-    var storeDescription: String { (scorer.store as? RedisVelocityStore).map { "\($0.configuration.url)" } ?? "memory" }
+    var storeDescription: String {
+        (scorer.store as? RedisVelocityStore).map { "\($0.configuration.url)" } ?? configuration.store.journal.map { "memory, journal \($0)" } ?? "memory"
+    }
 
     /// Reloads rules, lists, model bundle and costs (paths from the re-read configuration). On
     /// failure what runs keeps running and the error is returned.

@@ -48,8 +48,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var connectTimeoutMs = 200
         /// A Redis reply slower than this fails the batch's store step (verdicts degrade). Default: 50.
         public var timeoutMs = 50
-        /// Memory for the cache of entity windows (Redis store), in MiB. Default: 256.
+        /// Memory for the cache of entity windows (Redis store), in MiB. Default: 1024.
         public var cacheMB = 1024
+        /// In-memory store only: a directory where the store journals what it records and
+        /// rebuilds its state from at start, so a restart loses no history. Default: none (a
+        /// restart starts empty).
+        public var journal: String?
+        /// `fdatasync` the journal after every batch (survives a machine crash). Default: false.
+        public var journalSync = false
         public init() {}
     }
 
@@ -156,12 +162,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
             }
         }
         if let s = top["store"] {
-            let m = try r.section(s, "store", keys: ["url", "prefix", "connect_timeout_ms", "timeout_ms", "cache_mb"])
+            let m = try r.section(s, "store", keys: ["url", "prefix", "connect_timeout_ms", "timeout_ms", "cache_mb", "journal", "journal_sync"])
             try r.string(m["url"], "store.url", into: &c.store.url)
             try r.string(m["prefix"], "store.prefix", into: &c.store.prefix)
             try r.int(m["connect_timeout_ms"], "store.connect_timeout_ms", 1...60_000, into: &c.store.connectTimeoutMs)
             try r.int(m["timeout_ms"], "store.timeout_ms", 1...60_000, into: &c.store.timeoutMs)
             try r.int(m["cache_mb"], "store.cache_mb", 1...1_048_576, into: &c.store.cacheMB)
+            try r.optionalString(m["journal"], "store.journal", into: &c.store.journal)
+            try r.bool(m["journal_sync"], "store.journal_sync", into: &c.store.journalSync)
+            if c.store.journal != nil, c.store.url != "memory" {
+                throw r.fail(m["journal"], "store.journal is for the in-memory store (url: memory); Redis keeps its own state")
+            }
             if c.store.url != "memory", (try? RedisURL(c.store.url))?.password != nil {
                 throw r.fail(m["url"], "store.url must not carry a password: set VIGIL_REDIS_PASSWORD or VIGIL_REDIS_PASSWORD_FILE")
             }
@@ -280,6 +291,12 @@ struct Reader {
         var s = ""
         try string(n, name, into: &s)
         value = s
+    }
+
+    func bool(_ n: Node?, _ name: String, into value: inout Bool) throws(ConfigurationError) {
+        guard let n else { return }
+        guard let v = n.bool else { throw fail(n, "\(name) must be true or false") }
+        value = v
     }
 
     func int(_ n: Node?, _ name: String, _ range: ClosedRange<Int>, into value: inout Int) throws(ConfigurationError) {

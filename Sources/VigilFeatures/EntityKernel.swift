@@ -360,8 +360,10 @@ extension EventBatch {
     ///   - lateness: the store's allowed lateness (ms).
     ///   - duplicate: whether transaction `i` was recorded before (a redelivery).
     ///   - withState: gives in-place access to an entity's state (creating it if new).
+    ///   - evaluate: false to only record (trim and insert, as above) without computing features,
+    ///     as a store rebuilding its state from a journal does; `matrix` is then left as it is.
     public func walk(
-        plan: FeaturePlan, lateness: Int64, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool,
+        plan: FeaturePlan, lateness: Int64, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool, evaluate: Bool = true,
         withState: (_ entity: Int, _ key: UInt64, _ body: (inout EntityState) -> Void) -> Void
     ) {
         let columns = matrix.columns
@@ -373,7 +375,7 @@ extension EventBatch {
                     for (e, ep) in plan.entities.enumerated() {
                         let key = keys[i * entityCount + e]
                         guard key != 0 else {
-                            EntityKernel.missing(plan: ep, row: row)
+                            if evaluate { EntityKernel.missing(plan: ep, row: row) }
                             continue
                         }
                         let own = UnsafeBufferPointer(rebasing: tracked[(i * trackedTotal + trackedOffsets[e])...].prefix(ep.tracked.count))
@@ -384,9 +386,9 @@ extension EventBatch {
                             // (trimming lazily), never less, so every store evaluates exactly the
                             // same events.
                             state.trimToCanonical(plan: ep, lateness: lateness)
-                            if seen {
+                            if evaluate, seen {
                                 state.evaluateRedelivered(plan: ep, current: current, id: ids[i], row: row)
-                            } else {
+                            } else if evaluate {
                                 state.evaluate(plan: ep, current: current, row: row)
                             }
                             // Recorded whether or not the transaction was seen: the store's log

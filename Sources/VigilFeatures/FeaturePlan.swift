@@ -18,7 +18,7 @@ public struct FeatureSchema: Sendable, Hashable {
 
 /// A ``FeatureSpec`` compiled for evaluation: column positions, window lanes and compiled
 /// expressions. Built once at load time.
-public struct FeaturePlan: Sendable {
+public final class FeaturePlan: Sendable {
     public let spec: FeatureSpec
     public let schema: FeatureSchema
     /// One per entity of the spec, in spec order.
@@ -82,7 +82,7 @@ public struct FeaturePlan: Sendable {
 /// Every window the entity uses is a lane (at most 8): ``EntityState`` keeps each lane's window
 /// up to date as events enter and leave it; the recomputing reference kernel tests each event
 /// against all lanes of a `SIMD8<Double>` at once.
-public struct EntityPlan: Sendable {
+public final class EntityPlan: Sendable {
     public let name: String
     public let field: TransactionField
     /// Window lengths in ms, one per lane; unused lanes are -1 (never match).

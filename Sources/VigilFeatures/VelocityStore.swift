@@ -101,10 +101,13 @@ public protocol VelocityStore: AnyObject, Sendable {
     func apply(labels: [(id: UInt64, fraud: Bool)]) throws(StoreError) -> Int
 }
 
-/// The in-process store: per-entity sorted event columns and incremental windows, no I/O.
+/// The in-process store: per-entity sorted event columns and incremental windows, no I/O
+/// unless journaled.
 ///
 /// The default for embedded use, backtests and tests; the reference the Redis store is checked
-/// against. Thread-safe (one lock; batches are processed one at a time).
+/// against. Thread-safe (one lock; batches are processed one at a time). With a
+/// ``JournalConfiguration`` it logs every batch and label before applying it and rebuilds its
+/// state from the log when opened, so a restarted process scores redeliveries exactly as before.
 public final class InMemoryVelocityStore: VelocityStore {
     public let plan: FeaturePlan
     /// How long past its longest window an event is kept, so that a redelivered or late
@@ -118,6 +121,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         var transactions: [UInt64: (time: Int64, keys: [UInt64])] = [:]
         var newest: Int64 = .min
         var sinceSweep = 0
+        var journal: StoreJournal?
     }
 
     let state: Mutex<State>
@@ -128,27 +132,53 @@ public final class InMemoryVelocityStore: VelocityStore {
         state = Mutex(State(entities: Array(repeating: [:], count: plan.entities.count)))
     }
 
-    public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
-        let plan = self.plan
-        let lateness = allowedLateness
-        state.withLock { s in
-            // Idempotence: a transaction id already recorded, or earlier in this batch, is a
-            // redelivery (as Redis's SET NX answers it).
-            var seenInBatch = Set<UInt64>()
-            let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil || !seenInBatch.insert(batch.ids[$0]).inserted }
-            batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { duplicates[$0] }) { e, key, body in
-                body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
+    /// A journaled store: replays the journal in `journal.directory` (creating it if new), then
+    /// logs every batch and label before applying it.
+    /// - Throws: the journal's file and byte offset when it cannot be read, is damaged other than
+    ///   by a torn last record, or was written for another feature spec or hash secret.
+    public convenience init(plan: FeaturePlan, allowedLateness: Int64 = 86_400_000, journal: JournalConfiguration) throws(ConfigurationError) {
+        self.init(plan: plan, allowedLateness: allowedLateness)
+        try state.withLock { (s: inout State) throws(ConfigurationError) in
+            let j = try StoreJournal(configuration: journal, plan: plan) { entry in
+                switch entry {
+                case .batch(let b):
+                    var scratch = FeatureMatrix(schema: plan.schema, rows: b.count)
+                    record(b, &s, into: &scratch, evaluate: false)
+                case .labels(let l):
+                    _ = label(l, &s)
+                }
             }
-            for i in 0..<batch.count where !duplicates[i] {
-                var keys: [UInt64] = []
-                keys.reserveCapacity(batch.entityCount)
-                for e in 0..<batch.entityCount { keys.append(batch.keys[i * batch.entityCount + e]) }
-                s.transactions[batch.ids[i]] = (batch.times[i], keys)
-                s.newest = max(s.newest, batch.times[i])
-                s.sinceSweep += 1
-            }
-            if s.sinceSweep >= 65_536 { sweep(&s) }
+            s.journal = j
         }
+    }
+
+    public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
+        try state.withLock { (s: inout State) throws(StoreError) in
+            try s.journal?.append(batch)
+            record(batch, &s, into: &matrix, evaluate: true)
+            try s.journal?.maintain(cutoff: s.newest - plan.retention - allowedLateness)
+        }
+    }
+
+    /// Evaluates (or, replaying a journal, only records) a batch and remembers its transactions.
+    private func record(_ batch: EventBatch, _ s: inout State, into matrix: inout FeatureMatrix, evaluate: Bool) {
+        let plan = self.plan
+        // Idempotence: a transaction id already recorded, or earlier in this batch, is a
+        // redelivery (as Redis's SET NX answers it).
+        var seenInBatch = Set<UInt64>()
+        let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil || !seenInBatch.insert(batch.ids[$0]).inserted }
+        batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate) { e, key, body in
+            body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
+        }
+        for i in 0..<batch.count where !duplicates[i] {
+            var keys: [UInt64] = []
+            keys.reserveCapacity(batch.entityCount)
+            for e in 0..<batch.entityCount { keys.append(batch.keys[i * batch.entityCount + e]) }
+            s.transactions[batch.ids[i]] = (batch.times[i], keys)
+            s.newest = max(s.newest, batch.times[i])
+            s.sinceSweep += 1
+        }
+        if s.sinceSweep >= 65_536 { sweep(&s) }
     }
 
     /// Forgets idle entities and old transaction ids (the in-memory analogue of Redis TTLs).
@@ -165,19 +195,28 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     @discardableResult
     public func apply(labels: [(id: UInt64, fraud: Bool)]) throws(StoreError) -> Int {
-        state.withLock { s in
-            var matched = 0
-            for l in labels {
-                guard let tx = s.transactions[l.id] else { continue }
-                matched += 1
-                for (e, key) in tx.keys.enumerated() where key != 0 {
-                    guard let i = s.entities[e][key]?.events.index(time: tx.time, id: l.id) else { continue }
-                    s.entities[e][key]!.setLabel(l.fraud ? 2 : 1, at: i, plan: plan.entities[e])
-                }
-            }
-            return matched
+        try state.withLock { (s: inout State) throws(StoreError) in
+            let matching = labels.filter { s.transactions[$0.id] != nil }
+            if !matching.isEmpty { try s.journal?.append(labels: matching) }
+            return label(matching, &s)
         }
     }
+
+    private func label(_ labels: [(id: UInt64, fraud: Bool)], _ s: inout State) -> Int {
+        var matched = 0
+        for l in labels {
+            guard let tx = s.transactions[l.id] else { continue }
+            matched += 1
+            for (e, key) in tx.keys.enumerated() where key != 0 {
+                guard let i = s.entities[e][key]?.events.index(time: tx.time, id: l.id) else { continue }
+                s.entities[e][key]!.setLabel(l.fraud ? 2 : 1, at: i, plan: plan.entities[e])
+            }
+        }
+        return matched
+    }
+
+    /// Bytes the journal holds on disk (0 without one).
+    public var journalBytes: Int { state.withLock { $0.journal?.bytes ?? 0 } }
 
     /// Entities currently held, per entity type (for tests and sizing).
     public var entityCounts: [Int] { state.withLock { s in s.entities.map(\.count) } }
