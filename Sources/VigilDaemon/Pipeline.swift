@@ -120,12 +120,16 @@ final class Pipeline: @unchecked Sendable {
         var consumerProperties = configuration.kafkaProperties
         consumerProperties["group.id"] = k.group
         if consumerProperties["queued.max.messages.kbytes"] == nil { consumerProperties["queued.max.messages.kbytes"] = "16384" }
-        // A broker answers a fetch as soon as data arrives, but librdkafka's mock cluster waits out
-        // the whole fetch wait (default 500 ms): keep it short. On a real cluster this only sets
-        // how often an idle consumer asks.
-        if consumerProperties["fetch.wait.max.ms"] == nil { consumerProperties["fetch.wait.max.ms"] = "5" }
         let producer = try KafkaProducer(properties: configuration.kafkaProperties)
         self.producer = producer
+        // A broker answers a fetch as soon as data arrives, so on a real cluster the fetch wait
+        // only sets how often an idle consumer asks: 5 ms. librdkafka's mock cluster (`vigil
+        // dev-broker`) instead holds every fetch that finds nothing for the whole wait, which
+        // adds it to the latency of the next transaction: 1 ms there.
+        if consumerProperties["fetch.wait.max.ms"] == nil {
+            let development = DevBroker.isDevelopmentCluster(id: producer.clusterID(timeout: .seconds(2)))
+            consumerProperties["fetch.wait.max.ms"] = development ? "1" : "5"
+        }
         do {
             try producer.prepare(topics: [k.topics.verdicts, k.topics.deadLetters], timeout: .seconds(5))
         } catch {

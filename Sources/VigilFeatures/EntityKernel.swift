@@ -382,10 +382,10 @@ extension EventBatch {
                         let current = CurrentEvent(time: times[i], amount: amounts[i], lat: lats[i], lon: lons[i], tracked: own)
                         withState(e, key) { state in
                             // Trim to the canonical set first: events older than the entity's
-                            // newest one minus retention and lateness. A store may hold more
-                            // (trimming lazily), never less, so every store evaluates exactly the
-                            // same events.
-                            state.trimToCanonical(plan: ep, lateness: lateness)
+                            // newest one minus retention and lateness cannot be in this
+                            // transaction's windows. A store may hold more (trimming lazily),
+                            // never less, so every store evaluates exactly the same events.
+                            state.trimToCanonical(plan: ep, lateness: lateness, at: times[i])
                             if evaluate, seen {
                                 state.evaluateRedelivered(plan: ep, current: current, id: ids[i], row: row)
                             } else if evaluate {
@@ -408,10 +408,20 @@ extension EventBatch {
 }
 
 extension EntityState {
-    /// Drops the events older than the newest one minus the entity's retention and `lateness`.
-    public mutating func trimToCanonical(plan: EntityPlan, lateness: Int64) {
-        if let newest = events.times.last, let first = events.times.first, first < newest - plan.retention - lateness {
-            trim(plan: plan, before: newest - plan.retention - lateness)
+    /// Makes the events a transaction at time `t` is evaluated against the canonical set: the
+    /// events older than the newest one minus the entity's retention and `lateness` are dropped.
+    ///
+    /// Those events are in no window of a transaction at or after `newest − lateness`, so for
+    /// such a transaction they may stay; dropping them shifts every event kept, so it waits until
+    /// they are a quarter of the entity's events (amortised O(1) per event, where dropping one at
+    /// a time would cost a busy entity its whole history per transaction). A transaction later
+    /// than the lateness drops them first.
+    public mutating func trimToCanonical(plan: EntityPlan, lateness: Int64, at t: Int64) {
+        guard let newest = events.times.last, let first = events.times.first else { return }
+        let cutoff = newest - plan.retention - lateness
+        guard first < cutoff else { return }
+        if t < newest - lateness || events.lowerBound(time: cutoff) * 4 >= events.count {
+            trim(plan: plan, before: cutoff)
         }
     }
 }

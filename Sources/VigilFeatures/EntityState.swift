@@ -147,9 +147,12 @@ struct WindowState: Sendable {
             var nh = h
             while nh < ev.count && ev.times[nh] < start { nh += 1 }
             while nh > 0 && ev.times[nh - 1] >= start { nh -= 1 }
+            if nh == h && newTail == tail { continue }
             if newTail <= h || nh >= tail {
-                // No overlap with the old window: start the lane afresh.
-                clear(lane: l, plan)
+                // No overlap with the old window: start the lane afresh. An empty lane is clear
+                // already (every structure is kept exact), which is the common case of an entity
+                // seen again after longer than the window.
+                if h < tail { clear(lane: l, plan) }
                 for i in nh..<newTail { add(i, lane: l, front: false, ev, plan) }
             } else {
                 // Adds before removals, so the sliding maxima never pop an empty side.

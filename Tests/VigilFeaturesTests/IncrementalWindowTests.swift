@@ -100,7 +100,7 @@ import Testing
                 batch.tracked.withUnsafeBufferPointer { tracked in
                     let own = UnsafeBufferPointer(rebasing: tracked[base..<(base + ep.tracked.count)])
                     let c = CurrentEvent(time: batch.times[i], amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i], tracked: own)
-                    state.trimToCanonical(plan: ep, lateness: lateness)
+                    state.trimToCanonical(plan: ep, lateness: lateness, at: batch.times[i])
                     incremental.withUnsafeMutableBufferPointer { state.evaluate(plan: ep, current: c, row: $0.baseAddress!) }
                     reference.withUnsafeMutableBufferPointer { EntityKernel.evaluate(state.events, plan: ep, current: c, row: $0.baseAddress!) }
                     state.insert(
