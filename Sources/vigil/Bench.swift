@@ -81,8 +81,33 @@ struct Bench: ParsableCommand {
             print("scorer \(evaluator.rawValue.padded(6)) batch 256: \(Int(256e6 / batch)) tx/s on one core; single transaction p50 \(String(format: "%.1f", single.p50)) µs, p99 \(String(format: "%.1f", single.p99)) µs")
         }
         print(String(format: "scorer native vs C API throughput: %.2f×", perTx[.capi]! / perTx[.native]!))
+        try journal(Array(stream.prefix(100_000)), configuration: c)
         print(String(repeating: "─", count: 78))
         print("Ratios are against the baseline measured in the same run; absolute times vary with the machine.")
+    }
+
+    /// The in-memory store's journal: what logging costs the features stage, and how fast a
+    /// restart replays it, against the same stream through an unjournaled store.
+    func journal(_ txs: [Transaction], configuration c: ScorerConfiguration) throws {
+        let dir = NSTemporaryDirectory() + "vigil-bench-journal-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let clock = ContinuousClock()
+        func featuresSeconds(_ scorer: Scorer) -> Double {
+            let t0 = clock.now
+            for start in stride(from: 0, to: txs.count, by: 256) { _ = scorer.features(Array(txs[start..<min(txs.count, start + 256)])) }
+            return (clock.now - t0).seconds
+        }
+        let plain = try featuresSeconds(Scorer(configuration: c))
+        let logged = try featuresSeconds(Scorer(configuration: c) { (plan) throws(ConfigurationError) in
+            try InMemoryVelocityStore(plan: plan, journal: JournalConfiguration(directory: dir, keyCheck: c.hasher.check))
+        })
+        let t0 = clock.now
+        let reopened = try InMemoryVelocityStore(plan: FeaturePlan(spec: FeatureSpec.load(path: c.modelDirectory + "/features.yaml")),
+                                                 journal: JournalConfiguration(directory: dir, keyCheck: c.hasher.check))
+        let replay = (clock.now - t0).seconds
+        print(String(format: "journaled store: features %.1f µs/tx vs %.1f unjournaled (×%.2f); %.0f bytes/tx on disk; replay at open %.0f tx/s",
+                     logged / Double(txs.count) * 1e6, plain / Double(txs.count) * 1e6, logged / plain,
+                     Double(reopened.journalBytes) / Double(txs.count), Double(txs.count) / replay))
     }
 
     func row(_ name: String, _ us: Double, _ baseline: String, _ baselineUs: Double) {
