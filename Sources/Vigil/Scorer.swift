@@ -212,8 +212,9 @@ public final class Scorer: Sendable {
 
         var decisions: [Decision] = []
         decisions.reserveCapacity(batch.count)
-        for (i, tx) in batch.enumerated() {
-            var d = c.decider.decide(probability: scores.probabilities[i], transaction: tx, forced: outcomes[i].forced, floor: outcomes[i].floor)
+        // Transactions are read in place (`batch[i]`): binding one to a local copies its strings.
+        for i in batch.indices {
+            var d = c.decider.decide(probability: scores.probabilities[i], transaction: batch[i], forced: outcomes[i].forced, floor: outcomes[i].floor)
             if storeError != nil, c.configuration.degradation == .failClosed, outcomes[i].forced == nil {
                 d.action = max(d.action, .review)
             }
@@ -229,7 +230,7 @@ public final class Scorer: Sendable {
         var verdicts: [Verdict] = []
         verdicts.reserveCapacity(batch.count)
         var explained = 0
-        for (i, tx) in batch.enumerated() {
+        for i in batch.indices {
             var reasons = outcomes[i].hits.map { ReasonCode(kind: .rule, code: $0.id, detail: $0.reason) }
             if explained < explain.count, explain[explained] == i {
                 let top = contributions[explained].enumerated().filter { $0.element > 0 }
@@ -241,11 +242,11 @@ public final class Scorer: Sendable {
             if let storeError { reasons.append(ReasonCode(kind: .degraded, code: "store_\(storeError.code.rawValue)")) }
             for f in scores.failures { reasons.append(ReasonCode(kind: .degraded, code: "member_failed", detail: f.member)) }
             verdicts.append(Verdict(
-                transactionID: tx.id, action: decisions[i].action, probability: scores.probabilities[i],
+                transactionID: batch[i].id, action: decisions[i].action, probability: scores.probabilities[i],
                 memberScores: zip(memberNames, scores.memberProbabilities).map { .init(name: $0, probability: $1[i]) },
                 reasons: reasons, tags: outcomes[i].hits.filter { $0.action == .tag }.map(\.id),
                 modelVersion: c.ensemble.version, rulesVersion: c.rules.version,
-                degraded: storeError != nil || scores.degraded, latency: latency, timestamp: tx.timestamp))
+                degraded: storeError != nil || scores.degraded, latency: latency, timestamp: batch[i].timestamp))
         }
         return Result(verdicts: verdicts, features: matrix, storeError: storeError, ruleOutcomes: outcomes, components: c)
     }

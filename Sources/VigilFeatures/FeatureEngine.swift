@@ -20,36 +20,43 @@ public struct FeatureEngine: Sendable {
     /// Hashes identifiers and evaluates filters: what the store records of each transaction.
     public func events(for transactions: [Transaction]) -> EventBatch {
         var b = EventBatch(plan: plan, capacity: transactions.count)
-        // A field is often both a key and a tracked value (device_id: the device's key, and tracked
-        // by card and customer): hash each field once per transaction.
-        let fields = TransactionField.allCases
-        var hashes = [UInt64](repeating: 0, count: fields.count)
-        var done = [Bool](repeating: false, count: fields.count)
-        for tx in transactions {
-            for k in done.indices { done[k] = false }
-            func hashed(_ f: TransactionField) -> UInt64 {
-                let k = fields.firstIndex(of: f)!
-                if !done[k] {
-                    // 0 means absent, so a real hash is never 0.
-                    hashes[k] = tx.string(f).map { hasher.hash($0) | 1 } ?? 0
-                    done[k] = true
-                }
-                return hashes[k]
-            }
-            b.ids.append(idHash(tx.id))
-            b.times.append(tx.timestamp)
-            b.amounts.append(tx.amount)
-            b.lats.append(tx.lat ?? .nan)
-            b.lons.append(tx.lon ?? .nan)
-            for e in plan.entities {
-                b.keys.append(hashed(e.field))
-                var bits: UInt8 = 0
-                for (k, f) in e.filters.enumerated() where f(tx) { bits |= 1 << UInt8(k) }
-                b.filterBits.append(bits)
-                for f in e.tracked { b.tracked.append(hashed(f)) }
-            }
-        }
+        var scratch = HashScratch()
+        // Each transaction is passed borrowed: binding it to a local would copy (retain) every
+        // one of its strings.
+        for i in transactions.indices { append(transactions[i], to: &b, scratch: &scratch) }
         return b
+    }
+
+    /// A field is often both a key and a tracked value (device_id: the device's key, and tracked
+    /// by card and customer): each field is hashed once per transaction.
+    struct HashScratch {
+        var hashes = [UInt64](repeating: 0, count: TransactionField.allCases.count)
+        var done = [Bool](repeating: false, count: TransactionField.allCases.count)
+    }
+
+    private func append(_ tx: borrowing Transaction, to b: inout EventBatch, scratch s: inout HashScratch) {
+        for k in s.done.indices { s.done[k] = false }
+        func hashed(_ f: TransactionField) -> UInt64 {
+            let k = TransactionField.allCases.firstIndex(of: f)!
+            if !s.done[k] {
+                // 0 means absent, so a real hash is never 0.
+                s.hashes[k] = tx.string(f).map { hasher.hash($0) | 1 } ?? 0
+                s.done[k] = true
+            }
+            return s.hashes[k]
+        }
+        b.ids.append(idHash(tx.id))
+        b.times.append(tx.timestamp)
+        b.amounts.append(tx.amount)
+        b.lats.append(tx.lat ?? .nan)
+        b.lons.append(tx.lon ?? .nan)
+        for e in plan.entities {
+            b.keys.append(hashed(e.field))
+            var bits: UInt8 = 0
+            for (k, f) in e.filters.enumerated() where f(tx) { bits |= 1 << UInt8(k) }
+            b.filterBits.append(bits)
+            for f in e.tracked { b.tracked.append(hashed(f)) }
+        }
     }
 
     /// Computes the features of a batch in order, recording each transaction in the store.
@@ -68,27 +75,28 @@ public struct FeatureEngine: Sendable {
     public func transactionFeatures(_ transactions: [Transaction], into m: inout FeatureMatrix) {
         let columns = m.columns
         m.values.withUnsafeMutableBufferPointer { values in
-            for (i, tx) in transactions.enumerated() {
-                let row = values.baseAddress! + i * columns
-                for (f, col) in plan.fieldColumns { row[col] = Float(tx.number(f)) }
-                if !plan.calendarColumns.isEmpty {
-                    let cal = Timestamp.calendar(tx.timestamp)
-                    for (c, col) in plan.calendarColumns {
-                        switch c {
-                        case .hour: row[col] = Float(cal.hour)
-                        case .weekday: row[col] = Float(cal.weekday)
-                        case .night: row[col] = cal.hour < 6 ? 1 : 0
-                        case .weekend: row[col] = cal.weekday >= 5 ? 1 : 0
-                        }
-                    }
-                }
-                if !plan.derived.isEmpty {
-                    for (col, f) in plan.derived {
-                        let ctx = RowContext(transaction: tx, row: UnsafeBufferPointer(start: row, count: columns))
-                        row[col] = Float(f(ctx))
-                    }
+            for i in transactions.indices {
+                fill(row: values.baseAddress! + i * columns, columns: columns, from: transactions[i])
+            }
+        }
+    }
+
+    private func fill(row: UnsafeMutablePointer<Float>, columns: Int, from tx: borrowing Transaction) {
+        for (f, col) in plan.fieldColumns { row[col] = Float(tx.number(f)) }
+        if !plan.calendarColumns.isEmpty {
+            let cal = Timestamp.calendar(tx.timestamp)
+            for (c, col) in plan.calendarColumns {
+                switch c {
+                case .hour: row[col] = Float(cal.hour)
+                case .weekday: row[col] = Float(cal.weekday)
+                case .night: row[col] = cal.hour < 6 ? 1 : 0
+                case .weekend: row[col] = cal.weekday >= 5 ? 1 : 0
                 }
             }
+        }
+        if !plan.derived.isEmpty {
+            let ctx = RowContext(transaction: copy tx, row: UnsafeBufferPointer(start: row, count: columns))
+            for (col, f) in plan.derived { row[col] = Float(f(ctx)) }
         }
     }
 }
