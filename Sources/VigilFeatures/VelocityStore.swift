@@ -118,7 +118,7 @@ public final class InMemoryVelocityStore: VelocityStore {
     struct State: ~Copyable {
         var entities: [[UInt64: EntityState]]
         /// Transaction id → (time, entity keys): idempotence and label lookup.
-        var transactions: [UInt64: (time: Int64, keys: [UInt64])] = [:]
+        var transactions: [UInt64: (time: Int64, keys: EntityKeys)] = [:]
         var newest: Int64 = .min
         var sinceSweep = 0
         var journal: StoreJournal?
@@ -171,10 +171,7 @@ public final class InMemoryVelocityStore: VelocityStore {
             body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
         }
         for i in 0..<batch.count where !duplicates[i] {
-            var keys: [UInt64] = []
-            keys.reserveCapacity(batch.entityCount)
-            for e in 0..<batch.entityCount { keys.append(batch.keys[i * batch.entityCount + e]) }
-            s.transactions[batch.ids[i]] = (batch.times[i], keys)
+            s.transactions[batch.ids[i]] = (batch.times[i], EntityKeys(batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)]))
             s.newest = max(s.newest, batch.times[i])
             s.sinceSweep += 1
         }
@@ -207,7 +204,9 @@ public final class InMemoryVelocityStore: VelocityStore {
         for l in labels {
             guard let tx = s.transactions[l.id] else { continue }
             matched += 1
-            for (e, key) in tx.keys.enumerated() where key != 0 {
+            for e in 0..<plan.entities.count {
+                let key = tx.keys[e]
+                guard key != 0 else { continue }
                 guard let i = s.entities[e][key]?.events.index(time: tx.time, id: l.id) else { continue }
                 s.entities[e][key]!.setLabel(l.fraud ? 2 : 1, at: i, plan: plan.entities[e])
             }
@@ -220,4 +219,19 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     /// Entities currently held, per entity type (for tests and sizing).
     public var entityCounts: [Int] { state.withLock { s in s.entities.map(\.count) } }
+}
+
+/// A transaction's entity keys, held inline for up to eight entities: remembering a transaction
+/// allocates nothing.
+struct EntityKeys {
+    private var inline = SIMD8<UInt64>()
+    private var more: [UInt64] = []
+
+    init(_ keys: ArraySlice<UInt64>) {
+        for (e, k) in keys.enumerated() {
+            if e < 8 { inline[e] = k } else { more.append(k) }
+        }
+    }
+
+    subscript(e: Int) -> UInt64 { e < 8 ? inline[e] : more[e - 8] }
 }
