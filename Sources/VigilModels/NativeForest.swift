@@ -337,39 +337,49 @@ extension NativeForest {
         precondition(explains, "the model records no covers")
         let width = featureCount + 1
         var out = [Float](repeating: 0, count: rows * width)
+        // A path visits at most every node of its tree once.
+        var longest = 0
+        for (t, root) in roots.enumerated() { longest = max(longest, Int(t + 1 < roots.count ? roots[t + 1] : Int32(nodes.count)) - Int(root)) }
         // One tree's contributions, then added to the row's, as XGBoost does (it matters for
-        // rounding when a feature splits twice on a path).
-        var tree = [Float](repeating: 0, count: width)
-        var touched: [Int] = []
-        nodes.withUnsafeBufferPointer { nodes in
-            means.withUnsafeBufferPointer { means in
-                out.withUnsafeMutableBufferPointer { out in
-                    for r in 0..<rows {
-                        let row = values.baseAddress! + r * featureCount
-                        let o = out.baseAddress! + r * width
-                        for root in roots {
-                            var i = Int(root)
-                            var value = means[i]
-                            tree[featureCount] += value
-                            touched.append(featureCount)
-                            while nodes[i].feature >= 0 {
-                                let node = nodes[i]
-                                let f = Int(node.feature & ~NativeForest.defaultLeftBit)
-                                let v = row[f]
-                                let goLeft = v.isNaN ? (node.feature & NativeForest.defaultLeftBit) != 0 : v < node.value
-                                i = Int(goLeft ? node.left : node.right)
-                                tree[f] += means[i] - value
-                                touched.append(f)
-                                value = means[i]
+        // rounding when a feature splits twice on a path). Scratch buffers, not arrays: this runs
+        // per node of every path, where an array's uniqueness and capacity checks cost more than
+        // the arithmetic.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: width) { tree in
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: longest + 1) { touched in
+                tree.initialize(repeating: 0)
+                nodes.withUnsafeBufferPointer { nodes in
+                    means.withUnsafeBufferPointer { means in
+                        out.withUnsafeMutableBufferPointer { out in
+                            for r in 0..<rows {
+                                let row = values.baseAddress! + r * featureCount
+                                let o = out.baseAddress! + r * width
+                                for root in roots {
+                                    var i = Int(root)
+                                    var value = means[i]
+                                    tree[featureCount] += value
+                                    touched[0] = featureCount
+                                    var n = 1
+                                    while nodes[i].feature >= 0 {
+                                        let node = nodes[i]
+                                        let f = Int(node.feature & ~NativeForest.defaultLeftBit)
+                                        let v = row[f]
+                                        let goLeft = v.isNaN ? (node.feature & NativeForest.defaultLeftBit) != 0 : v < node.value
+                                        i = Int(goLeft ? node.left : node.right)
+                                        tree[f] += means[i] - value
+                                        touched[n] = f
+                                        n += 1
+                                        value = means[i]
+                                    }
+                                    // (XGBoost then credits `leaf value - leaf mean`, which is 0.)
+                                    for k in 0..<n {
+                                        let f = touched[k]
+                                        o[f] += tree[f]
+                                        tree[f] = 0  // a feature listed twice adds 0 the second time
+                                    }
+                                }
+                                o[featureCount] += baseMargin
                             }
-                            // (XGBoost then credits `leaf value - leaf mean`, which is 0.)
-                            for f in touched {
-                                o[f] += tree[f]
-                                tree[f] = 0  // a feature listed twice adds 0 the second time
-                            }
-                            touched.removeAll(keepingCapacity: true)
                         }
-                        o[featureCount] += baseMargin
                     }
                 }
             }

@@ -70,6 +70,7 @@ struct Bench: ParsableCommand {
 
         // Whole scorer, in-memory store, one core, both evaluators.
         var perTx: [Ensemble.Evaluator: Double] = [:]
+        var singleNative = (p50: 0.0, p99: 0.0)
         for evaluator in [Ensemble.Evaluator.capi, .native] {
             c.evaluator = evaluator
             let scorer = try Scorer(configuration: c)
@@ -78,12 +79,30 @@ struct Bench: ParsableCommand {
             let batch = measure { _ = scorer.score(next(256)) }
             let single = percentiles { _ = scorer.score(next(1)[0]) }
             perTx[evaluator] = batch / 256
+            if evaluator == .native { singleNative = single }
             print("scorer \(evaluator.rawValue.padded(6)) batch 256: \(Int(256e6 / batch)) tx/s on one core; single transaction p50 \(String(format: "%.1f", single.p50)) µs, p99 \(String(format: "%.1f", single.p99)) µs")
         }
         print(String(format: "scorer native vs C API throughput: %.2f×", perTx[.capi]! / perTx[.native]!))
+        machineTail(like: singleNative)
         try journal(Array(stream.prefix(100_000)), configuration: c)
         print(String(repeating: "─", count: 78))
         print("Ratios are against the baseline measured in the same run; absolute times vary with the machine.")
+    }
+
+    /// The machine's own tail at the single transaction's time scale: a fixed computation (no
+    /// allocation, no memory beyond registers) sized to the single transaction's median, timed
+    /// the same way. Its p99 is what interrupts, the scheduler and the neighbours add anyway.
+    func machineTail(like single: (p50: Double, p99: Double)) {
+        var state: UInt64 = 1
+        func spin(_ n: Int) {
+            for _ in 0..<n { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407 }
+        }
+        var n = 1000
+        while measure({ spin(n) }) < single.p50 && n < 1 << 30 { n *= 2 }
+        n = Int(Double(n) * single.p50 / max(measure { spin(n) }, 1e-3))
+        let fixed = percentiles { spin(n) }
+        print(String(format: "machine tail: fixed work of p50 %.1f µs has p99 %.1f µs (×%.2f); the single transaction ×%.2f%@",
+                     fixed.p50, fixed.p99, fixed.p99 / fixed.p50, single.p99 / single.p50, state == 0 ? " " : ""))
     }
 
     /// The in-memory store's journal: what logging costs the features stage, and how fast a
