@@ -56,6 +56,9 @@ final class StoreJournal {
     let fingerprint: UInt64
     private(set) var segments: [Segment] = []
     private var fd: Int32 = -1
+    /// Holds an exclusive `flock` on the directory's `LOCK` file while the journal is open: a
+    /// second process on the same directory would interleave its records with ours.
+    private var lock: Int32 = -1
     private var size = 0
     private var buffer: [UInt8] = []
     /// Set when a failed append could not be undone: every later append fails rather than
@@ -72,6 +75,14 @@ final class StoreJournal {
         fingerprint = Self.fingerprint(plan: plan, keyCheck: configuration.keyCheck)
         let dir = configuration.directory
         if mkdir(dir, 0o700) != 0, errno != EEXIST { throw Self.failure(dir, "cannot create the journal directory: \(Self.errorText())") }
+        lock = open(dir + "/LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw Self.failure(dir + "/LOCK", "cannot open: \(Self.errorText())") }
+        guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            let e = Self.errorText()
+            close(lock)
+            throw Self.failure(dir, busy ? "another store holds this journal (one instance per journal directory)" : "cannot lock: \(e)")
+        }
         guard let handle = opendir(dir) else { throw Self.failure(dir, "cannot read the journal directory: \(Self.errorText())") }
         var found: [Segment] = []
         while let entry = readdir(handle) {
@@ -114,7 +125,10 @@ final class StoreJournal {
         }
     }
 
-    deinit { if fd >= 0 { close(fd) } }
+    deinit {
+        if fd >= 0 { close(fd) }
+        close(lock)  // releases the lock
+    }
 
     var path: String { segments.last?.path ?? configuration.directory }
 

@@ -136,6 +136,15 @@ import Testing
         }
         let first = journal.directory + "/" + (try Self.segments(journal.directory).first!)
 
+        // One store per journal: a second one is refused while the first is open.
+        do {
+            let holder = try InMemoryVelocityStore(plan: plan, journal: journal)
+            #expect(performing: { _ = try InMemoryVelocityStore(plan: plan, journal: journal) }, throws: { error in
+                (error as! ConfigurationError).message.contains("another store holds this journal")
+            })
+            withExtendedLifetime(holder) {}
+        }
+
         // Another hash secret, then another spec.
         var other = journal
         other.keyCheck = try KeyedHasher(secret: Array("another secret, 32 bytes long...".utf8)).check
