@@ -154,9 +154,13 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
         try state.withLock { (s: inout State) throws(StoreError) in
+            // Journal first (a full segment rolled over, then the batch): on any failure the
+            // batch is not applied, so the state never holds what the journal lacks.
+            if let journal = s.journal {
+                try journal.maintain(cutoff: s.newest == .min ? .min : s.newest - plan.retention - allowedLateness)
+            }
             try s.journal?.append(batch)
             record(batch, &s, into: &matrix, evaluate: true)
-            try s.journal?.maintain(cutoff: s.newest - plan.retention - allowedLateness)
         }
     }
 
