@@ -122,14 +122,11 @@ final class Pipeline: @unchecked Sendable {
         if consumerProperties["queued.max.messages.kbytes"] == nil { consumerProperties["queued.max.messages.kbytes"] = "16384" }
         let producer = try KafkaProducer(properties: configuration.kafkaProperties)
         self.producer = producer
-        // A broker answers a fetch as soon as data arrives, so on a real cluster the fetch wait
-        // only sets how often an idle consumer asks: 5 ms. librdkafka's mock cluster (`vigil
-        // dev-broker`) instead holds every fetch that finds nothing for the whole wait, which
-        // adds it to the latency of the next transaction: 1 ms there.
-        if consumerProperties["fetch.wait.max.ms"] == nil {
-            let development = DevBroker.isDevelopmentCluster(id: producer.clusterID(timeout: .seconds(2)))
-            consumerProperties["fetch.wait.max.ms"] = development ? "1" : "5"
-        }
+        // A broker answers a fetch as soon as data arrives, but librdkafka's mock cluster waits out
+        // the whole fetch wait (default 500 ms): keep it short. On a real cluster this only sets
+        // how often an idle consumer asks. (1 ms on the mock cluster cut latency at low rates but
+        // tripled its CPU per message under load: `docs/design-changes.md`.)
+        if consumerProperties["fetch.wait.max.ms"] == nil { consumerProperties["fetch.wait.max.ms"] = "5" }
         do {
             try producer.prepare(topics: [k.topics.verdicts, k.topics.deadLetters], timeout: .seconds(5))
         } catch {

@@ -94,7 +94,7 @@ struct Produce: ParsableCommand {
         let partitions = try producer.prepare(topics: [topic] + (labelsTopic.map { [$0] } ?? []), timeout: .seconds(10))
         let development = DevBroker.isDevelopmentCluster(id: producer.clusterID(timeout: .seconds(5)))
         var retention = RetentionWarning(partitions: partitions[topic] ?? 1, development: development)
-        let tracker = try awaitVerdicts.map { try VerdictTracker(properties: props, topic: $0, development: development) }
+        let tracker = try awaitVerdicts.map { try VerdictTracker(properties: props, topic: $0) }
         if let tracker {
             tracker.expect(messages.count + warm.count)
             stderr("produce: waiting to join the verdicts topic…")
@@ -289,11 +289,11 @@ final class VerdictTracker: @unchecked Sendable {
     var thread: Thread?
     var since: Int64 = 0
 
-    init(properties: KafkaProperties, topic: String, development: Bool) throws {
+    init(properties: KafkaProperties, topic: String) throws {
         var p = properties
         p["group.id"] = "vigil-produce-\(getpid())-\(Int(Date().timeIntervalSince1970))"
         p["auto.offset.reset"] = "earliest"
-        if p["fetch.wait.max.ms"] == nil { p["fetch.wait.max.ms"] = development ? "1" : "5" }  // see the daemon's consumer
+        if p["fetch.wait.max.ms"] == nil { p["fetch.wait.max.ms"] = "5" }  // see the daemon's consumer
         let assigned = assigned
         consumer = try KafkaConsumer(properties: p, topics: [topic], onRebalance: {
             if case .assigned = $0 { assigned.value.store(true, ordering: .releasing) }
