@@ -61,11 +61,13 @@ struct FaultTests {
         #expect(verdicts.byID.values.contains { $0[0].contains("store_") }, "the outage shows in the verdicts")
         #expect(healthy != nil, "recovered without a manual step")
         #expect(try daemon.metric("vigil_degraded_verdicts_total") > 0)
-        // Each recorded transaction is in its card's window once: the sum of the card windows'
-        // sizes equals the number of transaction records (cards are entity 0 of the default spec).
+        // No transaction is in its card's window twice, nor without its record (cards are entity 0
+        // of the default spec). A batch writes its records first, so the one batch in flight when
+        // Redis died may have persisted records whose events it never appended (that batch got
+        // degraded verdicts): at most one Kafka batch of records without events.
         let records = try stack.redisKeys("vigil:t:*").count
         let events = try stack.streamContents("vigil:x:{0:*").events
-        #expect(records > 0 && events == records, "card events \(events) vs transaction records \(records)")
+        #expect(records > 0 && events <= records && records - events <= 512, "card events \(events) vs transaction records \(records)")
         daemon.process.signal(SIGTERM)
         daemon.process.wait()
     }

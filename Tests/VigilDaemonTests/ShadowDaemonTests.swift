@@ -35,8 +35,11 @@ import VigilTestSupport
               model: \(champion)
             shadow:
               models: [\(challenger)]
+              queue_batches: 100000
             """)
         try daemon.waitReady()
+        // The whole stream at once: a queue that holds every batch, so none is skipped for
+        // being behind (best effort by design, counted in vigil_monitor_skipped_batches_total).
         try stack.publish(txs.map(Self.message))
         let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count))
         let shadow = try stack.read("verdicts.shadow", count: txs.count)
@@ -76,6 +79,7 @@ import VigilTestSupport
         }
         #expect(verdicts.missing(txs.map(\.id)).isEmpty, "\(daemon.log.suffix(3000))")
         #expect(differing == 0, "verdicts differ from the champion's alone")
+        #expect(try daemon.metric("vigil_monitor_skipped_batches_total") == 0)
         #expect(shadowByID.count == txs.count && wrongShadow == 0, "\(shadowByID.count) shadow decisions for \(txs.count) transactions, \(wrongShadow) wrong")
         #expect(try eventually { try daemon.metric("vigil_shadow_transactions_total{challenger=\"challenger@1\"}") == Double(txs.count) })
         #expect(try eventually { try daemon.metric("vigil_drift_rows") > 0 }, "the champion's features binned for drift")
