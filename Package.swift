@@ -49,7 +49,7 @@ let package = Package(
                     .product(name: "DequeModule", package: "swift-collections"),
                 ],
                 swiftSettings: strict),
-        .target(name: "VigilRedis", dependencies: ["VigilFeatures", "CHiredis", .product(name: "DequeModule", package: "swift-collections")], swiftSettings: strict),
+        .target(name: "VigilRedis", dependencies: ["VigilFeatures", "CHiredis"], swiftSettings: strict),
         .target(name: "VigilRules",
                 dependencies: ["VigilCore", "VigilExpression", "VigilFeatures", .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),

@@ -1,3 +1,4 @@
+import DequeModule
 import Synchronization
 import VigilCore
 
@@ -120,16 +121,32 @@ public final class InMemoryVelocityStore: VelocityStore {
         /// Transaction id → (time, entity keys): idempotence and label lookup.
         var transactions: [UInt64: (time: Int64, keys: EntityKeys)] = [:]
         var newest: Int64 = .min
-        var sinceSweep = 0
+        /// Transactions recorded so far: the expiry queues' clock.
+        var recorded = 0
+        /// Expiry queues (the in-memory analogue of Redis TTLs): the transactions remembered, in
+        /// the order they were recorded, and per entity type one record per entity, due at its
+        /// newest event's time when it was queued. `seq`: ``recorded`` when queued.
+        var transactionQueue: Deque<(time: Int64, seq: Int, id: UInt64)> = []
+        var entityQueues: [Deque<(time: Int64, seq: Int, key: UInt64)>]
         var journal: StoreJournal?
     }
 
     let state: Mutex<State>
 
-    public init(plan: FeaturePlan, allowedLateness: Int64 = 86_400_000) {
+    /// However old in event time, the last this many transactions' ids and entities are kept:
+    /// a replay compresses days into seconds, where Redis's TTLs (wall-clock) forget nothing,
+    /// and the two stores must agree on a redelivery's features there too.
+    let remembered: Int
+
+    public convenience init(plan: FeaturePlan, allowedLateness: Int64 = 86_400_000) {
+        self.init(plan: plan, allowedLateness: allowedLateness, remembered: 65_536)
+    }
+
+    init(plan: FeaturePlan, allowedLateness: Int64, remembered: Int) {
         self.plan = plan
         self.allowedLateness = allowedLateness
-        state = Mutex(State(entities: Array(repeating: [:], count: plan.entities.count)))
+        self.remembered = remembered
+        state = Mutex(State(entities: Array(repeating: [:], count: plan.entities.count), entityQueues: Array(repeating: [], count: plan.entities.count)))
     }
 
     /// A journaled store: replays the journal in `journal.directory` (creating it if new), then
@@ -172,26 +189,46 @@ public final class InMemoryVelocityStore: VelocityStore {
         var seenInBatch = Set<UInt64>()
         let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil || !seenInBatch.insert(batch.ids[$0]).inserted }
         batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate) { e, key, body in
+            let known = s.entities[e].count
             body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
+            // A new entity: queued at once, its first check re-queues it at its newest event.
+            if s.entities[e].count != known { s.entityQueues[e].append((.min, s.recorded, key)) }
         }
         for i in 0..<batch.count where !duplicates[i] {
             s.transactions[batch.ids[i]] = (batch.times[i], EntityKeys(batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)]))
+            s.transactionQueue.append((batch.times[i], s.recorded, batch.ids[i]))
+            s.recorded += 1
             s.newest = max(s.newest, batch.times[i])
-            s.sinceSweep += 1
         }
-        if s.sinceSweep >= 65_536 { sweep(&s) }
+        expire(&s, steps: 4 * batch.count * (batch.entityCount + 1) + 64)
     }
 
-    /// Forgets idle entities and old transaction ids (the in-memory analogue of Redis TTLs).
-    func sweep(_ s: inout State) {
-        s.sinceSweep = 0
-        let newest = s.newest
-        for (e, ep) in plan.entities.enumerated() {
-            let cutoff = newest - ep.retention - allowedLateness
-            s.entities[e] = s.entities[e].filter { ($0.value.events.times.last ?? .min) >= cutoff }
+    /// Forgets transaction ids and idle entities past their retention plus the lateness (and
+    /// older than the last ``remembered`` transactions), a bounded number of queue steps per
+    /// batch, more than a batch adds, so the queues keep up: no pass over everything held, which
+    /// stalled a batch for every transaction remembered. Lazy, like Redis's TTLs: what is
+    /// forgotten late changes no feature within the allowed lateness, it only holds memory longer.
+    func expire(_ s: inout State, steps: Int) {
+        guard s.newest != .min else { return }
+        var steps = steps
+        let cutoff = s.newest - plan.retention - allowedLateness, seq = s.recorded - remembered
+        while steps > 0, let f = s.transactionQueue.first, f.time < cutoff, f.seq < seq {
+            s.transactionQueue.removeFirst()
+            s.transactions.removeValue(forKey: f.id)
+            steps -= 1
         }
-        let cutoff = newest - plan.retention - allowedLateness
-        s.transactions = s.transactions.filter { $0.value.time >= cutoff }
+        for (e, ep) in plan.entities.enumerated() {
+            let cutoff = s.newest - ep.retention - allowedLateness
+            while steps > 0, let f = s.entityQueues[e].first, f.time < cutoff, f.seq < seq {
+                s.entityQueues[e].removeFirst()
+                steps -= 1
+                guard let last = s.entities[e][f.key]?.events.times.last, last >= cutoff else {
+                    s.entities[e].removeValue(forKey: f.key)
+                    continue
+                }
+                s.entityQueues[e].append((last, s.recorded, f.key))
+            }
+        }
     }
 
     @discardableResult
@@ -223,6 +260,9 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     /// Entities currently held, per entity type (for tests and sizing).
     public var entityCounts: [Int] { state.withLock { s in s.entities.map(\.count) } }
+
+    /// Transaction ids remembered for idempotence and labels (for tests and sizing).
+    public var transactionCount: Int { state.withLock { $0.transactions.count } }
 }
 
 /// A transaction's entity keys, held inline for up to eight entities: remembering a transaction

@@ -107,6 +107,8 @@ public final class RedisVelocityStore: VelocityStore {
 
     let transactionKeyPrefix: [UInt8]
 
+    deinit { state.withLock { $0.cache.removeAll() } }  // unlinks the cache's recency list
+
     public init(plan: FeaturePlan, configuration: RedisConfiguration, allowedLateness: Int64 = 86_400_000) {
         transactionKeyPrefix = Array("\(configuration.prefix):t:{".utf8)
         self.plan = plan

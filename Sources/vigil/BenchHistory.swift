@@ -26,6 +26,8 @@ struct BenchHistory: ParsableCommand {
         var txPerSecond: Double
         var redis: (cpu: Double, command: Double, bytes: Double, commands: Double)?
         var roundTrips: Double?
+        /// Seconds spent on each tenth of the stream, in stream order: whether the cost grows as the store fills.
+        var tenths: [Double] = []
     }
 
     func run() throws {
@@ -49,7 +51,7 @@ struct BenchHistory: ParsableCommand {
                 }
                 let row = try measure(stream, target: target, plan: plan, engine: engine)
                 rows.append(Row(store: row.store, merchants: m, busiest: perMerchant.values.max() ?? 0, txPerSecond: row.txPerSecond,
-                                redis: row.redis, roundTrips: row.roundTrips))
+                                redis: row.redis, roundTrips: row.roundTrips, tenths: row.tenths))
                 print(format(rows.last!, baseline: rows.first { $0.store == row.store }!))
             }
         }
@@ -58,6 +60,9 @@ struct BenchHistory: ParsableCommand {
     func format(_ r: Row, baseline b: Row) -> String {
         var line = String(format: "%-7@ %5d merchants (busiest %6d tx)  %8.0f tx/s  cost per transaction ×%.2f of the first row's",
                           r.store as NSString, r.merchants, r.busiest, r.txPerSecond, b.txPerSecond / r.txPerSecond)
+        if let first = r.tenths.first, first > 0 {
+            line += "\n        cost of each tenth of the stream × the first tenth's: " + r.tenths.map { String(format: "%.2f", $0 / first) }.joined(separator: " ")
+        }
         if let x = r.redis, let trips = r.roundTrips {
             line += String(format: "\n        Redis (second half): CPU %.2f µs/tx, command time %.2f µs/tx, %.0f bytes read/tx, %.2f commands/tx, %.2f round trips/batch",
                            x.cpu, x.command, x.bytes, x.commands, trips)
@@ -81,7 +86,7 @@ struct BenchHistory: ParsableCommand {
             velocity = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: url))
         }
         let batches = stride(from: 0, to: stream.count, by: batch).map { Array(stream[$0..<min($0 + batch, stream.count)]) }
-        var total = 0.0
+        var tenths = [Double](repeating: 0, count: 10)
         var before: BenchRedis.RedisStats?
         var tripsBefore = 0
         for (k, b) in batches.enumerated() {
@@ -91,9 +96,10 @@ struct BenchHistory: ParsableCommand {
             }
             let t0 = clock.now
             _ = try engine.features(b, store: velocity)
-            total += (clock.now - t0).seconds
+            tenths[k * 10 / batches.count] += (clock.now - t0).seconds
         }
-        var row = Row(store: target == "memory" ? "memory" : "redis", merchants: 0, busiest: 0, txPerSecond: Double(stream.count) / total)
+        var row = Row(store: target == "memory" ? "memory" : "redis", merchants: 0, busiest: 0,
+                      txPerSecond: Double(stream.count) / tenths.reduce(0, +), tenths: tenths)
         if let admin, let before {
             let after = try BenchRedis.stats(admin)
             let n = Double(batches[(batches.count / 2)...].map(\.count).reduce(0, +))

@@ -244,6 +244,29 @@ func close(_ a: Float, _ b: Double) -> Bool {
         #expect(idle[0, "card_count_1h"] == 0 && idle[0, "card_secs_since_last"]!.isNaN)
     }
 
+    @Test("the in-memory store forgets transaction ids and idle entities past retention plus lateness, batch by batch")
+    func memoryStaysBounded() throws {
+        let base: Int64 = 1_767_225_600_000
+        let plan = try FeaturePlan(spec: .default)
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        // Nothing kept for being among the last transactions (65,536 in production).
+        let store = InMemoryVelocityStore(plan: plan, allowedLateness: 86_400_000, remembered: 0)
+        let day: Int64 = 86_400_000, perDay = 50, days = 120
+        for d in 0..<days {
+            // A new card for every transaction: each is idle from the next one on.
+            let txs = (0..<perDay).map { k in
+                Transaction(id: "t\(d)-\(k)", timestamp: base + Int64(d) * day + Int64(k) * 60_000, amount: 5, cardID: "c\(d)-\(k)", merchantID: "m")
+            }
+            _ = try engine.features(txs, store: store)
+        }
+        // Kept: the days within retention plus one day of lateness, and one more for the lazy
+        // queue; forgotten: all the days before, which a pass over everything used to drop.
+        func kept(_ retention: Int64) -> ClosedRange<Int> { Int(retention / day) * perDay...(Int(retention / day) + 2) * perDay }
+        #expect(plan.retention < 40 * day && kept(plan.retention).contains(store.transactionCount), "ids held: \(store.transactionCount)")
+        #expect(kept(plan.entities[0].retention).contains(store.entityCounts[0]), "cards held: \(store.entityCounts[0])")
+        #expect(store.entityCounts[plan.entities.firstIndex { $0.name == "merchant" }!] == 1, "the merchant, never idle, stays")
+    }
+
     @Test func missingFieldsGiveMissingValues() throws {
         let m = try engine.features([Transaction(id: "x", timestamp: 1_767_225_600_000, amount: 3)], store: InMemoryVelocityStore(plan: plan))
         #expect(m[0, "card_count_1m"]!.isNaN && m[0, "device_count_1h"]!.isNaN && m[0, "card_distance_km"]!.isNaN)
