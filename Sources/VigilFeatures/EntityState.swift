@@ -90,10 +90,13 @@ public struct EntityState: Sendable {
     /// capacity plus what an allocation costs beyond its payload, so that a budget bounds the
     /// process's memory (an entity with a few events is mostly allocation overhead).
     public var approximateBytes: Int {
-        let e = events
-        var b = HeapBytes.of(e.times) + HeapBytes.of(e.ids) + HeapBytes.of(e.amounts) + HeapBytes.of(e.lats)
-        b += HeapBytes.of(e.lons) + HeapBytes.of(e.filterBits) + HeapBytes.of(e.labels) + HeapBytes.of(e.tracked) + HeapBytes.of(e.arrivals)
-        for t in e.tracked { b += HeapBytes.of(t) }
+        // Read in place, buffer by buffer: a copy of the state (or of its events) would retain
+        // and release every one of its buffers, which a cache re-counting its entities after
+        // every batch paid for each entity it touched.
+        var b = HeapBytes.of(events.times) + HeapBytes.of(events.ids) + HeapBytes.of(events.amounts) + HeapBytes.of(events.lats)
+        b += HeapBytes.of(events.lons) + HeapBytes.of(events.filterBits) + HeapBytes.of(events.labels) + HeapBytes.of(events.tracked)
+        b += HeapBytes.of(events.arrivals)
+        for k in events.tracked.indices { b += HeapBytes.of(events.tracked[k]) }
         return b + windows.approximateBytes
     }
 }
@@ -125,13 +128,13 @@ struct WindowState: Sendable {
     }
 
     var approximateBytes: Int {
-        let a = aggregates
-        var b = HeapBytes.of(heads) + HeapBytes.of(a.count) + HeapBytes.of(a.sum) + HeapBytes.of(a.sumsq) + HeapBytes.of(a.maxv)
-        b += HeapBytes.of(a.fraud) + HeapBytes.of(a.distinct) + HeapBytes.of(a.seen) + HeapBytes.of(maxima)
-        for m in maxima { b += m.approximateBytes }
+        var b = HeapBytes.of(heads) + HeapBytes.of(aggregates.count) + HeapBytes.of(aggregates.sum) + HeapBytes.of(aggregates.sumsq)
+        b += HeapBytes.of(aggregates.maxv) + HeapBytes.of(aggregates.fraud) + HeapBytes.of(aggregates.distinct) + HeapBytes.of(aggregates.seen)
+        b += HeapBytes.of(maxima)
+        for k in maxima.indices { b += maxima[k].approximateBytes }
         b += HeapBytes.of(distinctRefs) + HeapBytes.of(seenRefs)
-        for r in distinctRefs { b += HeapBytes.of(r) }
-        for r in seenRefs { b += HeapBytes.of(r) }
+        for k in distinctRefs.indices { b += HeapBytes.of(distinctRefs[k]) }
+        for k in seenRefs.indices { b += HeapBytes.of(seenRefs[k]) }
         return b + HeapBytes.of(located) + HeapBytes.of(countried)
     }
 

@@ -63,7 +63,7 @@ struct EntityCache {
     /// Marks the entity used now and re-counts its bytes (after it changed in place).
     mutating func touch(_ slot: EntitySlot) {
         guard let e = entities[slot] else { return }
-        let now = e.state.approximateBytes + HeapBytes.of(e.entries) + Self.entityOverhead
+        let now = Self.bytes(of: &e.state) + HeapBytes.of(e.entries) + Self.entityOverhead
         bytes += now - e.bytes
         e.bytes = now
         if e !== newest {
@@ -112,6 +112,10 @@ struct EntityCache {
             evictions += 1
         }
     }
+
+    /// The state's bytes, read in place: a getter called on the object's stored state copies
+    /// the whole state first (a retain and a release of every buffer it holds).
+    private static func bytes(of state: inout EntityState) -> Int { state.approximateBytes }
 
     private mutating func append(_ e: CachedEntity) {
         e.older = newest
