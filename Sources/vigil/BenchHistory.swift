@@ -26,7 +26,8 @@ struct BenchHistory: ParsableCommand {
         var txPerSecond: Double
         var redis: (cpu: Double, command: Double, bytes: Double, commands: Double)?
         var roundTrips: Double?
-        /// Seconds spent on each tenth of the stream, in stream order: whether the cost grows as the store fills.
+        /// Seconds per transaction in each tenth of the stream (by batches), in stream order:
+        /// whether the cost grows as the store fills.
         var tenths: [Double] = []
     }
 
@@ -86,7 +87,7 @@ struct BenchHistory: ParsableCommand {
             velocity = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: url))
         }
         let batches = stride(from: 0, to: stream.count, by: batch).map { Array(stream[$0..<min($0 + batch, stream.count)]) }
-        var tenths = [Double](repeating: 0, count: 10)
+        var tenths = [Double](repeating: 0, count: 10), counts = [Int](repeating: 0, count: 10)
         var before: BenchRedis.RedisStats?
         var tripsBefore = 0
         for (k, b) in batches.enumerated() {
@@ -97,9 +98,11 @@ struct BenchHistory: ParsableCommand {
             let t0 = clock.now
             _ = try engine.features(b, store: velocity)
             tenths[k * 10 / batches.count] += (clock.now - t0).seconds
+            counts[k * 10 / batches.count] += b.count
         }
         var row = Row(store: target == "memory" ? "memory" : "redis", merchants: 0, busiest: 0,
-                      txPerSecond: Double(stream.count) / tenths.reduce(0, +), tenths: tenths)
+                      txPerSecond: Double(stream.count) / tenths.reduce(0, +),
+                      tenths: zip(tenths, counts).map { $1 > 0 ? $0 / Double($1) : 0 })
         if let admin, let before {
             let after = try BenchRedis.stats(admin)
             let n = Double(batches[(batches.count / 2)...].map(\.count).reduce(0, +))
