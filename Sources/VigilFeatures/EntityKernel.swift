@@ -1,80 +1,101 @@
 import Foundation
 
-/// The events recorded for one entity, sorted by (time, id), as parallel columns.
+/// One recorded event of an entity: what its windows aggregate.
+public struct EntityEvent: Sendable, Equatable {
+    public var time: Int64
+    public var id: UInt64
+    public var amount: Double
+    public var lat: Double
+    public var lon: Double
+    /// The order in which the events were recorded (the entity log's order): larger is later.
+    /// Only the order matters; stores number the events they hold from wherever they start.
+    public var arrival: UInt64
+    public var filterBits: UInt8
+    /// 0 unknown, 1 legitimate, 2 fraud.
+    public var label: UInt8
+}
+
+/// The events recorded for one entity, sorted by (time, id).
+///
+/// Stored as rows, not columns: adding an event to a window or taking it out reads its time,
+/// amount, filter bits, label and location together, which is one or two cache lines here where
+/// parallel columns cost one miss per column for an entity that is not in cache (most are, in a
+/// stream over many cards). The tracked fields' hashed values sit in one more buffer, `trackedCount`
+/// per event, so an entity's events are two allocations whatever its spec.
 ///
 /// Both stores keep (or rebuild) exactly this layout and call the same ``EntityKernel``, which is
 /// what makes their features identical bit for bit.
 public struct EntityEvents: Sendable {
-    public var times: [Int64] = []
-    public var ids: [UInt64] = []
-    public var amounts: [Double] = []
-    public var lats: [Double] = []
-    public var lons: [Double] = []
-    public var filterBits: [UInt8] = []
-    /// 0 unknown, 1 legitimate, 2 fraud.
-    public var labels: [UInt8] = []
-    /// `tracked[k][i]`: hashed value of tracked field `k` for event `i`, 0 when absent.
-    public var tracked: [[UInt64]]
-    /// The order in which the events were recorded (the entity log's order): larger is later.
-    /// Only the order matters; stores number the events they hold from wherever they start.
-    public var arrivals: [UInt64] = []
+    public private(set) var rows: [EntityEvent] = []
+    /// Event `i`'s value of tracked field `k` is at `i * trackedCount + k`; 0 when absent.
+    private var trackedValues: [UInt64] = []
+    public let trackedCount: Int
     /// Events trimmed from the front so far: `dropped + i` is event `i`'s position for good.
-    public var dropped = 0
+    public private(set) var dropped = 0
 
-    public init(trackedCount: Int) { tracked = Array(repeating: [], count: trackedCount) }
+    public init(trackedCount: Int) { self.trackedCount = trackedCount }
 
-    public var count: Int { times.count }
+    public var count: Int { rows.count }
+
+    @inline(__always)
+    public subscript(i: Int) -> EntityEvent { rows[i] }
+
+    /// The time of event `i`.
+    @inline(__always)
+    public func time(_ i: Int) -> Int64 { rows[i].time }
+
+    /// The hashed value of tracked field `k` for event `i`, 0 when absent.
+    @inline(__always)
+    public func tracked(_ k: Int, _ i: Int) -> UInt64 { trackedValues[i &* trackedCount &+ k] }
+
+    public var newestTime: Int64? { rows.last?.time }
+    public var oldestTime: Int64? { rows.first?.time }
 
     /// The index of the first event at or after `(time, id)`.
     public func lowerBound(time: Int64, id: UInt64 = 0) -> Int {
-        var lo = 0, hi = times.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if times[mid] < time || (times[mid] == time && ids[mid] < id) { lo = mid + 1 } else { hi = mid }
+        rows.withUnsafeBufferPointer { r in
+            var lo = 0, hi = r.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if r[mid].time < time || (r[mid].time == time && r[mid].id < id) { lo = mid + 1 } else { hi = mid }
+            }
+            return lo
         }
-        return lo
     }
 
     /// The index of an event by id, searching around its time.
     public func index(time: Int64, id: UInt64) -> Int? {
         let i = lowerBound(time: time, id: id)
-        return i < count && times[i] == time && ids[i] == id ? i : nil
+        return i < count && rows[i].time == time && rows[i].id == id ? i : nil
     }
 
     /// Where an event goes to keep (time, id) order: the end in the common in-order case.
     public func insertionIndex(time: Int64, id: UInt64) -> Int {
-        (times.last.map { $0 < time || ($0 == time && ids[ids.count - 1] < id) } ?? true) ? count : lowerBound(time: time, id: id)
+        (rows.last.map { $0.time < time || ($0.time == time && $0.id < id) } ?? true) ? count : lowerBound(time: time, id: id)
     }
 
-    /// Inserts an event at `i` (from ``insertionIndex(time:id:)``).
-    public mutating func insert(
-        at i: Int, time: Int64, id: UInt64, amount: Double, lat: Double, lon: Double, filterBits f: UInt8, label: UInt8,
-        tracked values: UnsafeBufferPointer<UInt64>, arrival: UInt64 = 0
-    ) {
-        times.insert(time, at: i)
-        ids.insert(id, at: i)
-        amounts.insert(amount, at: i)
-        lats.insert(lat, at: i)
-        lons.insert(lon, at: i)
-        filterBits.insert(f, at: i)
-        labels.insert(label, at: i)
-        for k in tracked.indices { tracked[k].insert(values[k], at: i) }
-        arrivals.insert(arrival, at: i)
+    /// Inserts an event at `i` (from ``insertionIndex(time:id:)``) with its tracked values
+    /// (`trackedCount` of them).
+    public mutating func insert(_ event: EntityEvent, tracked values: UnsafeBufferPointer<UInt64>, at i: Int) {
+        if i == rows.count {
+            rows.append(event)
+            trackedValues.append(contentsOf: values.prefix(trackedCount))
+        } else {
+            rows.insert(event, at: i)
+            trackedValues.insert(contentsOf: values.prefix(trackedCount), at: i * trackedCount)
+        }
     }
+
+    /// Sets the label of event `i` (0 unknown, 1 legitimate, 2 fraud).
+    public mutating func setLabel(_ label: UInt8, at i: Int) { rows[i].label = label }
 
     /// The events of `self` selected by `keep`, in order (for the reference kernel).
     public func filter(_ keep: (Int) -> Bool) -> EntityEvents {
-        var out = EntityEvents(trackedCount: tracked.count)
-        for i in 0..<count where keep(i) {
-            out.times.append(times[i])
-            out.ids.append(ids[i])
-            out.amounts.append(amounts[i])
-            out.lats.append(lats[i])
-            out.lons.append(lons[i])
-            out.filterBits.append(filterBits[i])
-            out.labels.append(labels[i])
-            for k in tracked.indices { out.tracked[k].append(tracked[k][i]) }
-            out.arrivals.append(arrivals[i])
+        var out = EntityEvents(trackedCount: trackedCount)
+        trackedValues.withUnsafeBufferPointer { t in
+            for i in 0..<count where keep(i) {
+                out.insert(rows[i], tracked: UnsafeBufferPointer(rebasing: t[(i * trackedCount)..<((i + 1) * trackedCount)]), at: out.count)
+            }
         }
         return out
     }
@@ -83,17 +104,13 @@ public struct EntityEvents: Sendable {
     public mutating func trim(before cutoff: Int64) {
         let n = lowerBound(time: cutoff)
         guard n > 0 else { return }
-        times.removeFirst(n)
-        ids.removeFirst(n)
-        amounts.removeFirst(n)
-        lats.removeFirst(n)
-        lons.removeFirst(n)
-        filterBits.removeFirst(n)
-        labels.removeFirst(n)
-        for k in tracked.indices { tracked[k].removeFirst(n) }
-        arrivals.removeFirst(n)
+        rows.removeFirst(n)
+        trackedValues.removeFirst(n * trackedCount)
         dropped += n
     }
+
+    /// Heap bytes of the two buffers (see ``HeapBytes``).
+    var approximateBytes: Int { HeapBytes.of(rows) + HeapBytes.of(trackedValues) }
 }
 
 /// What the kernel needs to know about the transaction being scored.
@@ -221,12 +238,13 @@ public enum EntityKernel {
         withUnsafeMutablePointer(to: &scratch.aggregates) { agg in
             var i = end - 1
             while i >= 0 {
-                let age = Double(t - events.times[i])
+                let ev = events[i]
+                let age = Double(t - ev.time)
                 if age > horizon { break }
                 let inLane = SIMD8<Double>(repeating: age) .<= lanes
-                let a = events.amounts[i]
+                let a = ev.amount
                 let u = Int128(FixedAmount.units(a))
-                let bits = events.filterBits[i]
+                let bits = ev.filterBits
                 for l in 0..<plan.laneCount where inLane[l] {
                     for g in 0..<groups where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
                         let cell = plan.cell(g, l)
@@ -235,25 +253,25 @@ public enum EntityKernel {
                         agg.pointee.sumsq[cell] += u * u
                         agg.pointee.maxv[cell] = Swift.max(agg.pointee.maxv[cell], a)
                     }
-                    if events.labels[i] == 2 { agg.pointee.fraud[l] += 1 }
+                    if ev.label == 2 { agg.pointee.fraud[l] += 1 }
                 }
                 for (r, req) in plan.distinct.enumerated() where inLane[req.lane] {
-                    let h = events.tracked[req.tracked][i]
+                    let h = events.tracked(req.tracked, i)
                     if h != 0 { scratch.distinct[r].insert(h) }
                 }
                 if plan.historyLane != nil, inLane[historyLane] {
-                    if agg.pointee.lastTime == nil { agg.pointee.lastTime = events.times[i] }
-                    if !found, !events.lats[i].isNaN, !events.lons[i].isNaN {
+                    if agg.pointee.lastTime == nil { agg.pointee.lastTime = ev.time }
+                    if !found, !ev.lat.isNaN, !ev.lon.isNaN {
                         found = true
-                        agg.pointee.lastLat = events.lats[i]
-                        agg.pointee.lastLon = events.lons[i]
-                        agg.pointee.lastLocTime = events.times[i]
+                        agg.pointee.lastLat = ev.lat
+                        agg.pointee.lastLon = ev.lon
+                        agg.pointee.lastLocTime = ev.time
                     }
                     for (k, tr) in plan.firstSeen.enumerated() where !agg.pointee.seen[k] {
                         let h = c.tracked[tr]
-                        if h != 0, events.tracked[tr][i] == h { agg.pointee.seen[k] = true }
+                        if h != 0, events.tracked(tr, i) == h { agg.pointee.seen[k] = true }
                     }
-                    if let ct = plan.countryTracked, events.tracked[ct][i] != 0 { agg.pointee.homeCountry = events.tracked[ct][i] }
+                    if let ct = plan.countryTracked, events.tracked(ct, i) != 0 { agg.pointee.homeCountry = events.tracked(ct, i) }
                 }
                 i -= 1
             }
@@ -417,7 +435,7 @@ extension EntityState {
     /// a time would cost a busy entity its whole history per transaction). A transaction later
     /// than the lateness drops them first.
     public mutating func trimToCanonical(plan: EntityPlan, lateness: Int64, at t: Int64) {
-        guard let newest = events.times.last, let first = events.times.first else { return }
+        guard let newest = events.newestTime, let first = events.oldestTime else { return }
         let cutoff = newest - plan.retention - lateness
         guard first < cutoff else { return }
         if t < newest - lateness || events.lowerBound(time: cutoff) * 4 >= events.count {

@@ -39,12 +39,12 @@ public struct EntityState: Sendable {
     /// out, so a redelivery gets the verdict it got the first time. Costs a normal evaluation
     /// unless such a late event exists; then the reference kernel over the events that qualify.
     public mutating func evaluateRedelivered(plan: EntityPlan, current c: CurrentEvent, id: UInt64, row: UnsafeMutablePointer<Float>) {
-        guard let i = events.index(time: c.time, id: id), let late = latestLateArrival, late > events.arrivals[i] else {
+        guard let i = events.index(time: c.time, id: id), let late = latestLateArrival, late > events[i].arrival else {
             evaluate(plan: plan, current: c, row: row)
             return
         }
-        let arrival = events.arrivals[i]
-        let before = events.filter { $0 < i && events.arrivals[$0] < arrival }
+        let arrival = events[i].arrival
+        let before = events.filter { $0 < i && events[$0].arrival < arrival }
         EntityKernel.evaluate(before, plan: plan, current: c, row: row)
     }
 
@@ -55,13 +55,13 @@ public struct EntityState: Sendable {
         label: UInt8 = 0, tracked: UnsafeBufferPointer<UInt64>
     ) -> Bool {
         let i = events.insertionIndex(time: time, id: id)
-        if i < events.count, events.times[i] == time, events.ids[i] == id { return false }
+        if i < events.count, events[i].time == time, events[i].id == id { return false }
         // An event earlier than the windows' end: move the windows back to its time first, so it
         // lands outside every window (they hold events strictly before their time).
         if i < windows.tail { windows.move(to: time, events, plan) }
         if i < events.count { latestLateArrival = nextArrival }
-        events.insert(at: i, time: time, id: id, amount: amount, lat: lat, lon: lon, filterBits: filterBits, label: label, tracked: tracked,
-                      arrival: nextArrival)
+        let event = EntityEvent(time: time, id: id, amount: amount, lat: lat, lon: lon, arrival: nextArrival, filterBits: filterBits, label: label)
+        events.insert(event, tracked: tracked, at: i)
         nextArrival += 1
         return true
     }
@@ -77,13 +77,13 @@ public struct EntityState: Sendable {
     /// Sets the label of event `i` (0 unknown, 1 legitimate, 2 fraud), updating the fraud counts
     /// of the windows that hold it.
     public mutating func setLabel(_ label: UInt8, at i: Int, plan: EntityPlan) {
-        let was = events.labels[i] == 2, now = label == 2
+        let was = events[i].label == 2, now = label == 2
         if was != now {
             for l in 0..<plan.laneCount where windows.heads[l] <= i && i < windows.tail {
                 windows.aggregates.fraud[l] += now ? 1 : -1
             }
         }
-        events.labels[i] = label
+        events.setLabel(label, at: i)
     }
 
     /// Bytes held on the heap (events, window structures), for cache budgets: every buffer's
@@ -93,11 +93,7 @@ public struct EntityState: Sendable {
         // Read in place, buffer by buffer: a copy of the state (or of its events) would retain
         // and release every one of its buffers, which a cache re-counting its entities after
         // every batch paid for each entity it touched.
-        var b = HeapBytes.of(events.times) + HeapBytes.of(events.ids) + HeapBytes.of(events.amounts) + HeapBytes.of(events.lats)
-        b += HeapBytes.of(events.lons) + HeapBytes.of(events.filterBits) + HeapBytes.of(events.labels) + HeapBytes.of(events.tracked)
-        b += HeapBytes.of(events.arrivals)
-        for k in events.tracked.indices { b += HeapBytes.of(events.tracked[k]) }
-        return b + windows.approximateBytes
+        events.approximateBytes + windows.approximateBytes
     }
 }
 
@@ -142,14 +138,14 @@ struct WindowState: Sendable {
     mutating func move(to t: Int64, _ ev: EntityEvents, _ plan: EntityPlan) {
         guard t != time else { return }
         var newTail = tail
-        while newTail < ev.count && ev.times[newTail] < t { newTail += 1 }
-        while newTail > 0 && ev.times[newTail - 1] >= t { newTail -= 1 }
+        while newTail < ev.count && ev.time(newTail) < t { newTail += 1 }
+        while newTail > 0 && ev.time(newTail - 1) >= t { newTail -= 1 }
         for l in 0..<plan.laneCount {
             let start = t - Int64(plan.lanes[l])
             let h = heads[l]
             var nh = h
-            while nh < ev.count && ev.times[nh] < start { nh += 1 }
-            while nh > 0 && ev.times[nh - 1] >= start { nh -= 1 }
+            while nh < ev.count && ev.time(nh) < start { nh += 1 }
+            while nh > 0 && ev.time(nh - 1) >= start { nh -= 1 }
             if nh == h && newTail == tail { continue }
             if newTail <= h || nh >= tail {
                 // No overlap with the old window: start the lane afresh. An empty lane is clear
@@ -185,9 +181,10 @@ struct WindowState: Sendable {
 
     @inline(__always)
     mutating func add(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan) {
-        let a = ev.amounts[i]
+        let x = ev[i]
+        let a = x.amount
         let u = Int128(FixedAmount.units(a))
-        let bits = ev.filterBits[i]
+        let bits = x.filterBits
         for g in 0...plan.filterCount where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
             let cell = plan.cell(g, l)
             aggregates.count[cell] += 1
@@ -196,21 +193,21 @@ struct WindowState: Sendable {
             let m = plan.maxSlot[cell]
             if m >= 0 { if front { maxima[m].pushFront(a) } else { maxima[m].pushBack(a) } }
         }
-        if ev.labels[i] == 2 { aggregates.fraud[l] += 1 }
+        if x.label == 2 { aggregates.fraud[l] += 1 }
         for (r, req) in plan.distinct.enumerated() where req.lane == l {
-            let h = ev.tracked[req.tracked][i]
+            let h = ev.tracked(req.tracked, i)
             if h != 0 { distinctRefs[r][h, default: 0] += 1 }
         }
         if l == plan.historyLane {
             for (k, tr) in plan.firstSeen.enumerated() {
-                let h = ev.tracked[tr][i]
+                let h = ev.tracked(tr, i)
                 if h != 0 { seenRefs[k][h, default: 0] += 1 }
             }
             let position = ev.dropped + i
-            if !ev.lats[i].isNaN, !ev.lons[i].isNaN {
+            if !x.lat.isNaN, !x.lon.isNaN {
                 if front { located.prepend(position) } else { located.append(position) }
             }
-            if let ct = plan.countryTracked, ev.tracked[ct][i] != 0 {
+            if let ct = plan.countryTracked, ev.tracked(ct, i) != 0 {
                 if front { countried.prepend(position) } else { countried.append(position) }
             }
         }
@@ -218,9 +215,10 @@ struct WindowState: Sendable {
 
     @inline(__always)
     mutating func remove(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan) {
-        let a = ev.amounts[i]
+        let x = ev[i]
+        let a = x.amount
         let u = Int128(FixedAmount.units(a))
-        let bits = ev.filterBits[i]
+        let bits = x.filterBits
         for g in 0...plan.filterCount where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
             let cell = plan.cell(g, l)
             aggregates.count[cell] -= 1
@@ -229,20 +227,20 @@ struct WindowState: Sendable {
             let m = plan.maxSlot[cell]
             if m >= 0 { if front { maxima[m].popFront() } else { maxima[m].popBack() } }
         }
-        if ev.labels[i] == 2 { aggregates.fraud[l] -= 1 }
+        if x.label == 2 { aggregates.fraud[l] -= 1 }
         for (r, req) in plan.distinct.enumerated() where req.lane == l {
-            let h = ev.tracked[req.tracked][i]
+            let h = ev.tracked(req.tracked, i)
             if h != 0 { Self.release(h, in: &distinctRefs[r]) }
         }
         if l == plan.historyLane {
             for (k, tr) in plan.firstSeen.enumerated() {
-                let h = ev.tracked[tr][i]
+                let h = ev.tracked(tr, i)
                 if h != 0 { Self.release(h, in: &seenRefs[k]) }
             }
-            if !ev.lats[i].isNaN, !ev.lons[i].isNaN {
+            if !x.lat.isNaN, !x.lon.isNaN {
                 if front { located.removeFirst() } else { located.removeLast() }
             }
-            if let ct = plan.countryTracked, ev.tracked[ct][i] != 0 {
+            if let ct = plan.countryTracked, ev.tracked(ct, i) != 0 {
                 if front { countried.removeFirst() } else { countried.removeLast() }
             }
         }
@@ -281,19 +279,19 @@ struct WindowState: Sendable {
             let v = c.tracked[tr]
             aggregates.seen[k] = v != 0 && seenRefs[k][v] != nil
         }
-        aggregates.lastTime = tail > heads[h] ? ev.times[tail - 1] : nil
+        aggregates.lastTime = tail > heads[h] ? ev.time(tail - 1) : nil
         if let p = located.last {
-            let i = p - ev.dropped
-            aggregates.lastLat = ev.lats[i]
-            aggregates.lastLon = ev.lons[i]
-            aggregates.lastLocTime = ev.times[i]
+            let x = ev[p - ev.dropped]
+            aggregates.lastLat = x.lat
+            aggregates.lastLon = x.lon
+            aggregates.lastLocTime = x.time
         } else {
             aggregates.lastLat = .nan
             aggregates.lastLon = .nan
             aggregates.lastLocTime = 0
         }
         if let p = countried.first, let ct = plan.countryTracked {
-            aggregates.homeCountry = ev.tracked[ct][p - ev.dropped]
+            aggregates.homeCountry = ev.tracked(ct, p - ev.dropped)
         } else {
             aggregates.homeCountry = 0
         }

@@ -222,7 +222,7 @@ public final class InMemoryVelocityStore: VelocityStore {
             while steps > 0, let f = s.entityQueues[e].first, f.time < cutoff, f.seq < seq {
                 s.entityQueues[e].removeFirst()
                 steps -= 1
-                guard let last = s.entities[e][f.key]?.events.times.last, last >= cutoff else {
+                guard let last = s.entities[e][f.key]?.events.newestTime, last >= cutoff else {
                     s.entities[e].removeValue(forKey: f.key)
                     continue
                 }

@@ -417,7 +417,7 @@ public final class RedisVelocityStore: VelocityStore {
     /// batch), counts the cache's bytes, and evicts over budget.
     func settle(_ s: inout State, slots: [EntitySlot]) {
         for slot in slots {
-            guard let c = s.cache.entities[slot], let newest = c.state.events.times.last else { continue }
+            guard let c = s.cache.entities[slot], let newest = c.state.events.newestTime else { continue }
             let cutoff = newest - plan.entities[slot.entity].retention - allowedLateness
             var first = 0
             while first < c.entries.count - 1, c.entries[first].newest < cutoff { first += 1 }
