@@ -145,6 +145,34 @@ public enum FixedAmount {
     }
 }
 
+/// The count, sum and sum of squares of the amounts in one window (one filter group and lane),
+/// in exact integer units (``FixedAmount``), side by side so an event entering or leaving the
+/// window updates one cell.
+public struct WindowCell: Sendable, Equatable {
+    public var count: Int64 = 0
+    /// Events labelled fraud; kept in the unfiltered group's cells, one per lane (it fills what
+    /// would be padding before the 16-byte aligned sums).
+    public var fraud: Int64 = 0
+    public var sum: Int128 = 0
+    public var sumsq: Int128 = 0
+
+    public init() {}
+
+    @inline(__always)
+    mutating func add(_ u: Int128) {
+        count += 1
+        sum &+= u
+        sumsq &+= u &* u
+    }
+
+    @inline(__always)
+    mutating func remove(_ u: Int128) {
+        count -= 1
+        sum &-= u
+        sumsq &-= u &* u
+    }
+}
+
 /// What an entity's windows hold at one point in time: everything its features are computed from.
 ///
 /// Both the incremental windows (``EntityState``) and the recomputing reference
@@ -152,12 +180,8 @@ public enum FixedAmount {
 /// ``EntityKernel/write(_:plan:current:row:)``, so the two can only differ if their sums differ.
 public struct WindowAggregates: Sendable {
     /// Per filter group and lane, at ``EntityPlan/cell(_:_:)``.
-    public var count: [Int64]
-    public var sum: [Int128]
-    public var sumsq: [Int128]
+    public var cells: [WindowCell]
     public var maxv: [Double]
-    /// Events labelled fraud, per lane.
-    public var fraud: [Int64]
     /// Distinct values per distinct request.
     public var distinct: [Int]
     /// Whether the transaction's value of each first-seen field occurs in the history window.
@@ -171,23 +195,17 @@ public struct WindowAggregates: Sendable {
 
     public init(plan: EntityPlan) {
         let cells = plan.cellCount
-        count = Array(repeating: 0, count: cells)
-        sum = Array(repeating: 0, count: cells)
-        sumsq = Array(repeating: 0, count: cells)
+        self.cells = Array(repeating: WindowCell(), count: cells)
         maxv = Array(repeating: -.infinity, count: cells)
-        fraud = Array(repeating: 0, count: plan.laneCount)
         distinct = Array(repeating: 0, count: plan.distinct.count)
         seen = Array(repeating: false, count: plan.firstSeen.count)
     }
 
     mutating func reset() {
-        for c in count.indices {
-            count[c] = 0
-            sum[c] = 0
-            sumsq[c] = 0
+        for c in cells.indices {
+            cells[c] = WindowCell()
             maxv[c] = -.infinity
         }
-        for l in fraud.indices { fraud[l] = 0 }
         for r in distinct.indices { distinct[r] = 0 }
         for k in seen.indices { seen[k] = false }
         lastTime = nil
@@ -248,12 +266,10 @@ public enum EntityKernel {
                 for l in 0..<plan.laneCount where inLane[l] {
                     for g in 0..<groups where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
                         let cell = plan.cell(g, l)
-                        agg.pointee.count[cell] += 1
-                        agg.pointee.sum[cell] += u
-                        agg.pointee.sumsq[cell] += u * u
+                        agg.pointee.cells[cell].add(u)
                         agg.pointee.maxv[cell] = Swift.max(agg.pointee.maxv[cell], a)
                     }
-                    if ev.label == 2 { agg.pointee.fraud[l] += 1 }
+                    if ev.label == 2 { agg.pointee.cells[l].fraud += 1 }
                 }
                 for (r, req) in plan.distinct.enumerated() where inLane[req.lane] {
                     let h = events.tracked(req.tracked, i)
@@ -310,17 +326,20 @@ public enum EntityKernel {
         let t = c.time
         let h = plan.historyLane ?? 0
         // Unfiltered history statistics for the profile features.
-        let hCount = plan.laneCount > 0 ? a.count[h] : 0
-        let hMean = hCount > 0 ? mean(hCount, a.sum[h]) : .nan
-        let hStd = hCount > 1 ? std(hCount, a.sum[h], a.sumsq[h]) : .nan
+        let history = plan.laneCount > 0 ? a.cells[h] : WindowCell()
+        let hCount = history.count
+        let hMean = hCount > 0 ? mean(hCount, history.sum) : .nan
+        let hStd = hCount > 1 ? std(hCount, history.sum, history.sumsq) : .nan
         for o in plan.outputs {
             let v: Double
             switch o.kind {
-            case .count(let g, let l): v = Double(a.count[plan.cell(g, l)])
-            case .sum(let g, let l): v = double(a.sum[plan.cell(g, l)]) / FixedAmount.scale
-            case .mean(let g, let l): v = mean(a.count[plan.cell(g, l)], a.sum[plan.cell(g, l)])
-            case .std(let g, let l): v = std(a.count[plan.cell(g, l)], a.sum[plan.cell(g, l)], a.sumsq[plan.cell(g, l)])
-            case .max(let g, let l): v = a.count[plan.cell(g, l)] > 0 ? a.maxv[plan.cell(g, l)] : .nan
+            case .count(let g, let l): v = Double(a.cells[plan.cell(g, l)].count)
+            case .sum(let g, let l): v = double(a.cells[plan.cell(g, l)].sum) / FixedAmount.scale
+            case .mean(let g, let l): v = mean(a.cells[plan.cell(g, l)].count, a.cells[plan.cell(g, l)].sum)
+            case .std(let g, let l):
+                let x = a.cells[plan.cell(g, l)]
+                v = std(x.count, x.sum, x.sumsq)
+            case .max(let g, let l): v = a.cells[plan.cell(g, l)].count > 0 ? a.maxv[plan.cell(g, l)] : .nan
             case .distinct(let r): v = Double(a.distinct[r])
             case .zscore: v = hStd > 0 ? (c.amount - hMean) / hStd : .nan
             case .ratio: v = hMean > 0 ? c.amount / hMean : .nan
@@ -337,11 +356,11 @@ public enum EntityKernel {
             case .newValue(let tr):
                 let k = plan.firstSeen.firstIndex(of: tr)!
                 v = c.tracked[tr] == 0 || hCount == 0 ? .nan : (a.seen[k] ? 0 : 1)
-            case .fraudRate(let l): v = a.count[l] > 0 ? Double(a.fraud[l]) / Double(a.count[l]) : .nan
+            case .fraudRate(let l): v = a.cells[l].count > 0 ? Double(a.cells[l].fraud) / Double(a.cells[l].count) : .nan
             case .delayedFraudRate(let long, let short):
-                let n = a.count[long] - a.count[short]
-                v = n > 0 ? Double(a.fraud[long] - a.fraud[short]) / Double(n) : .nan
-            case .delayedFrauds(let long, let short): v = Double(a.fraud[long] - a.fraud[short])
+                let n = a.cells[long].count - a.cells[short].count
+                v = n > 0 ? Double(a.cells[long].fraud - a.cells[short].fraud) / Double(n) : .nan
+            case .delayedFrauds(let long, let short): v = Double(a.cells[long].fraud - a.cells[short].fraud)
             }
             row[o.column] = Float(v)
         }
@@ -385,6 +404,7 @@ extension EventBatch {
         withState: (_ entity: Int, _ key: UInt64, _ body: (inout EntityState) -> Void) -> Void
     ) {
         let columns = matrix.columns
+        var scratch = plan.entities.map { WindowAggregates(plan: $0) }
         matrix.values.withUnsafeMutableBufferPointer { values in
             tracked.withUnsafeBufferPointer { tracked in
                 for i in 0..<count {
@@ -405,9 +425,9 @@ extension EventBatch {
                             // never less, so every store evaluates exactly the same events.
                             state.trimToCanonical(plan: ep, lateness: lateness, at: times[i])
                             if evaluate, seen {
-                                state.evaluateRedelivered(plan: ep, current: current, id: ids[i], row: row)
+                                state.evaluateRedelivered(plan: ep, current: current, id: ids[i], row: row, scratch: &scratch[e])
                             } else if evaluate {
-                                state.evaluate(plan: ep, current: current, row: row)
+                                state.evaluate(plan: ep, current: current, row: row, scratch: &scratch[e])
                             }
                             // Recorded whether or not the transaction was seen: the store's log
                             // has its event now either way (a redelivered batch appends it again),

@@ -26,11 +26,15 @@ public struct EntityState: Sendable {
         windows = WindowState(plan: plan)
     }
 
-    /// Writes the entity's features at `current.time` (from its events strictly before it) into `row`.
-    public mutating func evaluate(plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>) {
+    /// Writes the entity's features at `current.time` (from its events strictly before it) into
+    /// `row`. `scratch` (made for `plan`) is working memory, reused across calls and entities:
+    /// what is read off the windows at evaluation time is not kept per entity.
+    public mutating func evaluate(plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>, scratch: inout WindowAggregates) {
         windows.move(to: c.time, events, plan)
-        windows.fill(plan: plan, current: c, events: events)
-        EntityKernel.write(windows.aggregates, plan: plan, current: c, row: row)
+        windows.fill(&scratch, plan: plan, current: c, events: events)
+        EntityKernel.write(scratch, plan: plan, current: c, row: row)
+        // The scratch shared the windows' cells; let go so the next update does not copy them.
+        scratch.cells = []
     }
 
     /// Writes the features a redelivered transaction got when it was first recorded: from the
@@ -38,9 +42,11 @@ public struct EntityState: Sendable {
     /// late since (earlier in event time, from a lagging partition or another instance) are left
     /// out, so a redelivery gets the verdict it got the first time. Costs a normal evaluation
     /// unless such a late event exists; then the reference kernel over the events that qualify.
-    public mutating func evaluateRedelivered(plan: EntityPlan, current c: CurrentEvent, id: UInt64, row: UnsafeMutablePointer<Float>) {
+    public mutating func evaluateRedelivered(
+        plan: EntityPlan, current c: CurrentEvent, id: UInt64, row: UnsafeMutablePointer<Float>, scratch: inout WindowAggregates
+    ) {
         guard let i = events.index(time: c.time, id: id), let late = latestLateArrival, late > events[i].arrival else {
-            evaluate(plan: plan, current: c, row: row)
+            evaluate(plan: plan, current: c, row: row, scratch: &scratch)
             return
         }
         let arrival = events[i].arrival
@@ -80,7 +86,7 @@ public struct EntityState: Sendable {
         let was = events[i].label == 2, now = label == 2
         if was != now {
             for l in 0..<plan.laneCount where windows.heads[l] <= i && i < windows.tail {
-                windows.aggregates.fraud[l] += now ? 1 : -1
+                windows.cells[l].fraud += now ? 1 : -1
             }
         }
         events.setLabel(label, at: i)
@@ -103,7 +109,8 @@ struct WindowState: Sendable {
     var time: Int64 = .min
     var tail = 0
     var heads: [Int]
-    var aggregates: WindowAggregates
+    /// Per filter group and lane, at ``EntityPlan/cell(_:_:)``.
+    var cells: [WindowCell]
     /// One per ``EntityPlan/maxCells`` entry.
     var maxima: [SlidingMax]
     /// Reference counts of the tracked values in each distinct request's lane.
@@ -117,16 +124,14 @@ struct WindowState: Sendable {
 
     init(plan: EntityPlan) {
         heads = Array(repeating: 0, count: plan.laneCount)
-        aggregates = WindowAggregates(plan: plan)
+        cells = Array(repeating: WindowCell(), count: plan.cellCount)
         maxima = Array(repeating: SlidingMax(), count: plan.maxCells.count)
         distinctRefs = Array(repeating: [:], count: plan.distinct.count)
         seenRefs = Array(repeating: [:], count: plan.firstSeen.count)
     }
 
     var approximateBytes: Int {
-        var b = HeapBytes.of(heads) + HeapBytes.of(aggregates.count) + HeapBytes.of(aggregates.sum) + HeapBytes.of(aggregates.sumsq)
-        b += HeapBytes.of(aggregates.maxv) + HeapBytes.of(aggregates.fraud) + HeapBytes.of(aggregates.distinct) + HeapBytes.of(aggregates.seen)
-        b += HeapBytes.of(maxima)
+        var b = HeapBytes.of(heads) + HeapBytes.of(cells) + HeapBytes.of(maxima)
         for k in maxima.indices { b += maxima[k].approximateBytes }
         b += HeapBytes.of(distinctRefs) + HeapBytes.of(seenRefs)
         for k in distinctRefs.indices { b += HeapBytes.of(distinctRefs[k]) }
@@ -134,9 +139,23 @@ struct WindowState: Sendable {
         return b + HeapBytes.of(located) + HeapBytes.of(countried)
     }
 
+    /// Runs `body` with ``cells`` taken out into a buffer: updating them then costs no
+    /// uniqueness check per event (the array is put back after).
+    @inline(__always)
+    mutating func withCells<R>(_ body: (inout WindowState, UnsafeMutableBufferPointer<WindowCell>) -> R) -> R {
+        var cells = self.cells
+        self.cells = []
+        defer { self.cells = cells }
+        return cells.withUnsafeMutableBufferPointer { body(&self, $0) }
+    }
+
     /// Moves every lane to `[t − w, t)`, stepping each end over the events that enter or leave.
     mutating func move(to t: Int64, _ ev: EntityEvents, _ plan: EntityPlan) {
         guard t != time else { return }
+        withCells { w, cells in w.move(to: t, ev, plan, cells) }
+    }
+
+    private mutating func move(to t: Int64, _ ev: EntityEvents, _ plan: EntityPlan, _ cells: UnsafeMutableBufferPointer<WindowCell>) {
         var newTail = tail
         while newTail < ev.count && ev.time(newTail) < t { newTail += 1 }
         while newTail > 0 && ev.time(newTail - 1) >= t { newTail -= 1 }
@@ -151,14 +170,14 @@ struct WindowState: Sendable {
                 // No overlap with the old window: start the lane afresh. An empty lane is clear
                 // already (every structure is kept exact), which is the common case of an entity
                 // seen again after longer than the window.
-                if h < tail { clear(lane: l, plan) }
-                for i in nh..<newTail { add(i, lane: l, front: false, ev, plan) }
+                if h < tail { clear(lane: l, plan, cells) }
+                for i in nh..<newTail { add(i, lane: l, front: false, ev, plan, cells) }
             } else {
                 // Adds before removals, so the sliding maxima never pop an empty side.
-                if newTail > tail { for i in tail..<newTail { add(i, lane: l, front: false, ev, plan) } }
-                if nh < h { for i in stride(from: h - 1, through: nh, by: -1) { add(i, lane: l, front: true, ev, plan) } }
-                if nh > h { for i in h..<nh { remove(i, lane: l, front: true, ev, plan) } }
-                if newTail < tail { for i in stride(from: tail - 1, through: newTail, by: -1) { remove(i, lane: l, front: false, ev, plan) } }
+                if newTail > tail { for i in tail..<newTail { add(i, lane: l, front: false, ev, plan, cells) } }
+                if nh < h { for i in stride(from: h - 1, through: nh, by: -1) { add(i, lane: l, front: true, ev, plan, cells) } }
+                if nh > h { for i in h..<nh { remove(i, lane: l, front: true, ev, plan, cells) } }
+                if newTail < tail { for i in stride(from: tail - 1, through: newTail, by: -1) { remove(i, lane: l, front: false, ev, plan, cells) } }
             }
             heads[l] = nh
         }
@@ -168,32 +187,32 @@ struct WindowState: Sendable {
 
     /// The first `n` events are about to be dropped: take them out of the windows, shift indices.
     mutating func dropFront(_ n: Int, _ ev: EntityEvents, _ plan: EntityPlan) {
-        for l in 0..<plan.laneCount {
-            let end = min(n, tail)
-            if heads[l] < end {
-                for i in heads[l]..<end { remove(i, lane: l, front: true, ev, plan) }
-                heads[l] = end
+        withCells { w, cells in
+            for l in 0..<plan.laneCount {
+                let end = min(n, w.tail)
+                if w.heads[l] < end {
+                    for i in w.heads[l]..<end { w.remove(i, lane: l, front: true, ev, plan, cells) }
+                    w.heads[l] = end
+                }
+                w.heads[l] = max(w.heads[l], n) - n
             }
-            heads[l] = max(heads[l], n) - n
+            w.tail = max(w.tail, n) - n
         }
-        tail = max(tail, n) - n
     }
 
     @inline(__always)
-    mutating func add(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan) {
+    mutating func add(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan, _ cells: UnsafeMutableBufferPointer<WindowCell>) {
         let x = ev[i]
         let a = x.amount
         let u = Int128(FixedAmount.units(a))
         let bits = x.filterBits
         for g in 0...plan.filterCount where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
             let cell = plan.cell(g, l)
-            aggregates.count[cell] += 1
-            aggregates.sum[cell] &+= u
-            aggregates.sumsq[cell] &+= u &* u
+            cells[cell].add(u)
             let m = plan.maxSlot[cell]
             if m >= 0 { if front { maxima[m].pushFront(a) } else { maxima[m].pushBack(a) } }
         }
-        if x.label == 2 { aggregates.fraud[l] += 1 }
+        if x.label == 2 { cells[l].fraud += 1 }
         for (r, req) in plan.distinct.enumerated() where req.lane == l {
             let h = ev.tracked(req.tracked, i)
             if h != 0 { distinctRefs[r][h, default: 0] += 1 }
@@ -214,20 +233,18 @@ struct WindowState: Sendable {
     }
 
     @inline(__always)
-    mutating func remove(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan) {
+    mutating func remove(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan, _ cells: UnsafeMutableBufferPointer<WindowCell>) {
         let x = ev[i]
         let a = x.amount
         let u = Int128(FixedAmount.units(a))
         let bits = x.filterBits
         for g in 0...plan.filterCount where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
             let cell = plan.cell(g, l)
-            aggregates.count[cell] -= 1
-            aggregates.sum[cell] &-= u
-            aggregates.sumsq[cell] &-= u &* u
+            cells[cell].remove(u)
             let m = plan.maxSlot[cell]
             if m >= 0 { if front { maxima[m].popFront() } else { maxima[m].popBack() } }
         }
-        if x.label == 2 { aggregates.fraud[l] -= 1 }
+        if x.label == 2 { cells[l].fraud -= 1 }
         for (r, req) in plan.distinct.enumerated() where req.lane == l {
             let h = ev.tracked(req.tracked, i)
             if h != 0 { Self.release(h, in: &distinctRefs[r]) }
@@ -252,16 +269,13 @@ struct WindowState: Sendable {
         if n <= 1 { refs.removeValue(forKey: h) } else { refs[h] = n - 1 }
     }
 
-    mutating func clear(lane l: Int, _ plan: EntityPlan) {
+    mutating func clear(lane l: Int, _ plan: EntityPlan, _ cells: UnsafeMutableBufferPointer<WindowCell>) {
         for g in 0...plan.filterCount {
             let cell = plan.cell(g, l)
-            aggregates.count[cell] = 0
-            aggregates.sum[cell] = 0
-            aggregates.sumsq[cell] = 0
+            cells[cell] = WindowCell()  // the unfiltered cell's fraud count too
             let m = plan.maxSlot[cell]
             if m >= 0 { maxima[m].removeAll() }
         }
-        aggregates.fraud[l] = 0
         for (r, req) in plan.distinct.enumerated() where req.lane == l { distinctRefs[r].removeAll(keepingCapacity: true) }
         if l == plan.historyLane {
             for k in seenRefs.indices { seenRefs[k].removeAll(keepingCapacity: true) }
@@ -270,8 +284,9 @@ struct WindowState: Sendable {
         }
     }
 
-    /// Completes ``aggregates`` with what is read off the window structures at evaluation time.
-    mutating func fill(plan: EntityPlan, current c: CurrentEvent, events ev: EntityEvents) {
+    /// Fills `aggregates` for an evaluation: the cells, and what is read off the window structures.
+    func fill(_ aggregates: inout WindowAggregates, plan: EntityPlan, current c: CurrentEvent, events ev: EntityEvents) {
+        aggregates.cells = cells
         for (k, cell) in plan.maxCells.enumerated() { aggregates.maxv[cell] = maxima[k].value }
         for r in distinctRefs.indices { aggregates.distinct[r] = distinctRefs[r].count }
         guard let h = plan.historyLane else { return }
@@ -300,64 +315,55 @@ struct WindowState: Sendable {
 
 /// The maximum of a window that grows and shrinks at both ends.
 ///
-/// Two stacks, each remembering its running maximum: the front stack's top is the window's first
-/// value, the back stack's top its last. A pop from an empty side first splits the other side in
-/// half, which keeps every operation amortised O(1) (a maximum cannot be "subtracted" like a sum).
+/// Two stacks, each entry remembering its stack's running maximum: the front stack's top is the
+/// window's first value, the back stack's top its last. A pop from an empty side first splits the
+/// other side in half, which keeps every operation amortised O(1) (a maximum cannot be
+/// "subtracted" like a sum).
 struct SlidingMax: Sendable {
-    private var front: [Double] = []
-    private var frontMax: [Double] = []
-    private var back: [Double] = []
-    private var backMax: [Double] = []
+    struct Entry: Sendable {
+        var value: Double
+        var runningMax: Double
+    }
+    private var front: [Entry] = []
+    private var back: [Entry] = []
 
     var count: Int { front.count + back.count }
-    var value: Double { max(frontMax.last ?? -.infinity, backMax.last ?? -.infinity) }
-    var approximateBytes: Int { HeapBytes.of(front) + HeapBytes.of(frontMax) + HeapBytes.of(back) + HeapBytes.of(backMax) }
+    var value: Double { max(front.last?.runningMax ?? -.infinity, back.last?.runningMax ?? -.infinity) }
+    var approximateBytes: Int { HeapBytes.of(front) + HeapBytes.of(back) }
 
-    mutating func pushBack(_ v: Double) {
-        backMax.append(max(v, backMax.last ?? -.infinity))
-        back.append(v)
-    }
+    mutating func pushBack(_ v: Double) { back.append(Entry(value: v, runningMax: max(v, back.last?.runningMax ?? -.infinity))) }
 
-    mutating func pushFront(_ v: Double) {
-        frontMax.append(max(v, frontMax.last ?? -.infinity))
-        front.append(v)
-    }
+    mutating func pushFront(_ v: Double) { front.append(Entry(value: v, runningMax: max(v, front.last?.runningMax ?? -.infinity))) }
 
     mutating func popFront() {
         if front.isEmpty { split(frontCount: (back.count + 1) / 2) }
         front.removeLast()
-        frontMax.removeLast()
     }
 
     mutating func popBack() {
         if back.isEmpty { split(frontCount: front.count / 2) }
         back.removeLast()
-        backMax.removeLast()
     }
 
     mutating func removeAll() {
         front.removeAll(keepingCapacity: true)
-        frontMax.removeAll(keepingCapacity: true)
         back.removeAll(keepingCapacity: true)
-        backMax.removeAll(keepingCapacity: true)
     }
 
     /// Redistributes the window so the front stack holds its first `k` values.
     private mutating func split(frontCount k: Int) {
-        let window = Array(front.reversed()) + back
-        front = Array(window[..<k].reversed())
-        back = Array(window[k...])
-        frontMax = Self.runningMax(front)
-        backMax = Self.runningMax(back)
+        let window = front.reversed().map(\.value) + back.map(\.value)
+        front = Self.stack(window[..<k].reversed())
+        back = Self.stack(window[k...])
     }
 
-    private static func runningMax(_ values: [Double]) -> [Double] {
-        var out: [Double] = []
+    private static func stack(_ values: some Collection<Double>) -> [Entry] {
+        var out: [Entry] = []
         out.reserveCapacity(values.count)
         var m = -Double.infinity
         for v in values {
             m = max(m, v)
-            out.append(m)
+            out.append(Entry(value: v, runningMax: m))
         }
         return out
     }

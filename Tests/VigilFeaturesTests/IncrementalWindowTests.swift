@@ -91,6 +91,8 @@ import Testing
         var reference = [Float](repeating: .nan, count: columns)
         var compared = 0
         var recorded: [(id: UInt64, time: Int64, keys: [UInt64])] = []
+        // One scratch per entity type, shared by all its entities, as the stores' walk does.
+        var scratch = plan.entities.map { WindowAggregates(plan: $0) }
         for i in 0..<batch.count {
             for (e, ep) in plan.entities.enumerated() {
                 let key = batch.keys[i * batch.entityCount + e]
@@ -101,7 +103,7 @@ import Testing
                     let own = UnsafeBufferPointer(rebasing: tracked[base..<(base + ep.tracked.count)])
                     let c = CurrentEvent(time: batch.times[i], amount: batch.amounts[i], lat: batch.lats[i], lon: batch.lons[i], tracked: own)
                     state.trimToCanonical(plan: ep, lateness: lateness, at: batch.times[i])
-                    incremental.withUnsafeMutableBufferPointer { state.evaluate(plan: ep, current: c, row: $0.baseAddress!) }
+                    incremental.withUnsafeMutableBufferPointer { state.evaluate(plan: ep, current: c, row: $0.baseAddress!, scratch: &scratch[e]) }
                     reference.withUnsafeMutableBufferPointer { EntityKernel.evaluate(state.events, plan: ep, current: c, row: $0.baseAddress!) }
                     state.insert(
                         plan: ep, time: batch.times[i], id: batch.ids[i], amount: batch.amounts[i], lat: batch.lats[i],
