@@ -396,12 +396,14 @@ extension EventBatch {
     /// - Parameters:
     ///   - lateness: the store's allowed lateness (ms).
     ///   - duplicate: whether transaction `i` was recorded before (a redelivery).
-    ///   - withState: gives in-place access to an entity's state (creating it if new).
+    ///   - withState: gives in-place access to an entity's state (creating it if new); `position`
+    ///     is `i * entityCount + e`, the entity's place in ``keys``, for stores that resolved the
+    ///     batch's entities up front.
     ///   - evaluate: false to only record (trim and insert, as above) without computing features,
     ///     as a store rebuilding its state from a journal does; `matrix` is then left as it is.
     public func walk(
         plan: FeaturePlan, lateness: Int64, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool, evaluate: Bool = true,
-        withState: (_ entity: Int, _ key: UInt64, _ body: (inout EntityState) -> Void) -> Void
+        withState: (_ entity: Int, _ key: UInt64, _ position: Int, _ body: (inout EntityState) -> Void) -> Void
     ) {
         let columns = matrix.columns
         var scratch = plan.entities.map { WindowAggregates(plan: $0) }
@@ -418,7 +420,7 @@ extension EventBatch {
                         }
                         let own = UnsafeBufferPointer(rebasing: tracked[(i * trackedTotal + trackedOffsets[e])...].prefix(ep.tracked.count))
                         let current = CurrentEvent(time: times[i], amount: amounts[i], lat: lats[i], lon: lons[i], tracked: own)
-                        withState(e, key) { state in
+                        withState(e, key, i * entityCount + e) { state in
                             // Trim to the canonical set first: events older than the entity's
                             // newest one minus retention and lateness cannot be in this
                             // transaction's windows. A store may hold more (trimming lazily),

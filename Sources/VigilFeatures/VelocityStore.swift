@@ -188,7 +188,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         // redelivery (as Redis's SET NX answers it).
         var seenInBatch = Set<UInt64>()
         let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil || !seenInBatch.insert(batch.ids[$0]).inserted }
-        batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate) { e, key, body in
+        batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate) { e, key, _, body in
             let known = s.entities[e].count
             body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
             // A new entity: queued at once, its first check re-queues it at its newest event.

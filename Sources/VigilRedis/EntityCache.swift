@@ -62,7 +62,11 @@ struct EntityCache {
 
     /// Marks the entity used now and re-counts its bytes (after it changed in place).
     mutating func touch(_ slot: EntitySlot) {
-        guard let e = entities[slot] else { return }
+        if let e = entities[slot] { touch(e) }
+    }
+
+    /// ``touch(_:)`` for an entity held in hand (it must be cached): no lookup.
+    mutating func touch(_ e: CachedEntity) {
         let now = Self.bytes(of: &e.state) + HeapBytes.of(e.entries) + Self.entityOverhead
         bytes += now - e.bytes
         e.bytes = now
@@ -77,7 +81,7 @@ struct EntityCache {
         e.slot = slot
         entities[slot] = e
         append(e)
-        touch(slot)
+        touch(e)
     }
 
     mutating func remove(_ slot: EntitySlot) {

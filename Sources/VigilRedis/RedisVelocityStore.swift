@@ -266,7 +266,11 @@ public final class RedisVelocityStore: VelocityStore {
         var newest: [Int64] = []
         var index: [EntitySlot: Int] = [:]
 
-        mutating func add(_ slot: EntitySlot, time: Int64, _ write: (inout [UInt8]) -> Void) {
+        init(capacity: Int = 0) { index.reserveCapacity(capacity) }
+
+        /// Adds to `slot`'s entry; returns the entry's index.
+        @discardableResult
+        mutating func add(_ slot: EntitySlot, time: Int64, _ write: (inout [UInt8]) -> Void) -> Int {
             let k: Int
             if let found = index[slot] {
                 k = found
@@ -279,6 +283,7 @@ public final class RedisVelocityStore: VelocityStore {
             }
             write(&entries[k])
             newest[k] = max(newest[k], time)
+            return k
         }
     }
 
@@ -292,15 +297,20 @@ public final class RedisVelocityStore: VelocityStore {
     /// `leading` commands go out in the first round trip; their replies are returned.
     ///
     /// On return every slot is cached, holding every entry before the one appended, which is at
-    /// `last`: the caller applies its own entry to the cache itself.
-    func sync(_ s: inout State, _ appends: Appends, field: [UInt8], leading: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+    /// `last`: the caller applies its own entry to the cache itself. Returns the leading
+    /// commands' replies and each slot's cached entity (in `appends.slots` order).
+    func sync(
+        _ s: inout State, _ appends: Appends, field: [UInt8], leading: [[[UInt8]]]
+    ) throws(StoreError) -> (leading: [RedisReply], entities: [CachedEntity]) {
         let slots = appends.slots, entries = appends.entries, newest = appends.newest
         enum Step { case readWhole, readAfter, append, done }
         let now = ContinuousClock.now
         let ttl = plan.retention + allowedLateness
         let ttlText = Array(String(ttl).utf8)
         let refreshEvery = Duration.milliseconds(max(ttl / 8, 1))
-        var steps = slots.map { s.cache.entities[$0] == nil ? Step.readWhole : .append }
+        // Each slot's entity, looked up once: the batch's steps, walk and settle use these.
+        var cached = slots.map { s.cache.entities[$0] }
+        var steps = cached.map { $0 == nil ? Step.readWhole : .append }
         var leadingReplies: [RedisReply] = []
         var round = 0, contended = 0
         while true {
@@ -329,10 +339,10 @@ public final class RedisVelocityStore: VelocityStore {
                     commands.append([Self.PEXPIRE, key, ttlText])
                 case .readAfter:
                     sent.append((k, commands.count))
-                    commands.append([Self.XRANGE, key, Array("(0-\(s.cache.entities[slot]!.last)".utf8), Self.last, Self.COUNT, Self.readChunk])
+                    commands.append([Self.XRANGE, key, Array("(0-\(cached[k]!.last)".utf8), Self.last, Self.COUNT, Self.readChunk])
                 case .append:
                     sent.append((k, commands.count))
-                    let c = s.cache.entities[slot]!
+                    let c = cached[k]!
                     var xadd = [Self.XADD, key]
                     // An entity read as empty may still have no stream; one known to have entries
                     // must still have them, else it expired or Redis lost it: never recreate it here.
@@ -359,8 +369,7 @@ public final class RedisVelocityStore: VelocityStore {
                     s.cache.removeAll()
                     s.generation = nil
                     s.stats.generationResets += 1
-                    _ = try sync(&s, appends, field: field, leading: [])
-                    return leadingReplies
+                    return (leadingReplies, try sync(&s, appends, field: field, leading: []).entities)
                 }
                 s.generation = g
             }
@@ -380,21 +389,23 @@ public final class RedisVelocityStore: VelocityStore {
                         steps[k] = c.last == 0 || read == Self.readChunkEntries ? .readAfter : .append
                     }
                     s.cache.insert(slot, c)
+                    cached[k] = c
                 case .readAfter:
-                    let read = try apply(range: replies[at], to: s.cache.entities[slot]!, entity: slot.entity)
+                    let read = try apply(range: replies[at], to: cached[k]!, entity: slot.entity)
                     s.stats.entriesApplied += read
                     // A full chunk: there may be more (a long log is read in bounded pieces).
                     steps[k] = read == Self.readChunkEntries ? .readAfter : .append
                 case .append:
                     switch replies[at] {
                     case .string:
-                        let c = s.cache.entities[slot]!
+                        let c = cached[k]!
                         c.last += 1
                         c.entries.append((c.last, newest[k]))
                         steps[k] = .done
                     case .null:
                         // NOMKSTREAM: the stream is gone (expired or lost). Start over from Redis.
                         s.cache.remove(slot)
+                        cached[k] = nil
                         steps[k] = .readWhole
                     case .error(let m) where m.contains("equal or smaller"):
                         s.stats.conflicts += 1
@@ -406,7 +417,7 @@ public final class RedisVelocityStore: VelocityStore {
                 case .done: break
                 }
             }
-            if !steps.contains(where: { if case .done = $0 { false } else { true } }) { return leadingReplies }
+            if !steps.contains(where: { if case .done = $0 { false } else { true } }) { return (leadingReplies, cached.map { $0! }) }
             if contended > 8 * slots.count || round >= 4096 {
                 throw StoreError(.timeout, "gave up appending after \(round + 1) round trips (contention with other instances)")
             }
@@ -415,9 +426,13 @@ public final class RedisVelocityStore: VelocityStore {
 
     /// After a batch: trims entries wholly older than the canonical cutoff (sent with the next
     /// batch), counts the cache's bytes, and evicts over budget.
-    func settle(_ s: inout State, slots: [EntitySlot]) {
-        for slot in slots {
-            guard let c = s.cache.entities[slot], let newest = c.state.events.newestTime else { continue }
+    func settle(_ s: inout State, entities: [CachedEntity]) {
+        for c in entities {
+            let slot = c.slot
+            guard let newest = c.state.events.newestTime else {
+                s.cache.touch(c)
+                continue
+            }
             let cutoff = newest - plan.entities[slot.entity].retention - allowedLateness
             var first = 0
             while first < c.entries.count - 1, c.entries[first].newest < cutoff { first += 1 }
@@ -425,7 +440,7 @@ public final class RedisVelocityStore: VelocityStore {
                 s.pendingTrims.append([Self.XTRIM, streamKey(slot), Self.MINID, Array("0-\(c.entries[first].seq)".utf8)])
                 c.entries.removeFirst(first)
             }
-            s.cache.touch(slot)
+            s.cache.touch(c)
         }
         s.cache.evictIfNeeded()
     }
@@ -435,12 +450,16 @@ public final class RedisVelocityStore: VelocityStore {
     public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
         guard batch.count > 0 else { return }
         // The batch's entities in order of first appearance, each with its entry: its events in batch order.
-        var appends = Appends()
+        var appends = Appends(capacity: batch.keys.count)
+        // Each (transaction, entity)'s entry, at the walk's `position`.
+        var entryOf = [Int](repeating: -1, count: batch.keys.count)
         for i in 0..<batch.count {
             for e in 0..<batch.entityCount {
                 let key = batch.keys[i * batch.entityCount + e]
                 guard key != 0 else { continue }
-                appends.add(EntitySlot(entity: e, key: key), time: batch.times[i]) { appendEvent(batch, i, e, to: &$0) }
+                entryOf[i * batch.entityCount + e] = appends.add(EntitySlot(entity: e, key: key), time: batch.times[i]) {
+                    appendEvent(batch, i, e, to: &$0)
+                }
             }
         }
         let ttl = Array(String(plan.retention + allowedLateness).utf8)
@@ -455,16 +474,15 @@ public final class RedisVelocityStore: VelocityStore {
         let plan = self.plan
         let lateness = allowedLateness
         try state.withLock { s throws(StoreError) in
-            let set = try sync(&s, appends, field: [UInt8(ascii: "e")], leading: records)
+            let (set, entities) = try sync(&s, appends, field: [UInt8(ascii: "e")], leading: records)
             for r in set { if let m = r.errorMessage { throw StoreError(.protocolError, "SET: \(m)") } }
             // Every entity now holds exactly the entries before this batch's own: evaluate in
             // batch order, applying the batch's events as the walk goes. SET NX answered nil: the
             // transaction was recorded before (a redelivery).
-            batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { set[$0] == .null }) { e, key, body in
-                let entry = s.cache.entities[EntitySlot(entity: e, key: key)]!
-                body(&entry.state)
+            batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { set[$0] == .null }) { _, _, position, body in
+                body(&entities[entryOf[position]].state)
             }
-            settle(&s, slots: appends.slots)
+            settle(&s, entities: entities)
         }
     }
 
@@ -496,12 +514,13 @@ public final class RedisVelocityStore: VelocityStore {
         guard !appends.slots.isEmpty else { return matched }
         let plan = self.plan
         try state.withLock { s throws(StoreError) in
-            _ = try sync(&s, appends, field: [UInt8(ascii: "l")], leading: [])
+            let entities = try sync(&s, appends, field: [UInt8(ascii: "l")], leading: []).entities
             for m in marks {
-                guard let c = s.cache.entities[m.slot], let i = c.state.events.index(time: m.time, id: m.id) else { continue }
+                let c = entities[appends.index[m.slot]!]
+                guard let i = c.state.events.index(time: m.time, id: m.id) else { continue }
                 c.state.setLabel(2, at: i, plan: plan.entities[m.slot.entity])
             }
-            settle(&s, slots: appends.slots)
+            settle(&s, entities: entities)
         }
         return matched
     }
