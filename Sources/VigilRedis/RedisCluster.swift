@@ -5,8 +5,13 @@ import VigilFeatures
 protocol RedisTransport: AnyObject {
     /// Runs `commands` and returns their replies in the same order. Redis error replies are
     /// returned, not thrown; I/O problems throw.
-    func pipeline(_ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply]
+    func pipeline(_ commands: RedisPipeline) throws(StoreError) -> [RedisReply]
     func disconnect()
+}
+
+extension RedisTransport {
+    /// ``pipeline(_:)`` for commands given as arguments (setup, administration, tests).
+    func pipeline(_ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] { try pipeline(RedisPipeline(commands)) }
 }
 
 extension RedisConnection: RedisTransport {}
@@ -89,7 +94,7 @@ final class RedisClusterClient: RedisTransport {
 
     /// Sends each command to its slot's node (all nodes' pipelines in flight together), then
     /// follows redirections. Replies come back in the commands' order.
-    func pipeline(_ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+    func pipeline(_ commands: RedisPipeline) throws(StoreError) -> [RedisReply] {
         do {
             return try route(commands)
         } catch {
@@ -101,19 +106,23 @@ final class RedisClusterClient: RedisTransport {
         }
     }
 
-    private func route(_ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+    private func route(_ commands: RedisPipeline) throws(StoreError) -> [RedisReply] {
         if nodes.isEmpty { try refresh() }
         var replies = [RedisReply](repeating: .null, count: commands.count)
-        var pending = Array(commands.indices)
+        var pending = Array(0..<commands.count)
         for attempt in 0..<5 {
             var byNode: [Int: [Int]] = [:]
             for i in pending {
-                let slot = Self.slot(of: commands[i].count > 1 ? commands[i][1] : [])
+                let slot = Self.slot(of: commands.key(i))
                 guard slots[slot] >= 0 else { throw StoreError(.unavailable, "slot \(slot) is not served by any node") }
                 byNode[slots[slot], default: []].append(i)
             }
             let order = byNode.keys.sorted()
-            for n in order { try connection(nodes[n].host, nodes[n].port).send(byNode[n]!.map { commands[$0] }) }
+            for n in order {
+                var part = RedisPipeline()
+                for i in byNode[n]! { part.append(command: i, of: commands) }
+                try connection(nodes[n].host, nodes[n].port).send(part)
+            }
             var moved: [Int] = []
             var ask: [(index: Int, host: String, port: Int)] = []
             for n in order {
@@ -130,7 +139,9 @@ final class RedisClusterClient: RedisTransport {
             // ASK: this command only, to the importing node, preceded by ASKING.
             for a in ask {
                 redirects.ask += 1
-                let got = try connection(a.host, a.port).pipeline([["ASKING"].bytes, commands[a.index]])
+                var asking = RedisPipeline([["ASKING"].bytes])
+                asking.append(command: a.index, of: commands)
+                let got = try connection(a.host, a.port).pipeline(asking)
                 if let e = got[1].errorMessage, Self.redirect(e) != nil { moved.append(a.index) } else { replies[a.index] = got[1] }
             }
             guard !moved.isEmpty else { return replies }
@@ -154,8 +165,10 @@ final class RedisClusterClient: RedisTransport {
 
     /// The key's hash slot: CRC16 (XMODEM) of the hash tag — the part between the first `{` and
     /// the next `}`, if non-empty — or of the whole key, modulo 16384.
-    static func slot(of key: [UInt8]) -> Int {
-        var part = key[...]
+    static func slot(of key: [UInt8]) -> Int { slot(of: key[...]) }
+
+    static func slot(of key: ArraySlice<UInt8>) -> Int {
+        var part = key
         if let open = key.firstIndex(of: UInt8(ascii: "{")),
            let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 {
             part = key[(open + 1)..<close]

@@ -180,19 +180,17 @@ final class RedisConnection {
     /// Sends every command, then reads every reply: one round trip.
     /// - Throws: ``StoreError`` `.timeout` or `.unavailable` on an I/O error (the connection is
     ///   dropped and re-established on the next call). Redis error replies are returned, not thrown.
-    func pipeline(_ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+    func pipeline(_ commands: RedisPipeline) throws(StoreError) -> [RedisReply] {
         try send(commands)
         return try receive(commands.count)
     }
 
     /// Queues commands and writes them out without waiting for replies (so several connections
     /// can have requests in flight at once, as the cluster client does).
-    func send(_ commands: [[[UInt8]]]) throws(StoreError) {
+    func send(_ commands: RedisPipeline) throws(StoreError) {
         let c = try connect()
-        // The whole pipeline encoded once, in RESP, and handed to hiredis in one piece: no
-        // per-command argument arrays or format parsing.
-        let wire = Self.encode(commands)
-        let rc: Int32 = wire.withUnsafeBufferPointer { buf in
+        // Already in RESP, handed to hiredis in one piece: no format parsing.
+        let rc: Int32 = commands.bytes.withUnsafeBufferPointer { buf in
             buf.withMemoryRebound(to: CChar.self) { redisAppendFormattedCommand(c, $0.baseAddress, $0.count) }
         }
         guard rc == 0 else {
@@ -208,37 +206,6 @@ final class RedisConnection {
                 throw StoreError(.unavailable, "\(configuration.url): write: \(message)")
             }
         }
-    }
-
-    /// Commands in the Redis protocol: `*<argc>\r\n` then `$<len>\r\n<arg>\r\n` per argument.
-    static func encode(_ commands: [[[UInt8]]]) -> [UInt8] {
-        var size = 0
-        for command in commands {
-            size += 16
-            for arg in command { size += arg.count + 16 }
-        }
-        var out: [UInt8] = []
-        out.reserveCapacity(size)
-        func decimal(_ n: Int) {
-            if n >= 10 { decimal(n / 10) }
-            out.append(UInt8(ascii: "0") + UInt8(n % 10))
-        }
-        for command in commands {
-            out.append(UInt8(ascii: "*"))
-            decimal(command.count)
-            out.append(13)
-            out.append(10)
-            for arg in command {
-                out.append(UInt8(ascii: "$"))
-                decimal(arg.count)
-                out.append(13)
-                out.append(10)
-                out.append(contentsOf: arg)
-                out.append(13)
-                out.append(10)
-            }
-        }
-        return out
     }
 
     /// Reads `count` replies to what ``send(_:)`` wrote.

@@ -88,7 +88,7 @@ public final class RedisVelocityStore: VelocityStore {
         var cache: EntityCache
         var generation: [UInt8]?
         /// `XTRIM`s decided after a batch, sent with the next one.
-        var pendingTrims: [[[UInt8]]] = []
+        var pendingTrims = RedisPipeline()
         var stats = SyncStatistics()
     }
     let state: Mutex<State>
@@ -106,11 +106,14 @@ public final class RedisVelocityStore: VelocityStore {
     }
 
     let transactionKeyPrefix: [UInt8]
+    /// `P:x:{e:` for each entity type `e`: a stream key is this, the key's hex and `}`.
+    let streamKeyPrefixes: [[UInt8]]
 
     deinit { state.withLock { $0.cache.removeAll() } }  // unlinks the cache's recency list
 
     public init(plan: FeaturePlan, configuration: RedisConfiguration, allowedLateness: Int64 = 86_400_000) {
         transactionKeyPrefix = Array("\(configuration.prefix):t:{".utf8)
+        streamKeyPrefixes = plan.entities.indices.map { Array("\(configuration.prefix):x:{\($0):".utf8) }
         self.plan = plan
         self.configuration = configuration
         self.allowedLateness = allowedLateness
@@ -141,33 +144,26 @@ public final class RedisVelocityStore: VelocityStore {
 
     // MARK: Keys and encoding
 
-    func streamKey(_ s: EntitySlot) -> [UInt8] {
-        var k = Array("\(configuration.prefix):x:{\(s.entity):".utf8)
-        Self.appendHex(s.key, to: &k)
-        k.append(UInt8(ascii: "}"))
-        return k
+    /// Writes `s`'s stream key as the next argument.
+    func streamKey(_ s: EntitySlot, into p: inout RedisPipeline) { p.argument(streamKeyPrefixes[s.entity], hex: s.key, UInt8(ascii: "}")) }
+
+    /// `PEXPIRE` of `s`'s stream.
+    func expire(_ s: EntitySlot, after ttl: Int64, into p: inout RedisPipeline) {
+        p.begin(3)
+        p.argument(Self.PEXPIRE)
+        streamKey(s, into: &p)
+        p.argument(Self.empty, decimal: UInt64(ttl))
     }
 
-    func transactionKey(_ id: UInt64) -> [UInt8] {
-        var k = transactionKeyPrefix
-        Self.appendHex(id, to: &k)
-        k.append(UInt8(ascii: "}"))
-        return k
-    }
-
-    /// 16 lowercase hex digits, as ``KeyedHasher/hex(_:)`` writes them.
-    static func appendHex(_ v: UInt64, to out: inout [UInt8]) {
-        for shift in stride(from: 60, through: 0, by: -4) {
-            let d = UInt8((v >> UInt64(shift)) & 0xF)
-            out.append(d < 10 ? UInt8(ascii: "0") + d : UInt8(ascii: "a") + d - 10)
-        }
-    }
+    /// Writes transaction `id`'s record key as the next argument.
+    func transactionKey(_ id: UInt64, into p: inout RedisPipeline) { p.argument(transactionKeyPrefix, hex: id, UInt8(ascii: "}")) }
 
     // Command words, made once (every command of every batch names one).
     static let SET = Array("SET".utf8), GET = Array("GET".utf8), PX = Array("PX".utf8), NX = Array("NX".utf8)
     static let XADD = Array("XADD".utf8), XRANGE = Array("XRANGE".utf8), XTRIM = Array("XTRIM".utf8)
     static let PEXPIRE = Array("PEXPIRE".utf8), NOMKSTREAM = Array("NOMKSTREAM".utf8), MINID = Array("MINID".utf8)
     static let COUNT = Array("COUNT".utf8), first = Array("-".utf8), last = Array("+".utf8), createID = Array("0-1".utf8)
+    static let streamID = Array("0-".utf8), after = Array("(0-".utf8), empty: [UInt8] = []
     var generationKey: [UInt8] { Array("\(configuration.prefix):{gen}".utf8) }
 
     static func append(_ v: UInt64, to out: inout [UInt8]) {
@@ -300,13 +296,13 @@ public final class RedisVelocityStore: VelocityStore {
     /// `last`: the caller applies its own entry to the cache itself. Returns the leading
     /// commands' replies and each slot's cached entity (in `appends.slots` order).
     func sync(
-        _ s: inout State, _ appends: Appends, field: [UInt8], leading: [[[UInt8]]]
+        _ s: inout State, _ appends: Appends, field: [UInt8], leading: RedisPipeline
     ) throws(StoreError) -> (leading: [RedisReply], entities: [CachedEntity]) {
         let slots = appends.slots, entries = appends.entries, newest = appends.newest
         enum Step { case readWhole, readAfter, append, done }
         let now = ContinuousClock.now
         let ttl = plan.retention + allowedLateness
-        let ttlText = Array(String(ttl).utf8)
+
         let refreshEvery = Duration.milliseconds(max(ttl / 8, 1))
         // Each slot's entity, looked up once: the batch's steps, walk and settle use these.
         var cached = slots.map { s.cache.entities[$0] }
@@ -315,7 +311,7 @@ public final class RedisVelocityStore: VelocityStore {
         var round = 0, contended = 0
         while true {
             defer { round += 1 }
-            var commands: [[[UInt8]]] = []
+            var commands = RedisPipeline(capacity: round == 0 ? leading.bytes.count + slots.count * 160 : 4096)
             if round == 0 {
                 if s.generation == nil {
                     let token = KeyedHasher.hex(UInt64.random(in: 1...UInt64.max)) + KeyedHasher.hex(UInt64.random(in: 1...UInt64.max))
@@ -328,29 +324,43 @@ public final class RedisVelocityStore: VelocityStore {
             let head = commands.count
             var sent: [(slot: Int, at: Int)] = []
             for (k, slot) in slots.enumerated() where steps[k] != .done {
-                let key = streamKey(slot)
                 switch steps[k] {
                 case .done: continue
                 case .readWhole:
                     sent.append((k, commands.count))
-                    commands.append([Self.XRANGE, key, Self.first, Self.last, Self.COUNT, Self.readChunk])
+                    commands.begin(6)
+                    commands.argument(Self.XRANGE)
+                    streamKey(slot, into: &commands)
+                    for a in [Self.first, Self.last, Self.COUNT, Self.readChunk] { commands.argument(a) }
                     // Creates the stream if it has none; refused (harmlessly) if it has entries.
-                    commands.append([Self.XADD, key, Self.createID, field, entries[k]])
-                    commands.append([Self.PEXPIRE, key, ttlText])
+                    commands.begin(5)
+                    commands.argument(Self.XADD)
+                    streamKey(slot, into: &commands)
+                    commands.argument(Self.createID)
+                    commands.argument(field)
+                    commands.argument(entries[k])
+                    expire(slot, after: ttl, into: &commands)
                 case .readAfter:
                     sent.append((k, commands.count))
-                    commands.append([Self.XRANGE, key, Array("(0-\(cached[k]!.last)".utf8), Self.last, Self.COUNT, Self.readChunk])
+                    commands.begin(6)
+                    commands.argument(Self.XRANGE)
+                    streamKey(slot, into: &commands)
+                    commands.argument(Self.after, decimal: cached[k]!.last)
+                    for a in [Self.last, Self.COUNT, Self.readChunk] { commands.argument(a) }
                 case .append:
                     sent.append((k, commands.count))
                     let c = cached[k]!
-                    var xadd = [Self.XADD, key]
                     // An entity read as empty may still have no stream; one known to have entries
                     // must still have them, else it expired or Redis lost it: never recreate it here.
-                    if c.last > 0 { xadd.append(Self.NOMKSTREAM) }
-                    xadd.append(contentsOf: [Array("0-\(c.last + 1)".utf8), field, entries[k]])
-                    commands.append(xadd)
+                    commands.begin(c.last > 0 ? 6 : 5)
+                    commands.argument(Self.XADD)
+                    streamKey(slot, into: &commands)
+                    if c.last > 0 { commands.argument(Self.NOMKSTREAM) }
+                    commands.argument(Self.streamID, decimal: c.last + 1)
+                    commands.argument(field)
+                    commands.argument(entries[k])
                     if now - c.refreshed > refreshEvery {
-                        commands.append([Self.PEXPIRE, key, ttlText])
+                        expire(slot, after: ttl, into: &commands)
                         c.refreshed = now
                     }
                 }
@@ -360,7 +370,7 @@ public final class RedisVelocityStore: VelocityStore {
                 let got = replies[s.generation == nil ? 1 : 0]
                 let g: [UInt8]? = if case .string(let g) = got { g } else { nil }
                 if got.errorMessage != nil { throw StoreError(.protocolError, "GET generation: \(got.errorMessage!)") }
-                s.pendingTrims.removeAll()
+                s.pendingTrims = RedisPipeline()
                 leadingReplies = Array(replies[(head - leading.count)..<head])
                 if s.generation != nil, s.generation != g {
                     // Redis restarted empty or was flushed: what the caches hold is gone from
@@ -369,7 +379,7 @@ public final class RedisVelocityStore: VelocityStore {
                     s.cache.removeAll()
                     s.generation = nil
                     s.stats.generationResets += 1
-                    return (leadingReplies, try sync(&s, appends, field: field, leading: []).entities)
+                    return (leadingReplies, try sync(&s, appends, field: field, leading: RedisPipeline()).entities)
                 }
                 s.generation = g
             }
@@ -437,7 +447,11 @@ public final class RedisVelocityStore: VelocityStore {
             var first = 0
             while first < c.entries.count - 1, c.entries[first].newest < cutoff { first += 1 }
             if first >= 16 {
-                s.pendingTrims.append([Self.XTRIM, streamKey(slot), Self.MINID, Array("0-\(c.entries[first].seq)".utf8)])
+                s.pendingTrims.begin(4)
+                s.pendingTrims.argument(Self.XTRIM)
+                streamKey(slot, into: &s.pendingTrims)
+                s.pendingTrims.argument(Self.MINID)
+                s.pendingTrims.argument(Self.streamID, decimal: c.entries[first].seq)
                 c.entries.removeFirst(first)
             }
             s.cache.touch(c)
@@ -463,13 +477,16 @@ public final class RedisVelocityStore: VelocityStore {
             }
         }
         let ttl = Array(String(plan.retention + allowedLateness).utf8)
-        var records: [[[UInt8]]] = []
-        records.reserveCapacity(batch.count)
+        var records = RedisPipeline(capacity: batch.count * (80 + 8 * batch.entityCount))
         for i in 0..<batch.count {
-            var record: [UInt8] = []
-            Self.append(UInt64(bitPattern: batch.times[i]), to: &record)
-            for e in 0..<batch.entityCount { Self.append(batch.keys[i * batch.entityCount + e], to: &record) }
-            records.append([Self.SET, transactionKey(batch.ids[i]), record, Self.PX, ttl, Self.NX])
+            records.begin(6)
+            records.argument(Self.SET)
+            transactionKey(batch.ids[i], into: &records)
+            records.argument(count: 8 * (1 + batch.entityCount)) { record in
+                Self.append(UInt64(bitPattern: batch.times[i]), to: &record)
+                for e in 0..<batch.entityCount { Self.append(batch.keys[i * batch.entityCount + e], to: &record) }
+            }
+            for a in [Self.PX, ttl, Self.NX] { records.argument(a) }
         }
         let plan = self.plan
         let lateness = allowedLateness
@@ -491,7 +508,13 @@ public final class RedisVelocityStore: VelocityStore {
         let fraud = labels.filter(\.fraud)
         guard !fraud.isEmpty else { return 0 }
         let records = try state.withLock { s throws(StoreError) in
-            try roundTrip(&s, fraud.map { [Self.GET, transactionKey($0.id)] })
+            var gets = RedisPipeline()
+            for l in fraud {
+                gets.begin(2)
+                gets.argument(Self.GET)
+                transactionKey(l.id, into: &gets)
+            }
+            return try roundTrip(&s, gets)
         }
         var appends = Appends()
         var marks: [(slot: EntitySlot, id: UInt64, time: Int64)] = []
@@ -514,7 +537,7 @@ public final class RedisVelocityStore: VelocityStore {
         guard !appends.slots.isEmpty else { return matched }
         let plan = self.plan
         try state.withLock { s throws(StoreError) in
-            let entities = try sync(&s, appends, field: [UInt8(ascii: "l")], leading: []).entities
+            let entities = try sync(&s, appends, field: [UInt8(ascii: "l")], leading: RedisPipeline()).entities
             for m in marks {
                 let c = entities[appends.index[m.slot]!]
                 guard let i = c.state.events.index(time: m.time, id: m.id) else { continue }
@@ -548,7 +571,7 @@ public final class RedisVelocityStore: VelocityStore {
     }
 
     /// One pipelined round trip through the breaker.
-    func roundTrip(_ s: inout State, _ commands: [[[UInt8]]]) throws(StoreError) -> [RedisReply] {
+    func roundTrip(_ s: inout State, _ commands: RedisPipeline) throws(StoreError) -> [RedisReply] {
         guard s.breaker.allow(now: .now) else {
             throw StoreError(.unavailable, "circuit open: Redis failed \(s.breaker.failures) times in a row")
         }
@@ -565,6 +588,6 @@ public final class RedisVelocityStore: VelocityStore {
 
     /// Sends arbitrary commands (tests, benchmarks, administration).
     public func command(_ args: [String]) throws(StoreError) -> RedisReply {
-        try state.withLock { s throws(StoreError) in try roundTrip(&s, [args.bytes])[0] }
+        try state.withLock { s throws(StoreError) in try roundTrip(&s, RedisPipeline([args.bytes]))[0] }
     }
 }
