@@ -331,7 +331,10 @@ public final class RedisVelocityStore: VelocityStore {
                     commands.begin(6)
                     commands.argument(Self.XRANGE)
                     streamKey(slot, into: &commands)
-                    for a in [Self.first, Self.last, Self.COUNT, Self.readChunk] { commands.argument(a) }
+                    commands.argument(Self.first)
+                    commands.argument(Self.last)
+                    commands.argument(Self.COUNT)
+                    commands.argument(Self.readChunk)
                     // Creates the stream if it has none; refused (harmlessly) if it has entries.
                     commands.begin(5)
                     commands.argument(Self.XADD)
@@ -346,7 +349,9 @@ public final class RedisVelocityStore: VelocityStore {
                     commands.argument(Self.XRANGE)
                     streamKey(slot, into: &commands)
                     commands.argument(Self.after, decimal: cached[k]!.last)
-                    for a in [Self.last, Self.COUNT, Self.readChunk] { commands.argument(a) }
+                    commands.argument(Self.last)
+                    commands.argument(Self.COUNT)
+                    commands.argument(Self.readChunk)
                 case .append:
                     sent.append((k, commands.count))
                     let c = cached[k]!
@@ -486,7 +491,9 @@ public final class RedisVelocityStore: VelocityStore {
                 Self.append(UInt64(bitPattern: batch.times[i]), to: &record)
                 for e in 0..<batch.entityCount { Self.append(batch.keys[i * batch.entityCount + e], to: &record) }
             }
-            for a in [Self.PX, ttl, Self.NX] { records.argument(a) }
+            records.argument(Self.PX)
+            records.argument(ttl)
+            records.argument(Self.NX)
         }
         let plan = self.plan
         let lateness = allowedLateness
