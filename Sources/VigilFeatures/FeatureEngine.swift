@@ -21,9 +21,12 @@ public struct FeatureEngine: Sendable {
     public func events(for transactions: [Transaction]) -> EventBatch {
         var b = EventBatch(plan: plan, capacity: transactions.count)
         var scratch = HashScratch()
-        // Each transaction is passed borrowed: binding it to a local would copy (retain) every
-        // one of its strings.
-        for i in transactions.indices { append(transactions[i], to: &b, scratch: &scratch) }
+        // Each transaction is passed borrowed, through a buffer pointer (whose elements are
+        // addressed in place): binding one to a local, or the array's subscript here, copies it
+        // (a retain and release of every one of its strings).
+        transactions.withUnsafeBufferPointer { t in
+            for i in t.indices { append(t[i], to: &b, scratch: &scratch) }
+        }
         return b
     }
 
@@ -36,27 +39,30 @@ public struct FeatureEngine: Sendable {
 
     private func append(_ tx: borrowing Transaction, to b: inout EventBatch, scratch s: inout HashScratch) {
         for k in s.done.indices { s.done[k] = false }
-        func hashed(_ f: TransactionField) -> UInt64 {
-            let k = TransactionField.allCases.firstIndex(of: f)!
-            if !s.done[k] {
-                // 0 means absent, so a real hash is never 0.
-                s.hashes[k] = tx.string(f).map { hasher.hash($0) | 1 } ?? 0
-                s.done[k] = true
-            }
-            return s.hashes[k]
-        }
         b.ids.append(idHash(tx.id))
         b.times.append(tx.timestamp)
         b.amounts.append(tx.amount)
         b.lats.append(tx.lat ?? .nan)
         b.lons.append(tx.lon ?? .nan)
         for e in plan.entities {
-            b.keys.append(hashed(e.field))
+            b.keys.append(hashed(e.field, of: tx, &s))
             var bits: UInt8 = 0
             for (k, f) in e.filters.enumerated() where f(tx) { bits |= 1 << UInt8(k) }
             b.filterBits.append(bits)
-            for f in e.tracked { b.tracked.append(hashed(f)) }
+            for f in e.tracked { b.tracked.append(hashed(f, of: tx, &s)) }
         }
+    }
+
+    /// A field's keyed hash, once per transaction. A function of its own taking the transaction
+    /// borrowed: a nested function capturing it copied the transaction (all its strings) first.
+    private func hashed(_ f: TransactionField, of tx: borrowing Transaction, _ s: inout HashScratch) -> UInt64 {
+        let k = TransactionField.allCases.firstIndex(of: f)!
+        if !s.done[k] {
+            // 0 means absent, so a real hash is never 0.
+            s.hashes[k] = tx.string(f).map { hasher.hash($0) | 1 } ?? 0
+            s.done[k] = true
+        }
+        return s.hashes[k]
     }
 
     /// Computes the features of a batch in order, recording each transaction in the store.
@@ -75,16 +81,16 @@ public struct FeatureEngine: Sendable {
     public func transactionFeatures(_ transactions: [Transaction], into m: inout FeatureMatrix) {
         let columns = m.columns
         m.values.withUnsafeMutableBufferPointer { values in
-            for i in transactions.indices {
-                fill(row: values.baseAddress! + i * columns, columns: columns, from: transactions[i])
+            transactions.withUnsafeBufferPointer { t in
+                for i in t.indices { fill(row: values.baseAddress! + i * columns, columns: columns, from: t.baseAddress! + i) }
             }
         }
     }
 
-    private func fill(row: UnsafeMutablePointer<Float>, columns: Int, from tx: borrowing Transaction) {
-        for (f, col) in plan.fieldColumns { row[col] = Float(tx.number(f)) }
+    private func fill(row: UnsafeMutablePointer<Float>, columns: Int, from transaction: UnsafePointer<Transaction>) {
+        for (f, col) in plan.fieldColumns { row[col] = Float(transaction.pointee.number(f)) }
         if !plan.calendarColumns.isEmpty {
-            let cal = Timestamp.calendar(tx.timestamp)
+            let cal = Timestamp.calendar(transaction.pointee.timestamp)
             for (c, col) in plan.calendarColumns {
                 switch c {
                 case .hour: row[col] = Float(cal.hour)
@@ -95,7 +101,7 @@ public struct FeatureEngine: Sendable {
             }
         }
         if !plan.derived.isEmpty {
-            let ctx = RowContext(transaction: copy tx, row: UnsafeBufferPointer(start: row, count: columns))
+            let ctx = RowContext(transaction: transaction, row: UnsafeBufferPointer(start: row, count: columns))
             for (col, f) in plan.derived { row[col] = Float(f(ctx)) }
         }
     }

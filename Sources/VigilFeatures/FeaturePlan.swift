@@ -266,10 +266,13 @@ public final class EntityPlan: Sendable {
 /// What derived features and rules read: the transaction and its feature row.
 /// Number slots ≥ 0 are feature columns; slots < 0 are transaction fields (-1 - field index).
 public struct RowContext: ExpressionContext {
-    public let transaction: Transaction
+    /// The transaction, addressed in place: a context is made for one evaluation (like `row`),
+    /// and holding the transaction by value copied it (a retain of each of its strings) per row.
+    public let transaction: UnsafePointer<Transaction>
     public let row: UnsafeBufferPointer<Float>
 
-    public init(transaction: Transaction, row: UnsafeBufferPointer<Float>) {
+    /// A context valid while `transaction` and `row` are.
+    public init(transaction: UnsafePointer<Transaction>, row: UnsafeBufferPointer<Float>) {
         self.transaction = transaction
         self.row = row
     }
@@ -290,8 +293,8 @@ public struct RowContext: ExpressionContext {
 
     @inline(__always)
     public func number(_ slot: Int) -> Double {
-        slot >= 0 ? Double(row[slot]) : transaction.number(Transaction.allFields[-1 - slot])
+        slot >= 0 ? Double(row[slot]) : transaction.pointee.number(Transaction.allFields[-1 - slot])
     }
-    public func string(_ slot: Int) -> String? { transaction.string(Transaction.allFields[slot]) }
+    public func string(_ slot: Int) -> String? { transaction.pointee.string(Transaction.allFields[slot]) }
     public func list(_ slot: Int, contains value: String) -> Bool { false }
 }

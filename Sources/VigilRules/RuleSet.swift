@@ -157,6 +157,10 @@ public struct RuleSet: Sendable {
 
     /// Evaluates every rule on one transaction and its feature row.
     public func evaluate(_ tx: Transaction, row: UnsafeBufferPointer<Float>) -> RuleOutcome {
+        withUnsafePointer(to: tx) { evaluate($0, row: row) }
+    }
+
+    func evaluate(_ tx: UnsafePointer<Transaction>, row: UnsafeBufferPointer<Float>) -> RuleOutcome {
         var out = RuleOutcome()
         guard !rules.isEmpty else { return out }
         let ctx = RuleContext(row: RowContext(transaction: tx, row: row), lists: lists)
@@ -178,8 +182,10 @@ public struct RuleSet: Sendable {
     /// Evaluates every row of a batch.
     public func evaluate(_ txs: [Transaction], features: FeatureMatrix) -> [RuleOutcome] {
         features.values.withUnsafeBufferPointer { v in
-            txs.indices.map { i in
-                evaluate(txs[i], row: UnsafeBufferPointer(rebasing: v[(i * features.columns)..<((i + 1) * features.columns)]))
+            txs.withUnsafeBufferPointer { t in
+                t.indices.map { i in
+                    evaluate(t.baseAddress! + i, row: UnsafeBufferPointer(rebasing: v[(i * features.columns)..<((i + 1) * features.columns)]))
+                }
             }
         }
     }
