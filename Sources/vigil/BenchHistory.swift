@@ -26,6 +26,8 @@ struct BenchHistory: ParsableCommand {
         var txPerSecond: Double
         var redis: (cpu: Double, command: Double, bytes: Double, commands: Double)?
         var roundTrips: Double?
+        /// The Redis store's entity cache at the end: entities and bytes counted.
+        var cache: (entities: Int, bytes: Int)?
         /// Seconds per transaction in each tenth of the stream (by batches), in stream order:
         /// whether the cost grows as the store fills.
         var tenths: [Double] = []
@@ -68,6 +70,10 @@ struct BenchHistory: ParsableCommand {
             line += String(format: "\n        Redis (second half): CPU %.2f µs/tx, command time %.2f µs/tx, %.0f bytes read/tx, %.2f commands/tx, %.2f round trips/batch",
                            x.cpu, x.command, x.bytes, x.commands, trips)
         }
+        if let c = r.cache, c.entities > 0 {
+            line += String(format: "\n        entity cache: %d entities in %.1f MiB, %.0f bytes per entity", c.entities, Double(c.bytes) / 1_048_576,
+                           Double(c.bytes) / Double(c.entities))
+        }
         return line
     }
 
@@ -109,7 +115,10 @@ struct BenchHistory: ParsableCommand {
             // The INFO call itself is one command and a few kB: negligible against n transactions.
             row.redis = ((after.cpuSeconds - before.cpuSeconds) * 1e6 / n, (after.commandMicros - before.commandMicros) / n,
                          Double(after.outputBytes - before.outputBytes) / n, Double(after.commands - before.commands) / n)
-            row.roundTrips = Double((velocity as! RedisVelocityStore).roundTrips - tripsBefore) / Double(batches.count - batches.count / 2)
+            let store = velocity as! RedisVelocityStore
+            row.roundTrips = Double(store.roundTrips - tripsBefore) / Double(batches.count - batches.count / 2)
+            let usage = store.cacheUsage
+            row.cache = (usage.entities, usage.bytes)
             _ = try admin.command(["FLUSHDB"])
         }
         return row
