@@ -67,6 +67,7 @@ struct EntityCache {
 
     /// ``touch(_:)`` for an entity held in hand (it must be cached): no lookup.
     mutating func touch(_ e: CachedEntity) {
+        assert(entities[e.slot] === e, "touching an entity the cache does not hold")
         let now = Self.bytes(of: &e.state) + HeapBytes.of(e.entries) + Self.entityOverhead
         bytes += now - e.bytes
         e.bytes = now
