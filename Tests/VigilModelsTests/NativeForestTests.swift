@@ -54,6 +54,9 @@ import Testing
             #expect(nativeContributions.count == capiContributions.count)
             let differing = zip(nativeContributions, capiContributions).enumerated().filter { $0.element.0 != $0.element.1 }
             #expect(differing.isEmpty, "\(differing.count) of \(capiContributions.count) contributions differ, first \(differing.prefix(3).map { "#\($0.offset): \($0.element.0) vs \($0.element.1)" })")
+            // The precomputed path credits and the node walk (deeper forests) agree bit for bit.
+            let walked = native.pointerContributions(v, rows: d.rows)
+            #expect(zip(walked, nativeContributions).allSatisfy { $0.bitPattern == $1.bitPattern } && walked.count == nativeContributions.count)
             // Batch size never changes a row's score.
             for r in stride(from: 0, to: d.rows, by: 97) {
                 let one = native.margins(UnsafeBufferPointer(rebasing: v[(r * d.columns)..<((r + 1) * d.columns)]), rows: 1)
