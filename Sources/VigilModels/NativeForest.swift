@@ -51,7 +51,8 @@ public struct NativeForest: Sendable {
 
     /// What one root-to-leaf path credits one feature in ``contributions(_:rows:)``.
     struct Credit {
-        /// Feature index; `featureCount + 1` for padding (a scratch column nobody reads).
+        /// Feature index; for padding at place `k` of a slot, `featureCount + 1 + k` (scratch
+        /// columns nobody reads, one per place so the padding adds make no long chain).
         var feature: Int32
         var value: Float
     }
@@ -157,7 +158,7 @@ public struct NativeForest: Sendable {
         for (root, tree) in zip(roots, complete) {
             let base = credits.count
             bases.append(base)
-            credits += [Credit](repeating: Credit(feature: padding, value: 0), count: (1 << tree.depth) * tree.depth)
+            for _ in 0..<(1 << tree.depth) { credits += (0..<tree.depth).map { Credit(feature: padding + Int32($0), value: 0) } }
             var path: [Credit] = []
             func place(_ node: Int, _ position: Int, _ level: Int) {
                 let n = nodes[node]
@@ -410,7 +411,7 @@ extension NativeForest {
     func completeContributions(_ values: UnsafeBufferPointer<Float>, rows: Int) -> [Float] {
         let width = featureCount + 1
         var out = [Float](repeating: 0, count: rows * width)
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: width + 1) { scratch in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: width + NativeForest.maxCompleteDepth) { scratch in
             withUnsafeTemporaryAllocation(of: Int.self, capacity: complete.count) { slots in
                 splits.withUnsafeBufferPointer { splitBuffer in
                     credits.withUnsafeBufferPointer { creditBuffer in
@@ -423,6 +424,15 @@ extension NativeForest {
                                 completeSlots(row, splits: splitBuffer.baseAddress!, into: slots.baseAddress!)
                                 let o = scratch.baseAddress!
                                 scratch.initialize(repeating: 0)
+                                // Touch every slot's credits first (both ends: a slot may straddle
+                                // two cache lines). A loop of loads and nothing else keeps them all
+                                // in flight at once; the additions below then find them in cache.
+                                var touched: Float = 0
+                                for (t, tree) in complete.enumerated() where tree.depth > 0 {
+                                    let c = creditBuffer.baseAddress! + creditBases[t] + slots[t] * tree.depth
+                                    touched += c[0].value + c[tree.depth - 1].value
+                                }
+                                o[featureCount + 1] = touched  // the padding column: keeps the loads
                                 for (t, tree) in complete.enumerated() {
                                     let c = creditBuffer.baseAddress! + creditBases[t] + slots[t] * tree.depth
                                     for k in 0..<tree.depth { o[Int(c[k].feature)] += c[k].value }
