@@ -63,6 +63,9 @@ public struct NativeForest: Sendable {
     /// their means made a chain of dependent cache misses (~12 µs a row when they are cold).
     let credits: [Credit]
     let creditBases: [Int]
+    /// The credits' size limit: a slot holds `depth` credits and a tree `2^depth` slots, so deep
+    /// forests explain by walking their nodes instead (the shipped bundle's table: 485 KB).
+    static let maxCreditBytes = 16 << 20
     /// Each tree's root mean: what every path credits the bias.
     let rootMeans: [Float]
     public static let maxCompleteDepth = 12
@@ -142,7 +145,8 @@ public struct NativeForest: Sendable {
         let layout = NativeForest.completeLayout(nodes: nodes, roots: roots), means = self.means
         (complete, splits, leaves) = layout
         rootMeans = means.isEmpty ? [] : roots.map { means[Int($0)] }
-        (credits, creditBases) = means.isEmpty || layout.0.isEmpty
+        let creditBytes = layout.0.reduce(0) { $0 + (1 << $1.depth) * $1.depth } * MemoryLayout<Credit>.stride
+        (credits, creditBases) = means.isEmpty || layout.0.isEmpty || creditBytes > NativeForest.maxCreditBytes
             ? ([], []) : NativeForest.pathCredits(nodes: nodes, roots: roots, means: means, complete: layout.0, padding: Int32(nf + 1))
     }
 
@@ -418,15 +422,14 @@ extension NativeForest {
                         out.withUnsafeMutableBufferPointer { out in
                             for r in 0..<rows {
                                 let row = values.baseAddress! + r * featureCount
-                                // Every tree's slot first, then the credits: the credit reads
-                                // (cold when explanations are rare) are independent of each other,
-                                // so their cache misses overlap instead of queueing behind walks.
                                 completeSlots(row, splits: splitBuffer.baseAddress!, into: slots.baseAddress!)
                                 let o = scratch.baseAddress!
                                 scratch.initialize(repeating: 0)
-                                // Touch every slot's credits first (both ends: a slot may straddle
-                                // two cache lines). A loop of loads and nothing else keeps them all
-                                // in flight at once; the additions below then find them in cache.
+                                // Every slot's credits touched before any is added (both ends: a
+                                // slot may straddle two cache lines). They are cold when
+                                // explanations are rare; a loop of nothing but loads keeps all
+                                // their misses in flight at once, where the additions' chains
+                                // would let only a few overlap.
                                 var touched: Float = 0
                                 for (t, tree) in complete.enumerated() where tree.depth > 0 {
                                     let c = creditBuffer.baseAddress! + creditBases[t] + slots[t] * tree.depth
