@@ -56,19 +56,27 @@ public struct Transaction: Sendable, Hashable {
     /// The value of a string-typed canonical field.
     @inlinable
     public func string(_ field: TransactionField) -> String? {
+        withUnsafePointer(to: self) { Self.string(field, at: $0) }
+    }
+
+    /// The value of a string-typed canonical field of the transaction at `t`, read in place: only
+    /// that field's string is retained, where calling ``string(_:)`` on `t.pointee` from another
+    /// module copied the whole transaction (a retain and release of each of its strings).
+    @inlinable
+    public static func string(_ field: TransactionField, at t: UnsafePointer<Transaction>) -> String? {
         switch field {
-        case .id: id
-        case .currency: currency
-        case .cardID: cardID
-        case .customerID: customerID
-        case .merchantID: merchantID
-        case .terminalID: terminalID
-        case .deviceID: deviceID
-        case .ip: ip
-        case .email: email
-        case .country: country
-        case .mcc: mcc
-        case .channel: channel
+        case .id: t.pointee.id
+        case .currency: t.pointee.currency
+        case .cardID: t.pointee.cardID
+        case .customerID: t.pointee.customerID
+        case .merchantID: t.pointee.merchantID
+        case .terminalID: t.pointee.terminalID
+        case .deviceID: t.pointee.deviceID
+        case .ip: t.pointee.ip
+        case .email: t.pointee.email
+        case .country: t.pointee.country
+        case .mcc: t.pointee.mcc
+        case .channel: t.pointee.channel
         case .timestamp, .amount, .lat, .lon, .label: nil
         }
     }

@@ -295,6 +295,6 @@ public struct RowContext: ExpressionContext {
     public func number(_ slot: Int) -> Double {
         slot >= 0 ? Double(row[slot]) : transaction.pointee.number(Transaction.allFields[-1 - slot])
     }
-    public func string(_ slot: Int) -> String? { transaction.pointee.string(Transaction.allFields[slot]) }
+    public func string(_ slot: Int) -> String? { Transaction.string(Transaction.allFields[slot], at: transaction) }
     public func list(_ slot: Int, contains value: String) -> Bool { false }
 }
