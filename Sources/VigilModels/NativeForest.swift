@@ -423,6 +423,8 @@ extension NativeForest {
                             for r in 0..<rows {
                                 let row = values.baseAddress! + r * featureCount
                                 completeSlots(row, splits: splitBuffer.baseAddress!, into: slots.baseAddress!)
+                                // Each tree's slot → where its credits start.
+                                for (t, tree) in complete.enumerated() { slots[t] = creditBases[t] + slots[t] * tree.depth }
                                 let o = scratch.baseAddress!
                                 scratch.initialize(repeating: 0)
                                 // Every slot's credits touched before any is added (both ends: a
@@ -432,12 +434,12 @@ extension NativeForest {
                                 // would let only a few overlap.
                                 var touched: Float = 0
                                 for (t, tree) in complete.enumerated() where tree.depth > 0 {
-                                    let c = creditBuffer.baseAddress! + creditBases[t] + slots[t] * tree.depth
+                                    let c = creditBuffer.baseAddress! + slots[t]
                                     touched += c[0].value + c[tree.depth - 1].value
                                 }
                                 o[featureCount + 1] = touched  // the padding column: keeps the loads
                                 for (t, tree) in complete.enumerated() {
-                                    let c = creditBuffer.baseAddress! + creditBases[t] + slots[t] * tree.depth
+                                    let c = creditBuffer.baseAddress! + slots[t]
                                     for k in 0..<tree.depth { o[Int(c[k].feature)] += c[k].value }
                                     o[featureCount] += rootMeans[t]
                                 }
