@@ -300,6 +300,7 @@ struct JSONScanner {
         i += 1  // opening quote
         let start = i
         var simple = true
+        var bits: UInt8 = 0
         while i < b.count {
             let c = b[i]
             if c == 34 { break }
@@ -309,6 +310,7 @@ struct JSONScanner {
                 continue
             }
             guard c >= 0x20 else { throw fail("control character in string") }
+            bits |= c
             i += 1
         }
         guard i < b.count else { throw fail("unterminated string") }
@@ -316,6 +318,9 @@ struct JSONScanner {
         i += 1
         guard raw.count <= limits.maxBytes else { throw fail("string too long") }
         if simple {
+            // ASCII (most fields) is valid UTF-8 as it stands: made without the generic
+            // validation, which looks its encoding's metadata up at run time on every call.
+            if bits < 0x80 { return String(decoding: raw, as: UTF8.self) }
             guard let s = String(validating: raw, as: UTF8.self) else { throw Syntax(offset: start, message: "invalid UTF-8") }
             return s
         }

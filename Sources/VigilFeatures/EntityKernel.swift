@@ -401,12 +401,15 @@ extension EventBatch {
     ///     batch's entities up front.
     ///   - evaluate: false to only record (trim and insert, as above) without computing features,
     ///     as a store rebuilding its state from a journal does; `matrix` is then left as it is.
+    ///   - scratch: working memory, one ``WindowAggregates`` per entity type of `plan`; a store
+    ///     keeps it across batches, so that a batch of one allocates none.
     public func walk(
         plan: FeaturePlan, lateness: Int64, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool, evaluate: Bool = true,
+        scratch: inout [WindowAggregates],
         withState: (_ entity: Int, _ key: UInt64, _ position: Int, _ body: (inout EntityState) -> Void) -> Void
     ) {
+        precondition(scratch.count == plan.entities.count, "walk: scratch for \(scratch.count) entity types, plan has \(plan.entities.count)")
         let columns = matrix.columns
-        var scratch = plan.entities.map { WindowAggregates(plan: $0) }
         matrix.values.withUnsafeMutableBufferPointer { values in
             tracked.withUnsafeBufferPointer { tracked in
                 for i in 0..<count {

@@ -92,6 +92,12 @@ public struct EntityState: Sendable {
         events.setLabel(label, at: i)
     }
 
+    /// The newest event's time, read in place: `mutating` only so that a caller reaches the
+    /// state where it is stored (`dictionary.values[i]`). Read through a getter, the state is
+    /// copied, which retains and releases each of its buffers: for an entity out of cache, a miss
+    /// per buffer, where this reads one.
+    public mutating func newestTimeInPlace() -> Int64? { events.newestTime }
+
     /// Bytes held on the heap (events, window structures), for cache budgets: every buffer's
     /// capacity plus what an allocation costs beyond its payload, so that a budget bounds the
     /// process's memory (an entity with a few events is mostly allocation overhead).

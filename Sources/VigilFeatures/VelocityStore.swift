@@ -129,6 +129,10 @@ public final class InMemoryVelocityStore: VelocityStore {
         var transactionQueue: Deque<(time: Int64, seq: Int, id: UInt64)> = []
         var entityQueues: [Deque<(time: Int64, seq: Int, key: UInt64)>]
         var journal: StoreJournal?
+        /// Working memory kept across batches (a batch of one then allocates none of it).
+        var scratch: [WindowAggregates]
+        var duplicates: [Bool] = []
+        var seenInBatch = Set<UInt64>()
     }
 
     let state: Mutex<State>
@@ -146,7 +150,8 @@ public final class InMemoryVelocityStore: VelocityStore {
         self.plan = plan
         self.allowedLateness = allowedLateness
         self.remembered = remembered
-        state = Mutex(State(entities: Array(repeating: [:], count: plan.entities.count), entityQueues: Array(repeating: [], count: plan.entities.count)))
+        state = Mutex(State(entities: Array(repeating: [:], count: plan.entities.count), entityQueues: Array(repeating: [], count: plan.entities.count),
+                            scratch: plan.entities.map { WindowAggregates(plan: $0) }))
     }
 
     /// A journaled store: replays the journal in `journal.directory` (creating it if new), then
@@ -186,13 +191,25 @@ public final class InMemoryVelocityStore: VelocityStore {
         let plan = self.plan
         // Idempotence: a transaction id already recorded, or earlier in this batch, is a
         // redelivery (as Redis's SET NX answers it).
-        var seenInBatch = Set<UInt64>()
-        let duplicates = (0..<batch.count).map { s.transactions[batch.ids[$0]] != nil || !seenInBatch.insert(batch.ids[$0]).inserted }
-        batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate) { e, key, _, body in
+        var duplicates = s.duplicates, scratch = s.scratch
+        s.duplicates = []
+        s.scratch = []
+        defer {
+            s.duplicates = duplicates
+            s.scratch = scratch
+        }
+        duplicates.removeAll(keepingCapacity: true)
+        for i in 0..<batch.count {
+            let id = batch.ids[i]
+            duplicates.append(s.transactions[id] != nil || (batch.count > 1 && !s.seenInBatch.insert(id).inserted))
+        }
+        if batch.count > 1 { s.seenInBatch.removeAll(keepingCapacity: true) }
+        batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate,
+                   scratch: &scratch) { e, key, position, body in
             let known = s.entities[e].count
             body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
             // A new entity: queued at once, its first check re-queues it at its newest event.
-            if s.entities[e].count != known { s.entityQueues[e].append((.min, s.recorded, key)) }
+            if s.entities[e].count != known { s.entityQueues[e].append((batch.times[position / batch.entityCount], s.recorded, key)) }
         }
         for i in 0..<batch.count where !duplicates[i] {
             s.transactions[batch.ids[i]] = (batch.times[i], EntityKeys(batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)]))
@@ -200,7 +217,10 @@ public final class InMemoryVelocityStore: VelocityStore {
             s.recorded += 1
             s.newest = max(s.newest, batch.times[i])
         }
-        expire(&s, steps: 4 * batch.count * (batch.entityCount + 1) + 64)
+        // Twice what a batch can add to the queues (a transaction and each of its entities), so
+        // a backlog drains, and no more: a batch of one used to take up to 88 steps whenever
+        // a backlog was due (each a lookup of an entity out of cache), its features stage ×5.
+        expire(&s, steps: 2 * batch.count * (batch.entityCount + 1) + 4)
     }
 
     /// Forgets transaction ids and idle entities past their retention plus the lateness (and
@@ -222,8 +242,9 @@ public final class InMemoryVelocityStore: VelocityStore {
             while steps > 0, let f = s.entityQueues[e].first, f.time < cutoff, f.seq < seq {
                 s.entityQueues[e].removeFirst()
                 steps -= 1
-                guard let last = s.entities[e][f.key]?.events.newestTime, last >= cutoff else {
-                    s.entities[e].removeValue(forKey: f.key)
+                guard let i = s.entities[e].index(forKey: f.key) else { continue }
+                guard let last = s.entities[e].values[i].newestTimeInPlace(), last >= cutoff else {
+                    s.entities[e].remove(at: i)
                     continue
                 }
                 s.entityQueues[e].append((last, s.recorded, f.key))

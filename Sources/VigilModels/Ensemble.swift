@@ -32,8 +32,8 @@ public final class Ensemble: Sendable {
     /// True when the native evaluator scores every member.
     public var isNative: Bool { members.allSatisfy { $0.native != nil } }
 
-    /// The version string verdicts carry: `name@version`.
-    public var version: String { "\(manifest.name)@\(manifest.version)" }
+    /// The version string verdicts carry: `name@version` (made once: every verdict names it).
+    public let version: String
 
     /// Loads a bundle and checks it against the engine's schema when one is given.
     /// - Throws: ``ConfigurationError`` naming the file for a missing or corrupt member, a feature
@@ -82,9 +82,11 @@ public final class Ensemble: Sendable {
         self.manifest = manifest
         self.directory = directory
         self.members = members
+        version = "\(manifest.name)@\(manifest.version)"
+        memberNames = members.map(\.name)
     }
 
-    public var memberNames: [String] { members.map(\.name) }
+    public let memberNames: [String]
 
     /// The feature schema the bundle was trained on.
     public var schema: FeatureSchemaDescription { .init(names: manifest.features.names, hash: manifest.features.hash) }

@@ -90,6 +90,8 @@ public final class RedisVelocityStore: VelocityStore {
         /// `XTRIM`s decided after a batch, sent with the next one.
         var pendingTrims = RedisPipeline()
         var stats = SyncStatistics()
+        /// The walk's working memory, kept across batches.
+        var scratch: [WindowAggregates]
     }
     let state: Mutex<State>
 
@@ -121,7 +123,7 @@ public final class RedisVelocityStore: VelocityStore {
             connection: configuration.url.cluster ? RedisClusterClient(configuration: configuration) : RedisConnection(configuration: configuration),
             breaker: CircuitBreaker(threshold: configuration.breakerThreshold, cooldown: configuration.breakerCooldown,
                                     maxCooldown: configuration.breakerMaxCooldown),
-            cache: EntityCache(budget: configuration.cacheBytes)))
+            cache: EntityCache(budget: configuration.cacheBytes), scratch: plan.entities.map { WindowAggregates(plan: $0) }))
     }
 
     /// Round trips made so far (for benchmarks and tests).
@@ -503,7 +505,7 @@ public final class RedisVelocityStore: VelocityStore {
             // Every entity now holds exactly the entries before this batch's own: evaluate in
             // batch order, applying the batch's events as the walk goes. SET NX answered nil: the
             // transaction was recorded before (a redelivery).
-            batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { set[$0] == .null }) { _, _, position, body in
+            batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { set[$0] == .null }, scratch: &s.scratch) { _, _, position, body in
                 body(&entities[entryOf[position]].state)
             }
             settle(&s, entities: entities)

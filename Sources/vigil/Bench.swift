@@ -36,8 +36,14 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         // Long enough that no measurement runs out of new transactions (which would score
-        // redeliveries instead) on a machine several times faster than ours.
-        let stream = Simulator(options: .init(transactions: 600_000, days: 60, seed: 11)).generate()
+        // redeliveries instead) on a machine several times faster than ours, after the warm-up.
+        let stream = Simulator(options: .init(transactions: 1_000_000, days: 100, seed: 11)).generate()
+        // The whole scorers first run through the stream's first 35 days, in batches: past the
+        // longest retention plus the allowed lateness (30 + 1 days), every expiry queue of the
+        // store is in its steady state, as in a store that has run for weeks. (A younger store
+        // measured cheaper, with no transaction old enough to forget, or dearer, catching up
+        // on a backlog.)
+        let warmUp = stream.firstIndex { $0.timestamp >= stream[0].timestamp + 35 * 86_400_000 } ?? 0
         var cursor = 0
         func next(_ n: Int) -> [Transaction] {
             if cursor + n > stream.count { cursor = 0 }
@@ -75,18 +81,52 @@ struct Bench: ParsableCommand {
             c.evaluator = evaluator
             let scorer = try Scorer(configuration: c)
             cursor = 0
-            for _ in 0..<40 { _ = scorer.score(next(256)) }
+            while cursor < warmUp { _ = scorer.score(next(min(256, warmUp - cursor))) }
             let batch = measure { _ = scorer.score(next(256)) }
-            let single = percentiles { _ = scorer.score(next(1)[0]) }
+            let (single, stages) = singleTransactions(scorer) { next(1)[0] }
             perTx[evaluator] = batch / 256
             if evaluator == .native { singleNative = single }
             print("scorer \(evaluator.rawValue.padded(6)) batch 256: \(Int(256e6 / batch)) tx/s on one core; single transaction p50 \(String(format: "%.1f", single.p50)) µs, p99 \(String(format: "%.1f", single.p99)) µs")
+            if evaluator == .native { print(stages) }
         }
         print(String(format: "scorer native vs C API throughput: %.2f×", perTx[.capi]! / perTx[.native]!))
         machineTail(like: singleNative)
         try journal(Array(stream.prefix(100_000)), configuration: c)
         print(String(repeating: "─", count: 78))
         print("Ratios are against the baseline measured in the same run; absolute times vary with the machine.")
+    }
+
+    /// Single-transaction calls, timed one by one: their median and 99th percentile, and a line
+    /// comparing what the calls around the median and the slowest 1% spend per stage (from each
+    /// verdict's own stage timings), and how many of each were not approved (those are explained).
+    func singleTransactions(_ scorer: Scorer, next: () -> Transaction) -> (single: (p50: Double, p99: Double), stages: String) {
+        for _ in 0..<3 { _ = scorer.score(next()) }
+        var calls: [(micros: Double, stages: StageLatency, approved: Bool)] = []
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .milliseconds(Int(seconds * 1000)))
+        while clock.now < deadline || calls.count < 1000 {
+            let transaction = next()
+            let t0 = clock.now
+            let verdict = scorer.score(transaction)
+            calls.append(((clock.now - t0).microseconds, verdict.latency, verdict.action == .approve))
+        }
+        calls.sort { $0.micros < $1.micros }
+        // Medians, not means: a few calls take milliseconds (a dictionary growing), and a mean
+        // would show those rather than the slowest percent.
+        func median(_ slice: ArraySlice<(micros: Double, stages: StageLatency, approved: Bool)>, _ f: (StageLatency) -> Double) -> Double {
+            let values = slice.map { f($0.stages) }.sorted()
+            return values[values.count / 2]
+        }
+        let middle = calls[(calls.count * 45 / 100)..<(calls.count * 55 / 100)], slowest = calls[(calls.count * 99 / 100)...]
+        var line = "single transaction by stage, µs, medians of the median calls → of the slowest 1%:"
+        for (name, f) in [("features", \StageLatency.features), ("rules", \.rules), ("model", \.model), ("decide", \.decide)] as [(String, KeyPath<StageLatency, Double>)] {
+            line += String(format: " %@ %.1f → %.1f", name, median(middle) { $0[keyPath: f] }, median(slowest) { $0[keyPath: f] })
+        }
+        func notApproved(_ slice: ArraySlice<(micros: Double, stages: StageLatency, approved: Bool)>) -> Int {
+            slice.filter { !$0.approved }.count * 100 / slice.count
+        }
+        line += "; not approved \(notApproved(middle))% → \(notApproved(slowest))%"
+        return ((calls[calls.count / 2].micros, calls[min(calls.count - 1, calls.count * 99 / 100)].micros), line)
     }
 
     /// The machine's own tail at the single transaction's time scale: a fixed computation (no
