@@ -129,6 +129,8 @@ public final class InMemoryVelocityStore: VelocityStore {
         var transactionQueue: Deque<(time: Int64, seq: Int, id: UInt64)> = []
         var entityQueues: [Deque<(time: Int64, seq: Int, key: UInt64)>]
         var journal: StoreJournal?
+        /// Expiry queue steps taken so far (tests hold a batch's share to its bound).
+        var expirySteps = 0
         /// Working memory kept across batches (a batch of one then allocates none of it).
         var scratch: [WindowAggregates]
         var duplicates: [Bool] = []
@@ -230,7 +232,9 @@ public final class InMemoryVelocityStore: VelocityStore {
     /// forgotten late changes no feature within the allowed lateness, it only holds memory longer.
     func expire(_ s: inout State, steps: Int) {
         guard s.newest != .min else { return }
+        let initial = steps
         var steps = steps
+        defer { s.expirySteps += initial - steps }
         let cutoff = s.newest - plan.retention - allowedLateness, seq = s.recorded - remembered
         while steps > 0, let f = s.transactionQueue.first, f.time < cutoff, f.seq < seq {
             s.transactionQueue.removeFirst()
@@ -281,6 +285,9 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     /// Entities currently held, per entity type (for tests and sizing).
     public var entityCounts: [Int] { state.withLock { s in s.entities.map(\.count) } }
+
+    /// Expiry queue steps taken so far.
+    var expiryStepsTaken: Int { state.withLock { $0.expirySteps } }
 
     /// Transaction ids remembered for idempotence and labels (for tests and sizing).
     public var transactionCount: Int { state.withLock { $0.transactions.count } }

@@ -267,6 +267,37 @@ func close(_ a: Float, _ b: Double) -> Bool {
         #expect(store.entityCounts[plan.entities.firstIndex { $0.name == "merchant" }!] == 1, "the merchant, never idle, stays")
     }
 
+    @Test("expiry takes at most twice what a batch can add: a batch of one never pays for a backlog, and the backlog still drains")
+    func expiryStepsAreBoundedPerBatch() throws {
+        let base: Int64 = 1_767_225_600_000, day: Int64 = 86_400_000
+        let plan = try FeaturePlan(spec: .default)
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        let store = InMemoryVelocityStore(plan: plan, allowedLateness: day, remembered: 0)
+        let card = plan.entities.firstIndex { $0.name == "card" }!
+        // 600 transactions on one day, each with a new card: all due together once the
+        // stream is past their retention plus the lateness.
+        for start in stride(from: 0, to: 600, by: 200) {
+            _ = try engine.features((start..<(start + 200)).map { k in
+                Transaction(id: "a\(k)", timestamp: base + Int64(k) * 1000, amount: 5, cardID: "c\(k)", merchantID: "m")
+            }, store: store)
+        }
+        #expect(store.entityCounts[card] == 600)
+        let bound = 2 * (plan.entities.count + 1) + 4
+        var batches = 0, largest = 0
+        while store.entityCounts[card] > 1, batches < 2000 {
+            let before = store.expiryStepsTaken
+            _ = try engine.features([
+                Transaction(id: "b\(batches)", timestamp: base + 40 * day + Int64(batches) * 1000, amount: 5, cardID: "late", merchantID: "m")
+            ], store: store)
+            largest = max(largest, store.expiryStepsTaken - before)
+            batches += 1
+        }
+        #expect(largest <= bound, "a batch of one took \(largest) steps")
+        #expect(largest > 0)
+        #expect(store.entityCounts[card] == 1, "the backlog drains: \(store.entityCounts[card]) cards left after \(batches) batches")
+        #expect(store.transactionCount == batches, "the day's ids forgotten, the batches' kept")
+    }
+
     @Test func missingFieldsGiveMissingValues() throws {
         let m = try engine.features([Transaction(id: "x", timestamp: 1_767_225_600_000, amount: 3)], store: InMemoryVelocityStore(plan: plan))
         #expect(m[0, "card_count_1m"]!.isNaN && m[0, "device_count_1h"]!.isNaN && m[0, "card_distance_km"]!.isNaN)
