@@ -12,6 +12,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Model bundle directory.") var model: String = "models/default"
     @Option(help: "Rule file.") var rules: String = "rules/default.yaml"
     @Option(help: "Seconds per measurement.") var seconds: Double = 1.5
+    @Option(help: "Days of the stream each scorer runs through before it is measured: past the retention (30 days + 1 of lateness), its store is in its steady state; 1 compares with a daemon that has just started.")
+    var warmUpDays: Int = 35
 
     /// Median time per call, in µs, over repeated calls for about `seconds`.
     func measure(_ body: () throws -> Void) rethrows -> Double {
@@ -38,19 +40,18 @@ struct Bench: ParsableCommand {
         // Long enough that no measurement runs out of new transactions (which would score
         // redeliveries instead) on a machine several times faster than ours, after the warm-up.
         let stream = Simulator(options: .init(transactions: 1_000_000, days: 100, seed: 11)).generate()
-        // The whole scorers first run through the stream's first 35 days, in batches: past the
-        // longest retention plus the allowed lateness (30 + 1 days), every expiry queue of the
-        // store is in its steady state, as in a store that has run for weeks. (A younger store
-        // measured cheaper, with no transaction old enough to forget, or dearer, catching up
-        // on a backlog.)
-        let warmUp = stream.firstIndex { $0.timestamp >= stream[0].timestamp + 35 * 86_400_000 } ?? 0
+        // The whole scorers first run through the stream's first `warmUpDays` days, in batches:
+        // past the longest retention plus the allowed lateness (30 + 1 days), every expiry queue
+        // of the store is in its steady state, as in a store that has run for weeks. (A younger
+        // store measures cheaper, with nothing old enough to forget and smaller windows.)
+        let warmUp = stream.firstIndex { $0.timestamp >= stream[0].timestamp + Int64(warmUpDays) * 86_400_000 } ?? 0
         var cursor = 0
         func next(_ n: Int) -> [Transaction] {
             if cursor + n > stream.count { cursor = 0 }
             defer { cursor += n }
             return Array(stream[cursor..<(cursor + n)])
         }
-        print("vigil bench — \(ProcessInfo.processInfo.activeProcessorCount) cores, model \(model), medians per call")
+        print("vigil bench — \(ProcessInfo.processInfo.activeProcessorCount) cores, model \(model), scorers after \(warmUpDays) days of the stream, medians per call")
         print(String(repeating: "─", count: 78))
 
         // Decode.
