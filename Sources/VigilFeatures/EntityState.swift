@@ -96,7 +96,7 @@ public struct EntityState: Sendable {
     /// state where it is stored (`dictionary.values[i]`). Read through a getter, the state is
     /// copied, which retains and releases each of its buffers: for an entity out of cache, a miss
     /// per buffer, where this reads one.
-    public mutating func newestTimeInPlace() -> Int64? { events.newestTime }
+    mutating func newestTimeInPlace() -> Int64? { events.newestTime }
 
     /// Bytes held on the heap (events, window structures), for cache budgets: every buffer's
     /// capacity plus what an allocation costs beyond its payload, so that a budget bounds the

@@ -210,7 +210,8 @@ public final class InMemoryVelocityStore: VelocityStore {
                    scratch: &scratch) { e, key, position, body in
             let known = s.entities[e].count
             body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
-            // A new entity: queued at once, its first check re-queues it at its newest event.
+            // A new entity: queued at its first event's time, when it may first have gone idle;
+            // its check then forgets it or re-queues it at its newest event.
             if s.entities[e].count != known { s.entityQueues[e].append((batch.times[position / batch.entityCount], s.recorded, key)) }
         }
         for i in 0..<batch.count where !duplicates[i] {
