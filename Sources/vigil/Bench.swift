@@ -100,9 +100,11 @@ struct Bench: ParsableCommand {
     /// Single-transaction calls, timed one by one: their median and 99th percentile, and a line
     /// comparing what the calls around the median and the slowest 1% spend per stage (from each
     /// verdict's own stage timings), and how many of each were not approved (those are explained).
+    typealias Call = (micros: Double, stages: StageLatency, approved: Bool)
+
     func singleTransactions(_ scorer: Scorer, next: () -> Transaction) -> (single: (p50: Double, p99: Double), stages: String) {
         for _ in 0..<3 { _ = scorer.score(next()) }
-        var calls: [(micros: Double, stages: StageLatency, approved: Bool)] = []
+        var calls: [Call] = []
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: .milliseconds(Int(seconds * 1000)))
         while clock.now < deadline || calls.count < 1000 {
@@ -114,7 +116,7 @@ struct Bench: ParsableCommand {
         calls.sort { $0.micros < $1.micros }
         // Medians, not means: a few calls take milliseconds (a dictionary growing), and a mean
         // would show those rather than the slowest percent.
-        func median(_ slice: ArraySlice<(micros: Double, stages: StageLatency, approved: Bool)>, _ f: (StageLatency) -> Double) -> Double {
+        func median(_ slice: ArraySlice<Call>, _ f: (StageLatency) -> Double) -> Double {
             let values = slice.map { f($0.stages) }.sorted()
             return values[values.count / 2]
         }
@@ -123,7 +125,7 @@ struct Bench: ParsableCommand {
         for (name, f) in [("features", \StageLatency.features), ("rules", \.rules), ("model", \.model), ("decide", \.decide)] as [(String, KeyPath<StageLatency, Double>)] {
             line += String(format: " %@ %.1f → %.1f", name, median(middle) { $0[keyPath: f] }, median(slowest) { $0[keyPath: f] })
         }
-        func notApproved(_ slice: ArraySlice<(micros: Double, stages: StageLatency, approved: Bool)>) -> Int {
+        func notApproved(_ slice: ArraySlice<Call>) -> Int {
             slice.filter { !$0.approved }.count * 100 / slice.count
         }
         line += "; not approved \(notApproved(middle))% → \(notApproved(slowest))%"
