@@ -6,19 +6,24 @@ struct EntitySlot: Hashable, Sendable {
     let key: UInt64
 }
 
-/// What this process knows of one entity's stream: the state built from its entries up to `last`.
+/// What this process knows of one entity's log: the state built from its first `length` bytes.
 ///
 /// A class, so that reading or updating it in the cache never copies the state's columns (a
 /// struct copy retained every one of them: a fifth of the store's client time in a profile).
 final class CachedEntity {
     var state: EntityState
-    /// The last entry applied, `n` of stream id `0-n` (0: none; the stream was empty when read).
-    var last: UInt64 = 0
-    /// Entries still in the stream with the newest event time they carry, oldest first, so that
-    /// entries wholly older than the canonical cutoff can be trimmed from Redis.
-    var entries: [(seq: UInt64, newest: Int64)] = []
-    /// When this process last refreshed the stream's TTL.
+    /// The log's epoch (its key's suffix), which a compaction moves on by one.
+    var epoch: UInt64 = 0
+    /// Bytes of the epoch's log applied (0: none; the log was empty when read).
+    var length = 0
+    /// Where the epoch's first frame after its header starts.
+    var base = 0
+    /// The frames applied from this epoch with the newest event time each carries, oldest first,
+    /// so that a prefix wholly older than the canonical cutoff can be compacted away.
+    var frames: [(end: Int, newest: Int64)] = []
+    /// When this process last refreshed the log's TTL, and last used the entity.
     var refreshed: ContinuousClock.Instant
+    var used: ContinuousClock.Instant
     var bytes = 0
     /// Its place in the cache and its neighbours in the cache's recency list (less and more
     /// recently used); set while cached.
@@ -29,14 +34,15 @@ final class CachedEntity {
     init(plan: EntityPlan, now: ContinuousClock.Instant) {
         state = EntityState(plan: plan)
         refreshed = now
+        used = now
     }
 }
 
 /// A bounded cache of entity windows, least recently used evicted first.
 ///
-/// Never a source of truth: an entry is valid exactly while the entity's stream has no entry
-/// after `last`, which every append checks (``RedisVelocityStore``). Eviction only costs the next
-/// batch that touches the entity one read of its stream.
+/// Never a source of truth: an entry is exact for the first `length` bytes of the entity's log,
+/// which every append checks (``RedisVelocityStore``). Eviction only costs the next batch that
+/// touches the entity one read of its log.
 ///
 /// Recency is a doubly linked list through the entities themselves, least recently used first:
 /// a use moves an entity to the end, an eviction takes the first. Every operation is O(1) in
@@ -68,7 +74,7 @@ struct EntityCache {
     /// ``touch(_:)`` for an entity held in hand (it must be cached): no lookup.
     mutating func touch(_ e: CachedEntity) {
         assert(entities[e.slot] === e, "touching an entity the cache does not hold")
-        let now = Self.bytes(of: &e.state) + HeapBytes.of(e.entries) + Self.entityOverhead
+        let now = Self.bytes(of: &e.state) + HeapBytes.of(e.frames) + Self.entityOverhead
         bytes += now - e.bytes
         e.bytes = now
         if e !== newest {

@@ -113,6 +113,13 @@ public struct RedisConfiguration: Sendable {
     /// it has seen lately, least recently used evicted first). A cached entity costs one small
     /// write per batch; an evicted or never-seen one one bounded read. Default: 1 GiB.
     public var cacheBytes: Int = 1 << 30
+    /// A log is compacted once its frames wholly past the retention hold this many bytes and
+    /// half as many as the rest. Default: 4 KiB (tests lower it to compact often).
+    public var compactionBytes: Int = 4096
+    /// Bytes read per `GETRANGE`: a long log (a cold busy merchant) comes in pieces of this
+    /// size, one round trip each, so that no single reply runs into the read timeout.
+    /// Default: 256 KiB.
+    public var readChunkBytes: Int = 256 << 10
 
     public init(url: RedisURL) { self.url = url }
 }

@@ -4,8 +4,9 @@
 /// A batch sends a thousand commands or more; built as arrays of arguments, each cost an array
 /// per command and per computed argument, all destroyed after the round trip (a tenth of the
 /// Redis store's client time in a profile). Here a command is a few appends to one buffer, which
-/// goes to hiredis as it is. Each command's key (its second argument: every command Vigil sends
-/// names one key) is remembered for Redis Cluster's routing.
+/// goes to hiredis as it is. Each command's key (its second argument, or the one ``begin(_:keyAt:)``
+/// names: every command Vigil sends names one key, or keys of one slot) is remembered for Redis
+/// Cluster's routing.
 struct RedisPipeline {
     private(set) var bytes: [UInt8] = []
     /// Where each command starts in ``bytes``.
@@ -15,6 +16,8 @@ struct RedisPipeline {
     /// Arguments written so far in the command being built, and how many it declared.
     private var argument = 0
     private var argumentCount = 0
+    /// Which argument of the command being built is its key.
+    private var keyArgument = 1
 
     init(capacity: Int = 0) { bytes.reserveCapacity(capacity) }
 
@@ -27,9 +30,10 @@ struct RedisPipeline {
     var isEmpty: Bool { starts.isEmpty }
 
     /// Starts a command of `arguments` arguments (the command word included); exactly that many
-    /// `argument` calls follow.
-    mutating func begin(_ arguments: Int) {
+    /// `argument` calls follow. `keyAt`: the argument that routes it (`EVAL script 1 key`: 3).
+    mutating func begin(_ arguments: Int, keyAt: Int = 1) {
         precondition(argument == argumentCount, "the previous command lacks \(argumentCount - argument) arguments")
+        keyArgument = keyAt
         starts.append(bytes.count)
         keys.append(0..<0)
         argument = 0
@@ -41,8 +45,8 @@ struct RedisPipeline {
     }
 
     /// A whole command from its arguments.
-    mutating func append(_ command: [[UInt8]]) {
-        begin(command.count)
+    mutating func append(_ command: [[UInt8]], keyAt: Int = 1) {
+        begin(command.count, keyAt: keyAt)
         for a in command { argument(a) }
     }
 
@@ -78,7 +82,7 @@ struct RedisPipeline {
         let start = bytes.count
         write(&bytes)
         precondition(bytes.count - start == count, "an argument declared \(count) bytes and wrote \(bytes.count - start)")
-        if argument == 1 { keys[keys.count - 1] = (start - starts[starts.count - 1])..<(bytes.count - starts[starts.count - 1]) }
+        if argument == keyArgument { keys[keys.count - 1] = (start - starts[starts.count - 1])..<(bytes.count - starts[starts.count - 1]) }
         bytes.append(13)
         bytes.append(10)
         argument += 1
@@ -96,11 +100,16 @@ struct RedisPipeline {
     mutating func argument(_ prefix: [UInt8], hex v: UInt64, _ suffix: UInt8) {
         argument(count: prefix.count + 17) {
             $0.append(contentsOf: prefix)
-            for shift in stride(from: 60, through: 0, by: -4) {
-                let d = UInt8((v >> UInt64(shift)) & 0xF)
-                $0.append(d < 10 ? UInt8(ascii: "0") + d : UInt8(ascii: "a") + d - 10)
-            }
+            Self.appendHex(v, to: &$0)
             $0.append(suffix)
+        }
+    }
+
+    /// `v` as 16 lowercase hex digits.
+    static func appendHex(_ v: UInt64, to out: inout [UInt8]) {
+        for shift in stride(from: 60, through: 0, by: -4) {
+            let d = UInt8((v >> UInt64(shift)) & 0xF)
+            out.append(d < 10 ? UInt8(ascii: "0") + d : UInt8(ascii: "a") + d - 10)
         }
     }
 

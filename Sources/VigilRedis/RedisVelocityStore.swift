@@ -60,22 +60,23 @@ struct CircuitBreaker {
 /// changed.
 ///
 /// Layout (see `docs/redis.md`), all keys hash-tagged by entity so one entity lives in one slot:
-/// - `P:x:{E:H}` — the entity's log, a stream. Each entry is one batch's events of the entity
-///   (field `e`: packed events) or fraud labels (field `l`), with explicit ids `0-1`, `0-2`, …
-///   Entries whose events are all older than the entity's retention plus the allowed lateness
-///   are trimmed (`XTRIM MINID`); a TTL of the same length expires idle entities.
+/// - `P:x:{E:H}:n` — the entity's log in epoch `n`, a string of frames appended with `APPEND`:
+///   one batch's events of the entity, or fraud labels. When the frames wholly older than the
+///   retention plus the allowed lateness have grown large, a compaction copies the rest into
+///   epoch `n + 1` and seals epoch `n`; a TTL of the retention expires idle entities.
+/// - `P:p:{E:H}` — the entity's current epoch, once it has been compacted (absent: 0).
 /// - `P:t:{I}` — the transaction record (time + entity keys), for idempotence and labels.
 /// - `P:{gen}` — a random generation (the one key without a TTL), so a Redis that lost its data is noticed and caches dropped.
 ///
 /// Sync protocol, one pipelined round trip per batch in the steady state: for a cached entity
-/// whose log ends at `0-n`, append the batch's entry as `XADD … NOMKSTREAM 0-(n+1)`. Redis refuses
-/// an id not above the stream's last, so success proves nobody appended since this process last
-/// looked, and the cached windows are exact. A refusal means another instance appended: read
-/// the entries after `0-n` (`XRANGE`), apply them, append again. An entity not cached is read
-/// whole (`XRANGE - +`, bounded by its retention) while `XADD 0-1` creates its stream if it has
-/// none. The features of a batch's events thus come from exactly the entries before the batch's
-/// own in each entity's log: the same order for every instance. No Lua: Redis only appends and
-/// reads ranges; all aggregation happens client-side, incrementally (``EntityState``).
+/// whose log this process knows up to byte `n`, `APPEND` the batch's frame. Redis answers the
+/// new length: a frame that starts at `n` proves nobody appended since this process last
+/// looked, and the cached windows are exact. Otherwise the bytes in between are read
+/// (`GETRANGE`) and applied. An entity not cached is read whole (bounded by its retention) in
+/// the round trip that appends its frame. The features of a batch's events thus come from
+/// exactly the frames before the batch's own in each entity's log: the same order for every
+/// instance. Redis only appends and reads ranges on the batch's path; all aggregation happens
+/// client-side, incrementally (``EntityState``).
 public final class RedisVelocityStore: VelocityStore {
     public let plan: FeaturePlan
     public let configuration: RedisConfiguration
@@ -87,8 +88,8 @@ public final class RedisVelocityStore: VelocityStore {
         var roundTrips = 0
         var cache: EntityCache
         var generation: [UInt8]?
-        /// `XTRIM`s decided after a batch, sent with the next one.
-        var pendingTrims = RedisPipeline()
+        /// Compactions decided after a batch, sent with the next one.
+        var pendingCompactions: [(slot: EntitySlot, epoch: UInt64, dead: Int)] = []
         var stats = SyncStatistics()
         /// The walk's working memory, kept across batches.
         var scratch: [WindowAggregates]
@@ -99,23 +100,30 @@ public final class RedisVelocityStore: VelocityStore {
     public struct SyncStatistics: Sendable {
         /// Entities read whole (not cached, evicted, or their stream disappeared).
         public var coldReads = 0
-        /// Appends refused because another instance had appended first.
+        /// Appends that found another instance's frames before their own.
         public var conflicts = 0
-        /// Entries of other instances (or of earlier failed batches) applied to the cache.
+        /// Frames of other instances (or of earlier failed batches) applied to the cache.
         public var entriesApplied = 0
+        /// Logs this instance compacted.
+        public var compactions = 0
+        /// Frames that landed after another instance's compaction had sealed the log, and were
+        /// appended again to the next epoch.
+        public var voidAppends = 0
         /// Caches dropped because Redis lost its data (its generation changed).
         public var generationResets = 0
     }
 
     let transactionKeyPrefix: [UInt8]
-    /// `P:x:{e:` for each entity type `e`: a stream key is this, the key's hex and `}`.
-    let streamKeyPrefixes: [[UInt8]]
+    /// `P:x:{e:` and `P:p:{e:` for each entity type `e`: a log key is the first, the key's hex,
+    /// `}:` and the epoch; a pointer key the second, the hex and `}`.
+    let logKeyPrefixes: [[UInt8]], pointerKeyPrefixes: [[UInt8]]
 
     deinit { state.withLock { $0.cache.removeAll() } }  // unlinks the cache's recency list
 
     public init(plan: FeaturePlan, configuration: RedisConfiguration, allowedLateness: Int64 = 86_400_000) {
         transactionKeyPrefix = Array("\(configuration.prefix):t:{".utf8)
-        streamKeyPrefixes = plan.entities.indices.map { Array("\(configuration.prefix):x:{\($0):".utf8) }
+        logKeyPrefixes = plan.entities.indices.map { Array("\(configuration.prefix):x:{\($0):".utf8) }
+        pointerKeyPrefixes = plan.entities.indices.map { Array("\(configuration.prefix):p:{\($0):".utf8) }
         self.plan = plan
         self.configuration = configuration
         self.allowedLateness = allowedLateness
@@ -146,27 +154,48 @@ public final class RedisVelocityStore: VelocityStore {
 
     // MARK: Keys and encoding
 
-    /// Writes `s`'s stream key as the next argument.
-    func streamKey(_ s: EntitySlot, into p: inout RedisPipeline) { p.argument(streamKeyPrefixes[s.entity], hex: s.key, UInt8(ascii: "}")) }
-
-    /// `PEXPIRE` of `s`'s stream.
-    func expire(_ s: EntitySlot, after ttl: Int64, into p: inout RedisPipeline) {
-        p.begin(3)
-        p.argument(Self.PEXPIRE)
-        streamKey(s, into: &p)
-        p.argument(Self.empty, decimal: UInt64(ttl))
+    /// Writes `s`'s log key of `epoch` as the next argument: `P:x:{E:H}:epoch`.
+    func logKey(_ s: EntitySlot, _ epoch: UInt64, into p: inout RedisPipeline) {
+        let prefix = logKeyPrefixes[s.entity]
+        p.argument(count: prefix.count + 18 + RedisPipeline.digits(epoch)) {
+            $0.append(contentsOf: prefix)
+            RedisPipeline.appendHex(s.key, to: &$0)
+            $0.append(UInt8(ascii: "}"))
+            $0.append(UInt8(ascii: ":"))
+            RedisPipeline.appendDecimal(epoch, to: &$0)
+        }
     }
+
+    /// Writes `s`'s epoch pointer key as the next argument: `P:p:{E:H}` (absent: epoch 0).
+    func pointerKey(_ s: EntitySlot, into p: inout RedisPipeline) { p.argument(pointerKeyPrefixes[s.entity], hex: s.key, UInt8(ascii: "}")) }
 
     /// Writes transaction `id`'s record key as the next argument.
     func transactionKey(_ id: UInt64, into p: inout RedisPipeline) { p.argument(transactionKeyPrefix, hex: id, UInt8(ascii: "}")) }
 
     // Command words, made once (every command of every batch names one).
     static let SET = Array("SET".utf8), GET = Array("GET".utf8), PX = Array("PX".utf8), NX = Array("NX".utf8)
-    static let XADD = Array("XADD".utf8), XRANGE = Array("XRANGE".utf8), XTRIM = Array("XTRIM".utf8)
-    static let PEXPIRE = Array("PEXPIRE".utf8), NOMKSTREAM = Array("NOMKSTREAM".utf8), MINID = Array("MINID".utf8)
-    static let COUNT = Array("COUNT".utf8), first = Array("-".utf8), last = Array("+".utf8), createID = Array("0-1".utf8)
-    static let streamID = Array("0-".utf8), after = Array("(0-".utf8), empty: [UInt8] = []
+    static let APPEND = Array("APPEND".utf8), GETRANGE = Array("GETRANGE".utf8), PEXPIRE = Array("PEXPIRE".utf8)
+    static let EVAL = Array("EVAL".utf8), three = Array("3".utf8), zero = Array("0".utf8), empty: [UInt8] = []
     var generationKey: [UInt8] { Array("\(configuration.prefix):{gen}".utf8) }
+
+    /// The compaction, the one script: run only when a log's dead prefix has grown past its
+    /// threshold (about once per retention per entity), never on a batch's path. It checks
+    /// that epoch `k` is still the current one, copies the log from the first live frame into
+    /// epoch `k + 1` behind a header, seals epoch `k` (a seal frame naming `k + 1`, so that an
+    /// append that lands after it is known to be void), shortens the sealed log's TTL and moves
+    /// the pointer: all at once, as a script runs. KEYS: the logs of `k` and `k + 1`, the
+    /// pointer; ARGV: `k`, the dead prefix's length, the header, the seal, the TTL, the sealed
+    /// log's TTL (ms).
+    static let compactScript = Array("""
+        local current = redis.call('GET', KEYS[3]) or '0'
+        if current ~= ARGV[1] or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        local live = redis.call('GETRANGE', KEYS[1], ARGV[2], -1)
+        redis.call('SET', KEYS[2], ARGV[3] .. live, 'PX', ARGV[5])
+        redis.call('APPEND', KEYS[1], ARGV[4])
+        redis.call('PEXPIRE', KEYS[1], ARGV[6])
+        redis.call('SET', KEYS[3], tostring(tonumber(ARGV[1]) + 1), 'PX', ARGV[5])
+        return 1
+        """.utf8)
 
     static func append(_ v: UInt64, to out: inout [UInt8]) {
         var x = v.littleEndian
@@ -193,23 +222,105 @@ public final class RedisVelocityStore: VelocityStore {
         for k in 0..<plan.entities[e].tracked.count { Self.append(batch.tracked[base + k], to: &m) }
     }
 
-    /// `0-n` → n.
-    static func sequence(_ id: [UInt8]) -> UInt64? {
-        guard id.count > 2, id[0] == UInt8(ascii: "0"), id[1] == UInt8(ascii: "-") else { return nil }
-        return UInt64(String(decoding: id[2...], as: UTF8.self))
+    // MARK: Frames
+
+    /// A log is a string of frames: a kind byte, the payload's length (4 bytes, little-endian),
+    /// the payload. `e`: one batch's events of the entity; `l`: fraud labels (id, time: 16 bytes
+    /// each); `h`: an epoch's header (its number, the dead prefix it left behind); `s`: the seal
+    /// of an epoch (the next epoch, the dead prefix): nothing after it counts.
+    enum Frame {
+        static let events = UInt8(ascii: "e"), labels = UInt8(ascii: "l"), header = UInt8(ascii: "h"), seal = UInt8(ascii: "s")
+        static let overhead = 5
+        /// The header (or seal) frame's length: its 16-byte payload after the kind and length.
+        static let markerSize = overhead + 16
+
+        /// The payload length of the frame at `at` (its header must be there).
+        static func payloadSize(_ b: ArraySlice<UInt8>, _ at: Int) -> Int {
+            Int(b[at + 1]) | Int(b[at + 2]) << 8 | Int(b[at + 3]) << 16 | Int(b[at + 4]) << 24
+        }
+
+        static func marker(_ kind: UInt8, epoch: UInt64, dead: Int) -> [UInt8] {
+            var f: [UInt8] = [kind, 16, 0, 0, 0]
+            RedisVelocityStore.append(epoch, to: &f)
+            RedisVelocityStore.append(UInt64(dead), to: &f)
+            return f
+        }
     }
 
-    /// Applies one stream entry (events or labels) to a cached entity. Returns the newest event time it carries.
-    func apply(field: [UInt8], value: [UInt8], to c: CachedEntity, entity e: Int) throws(StoreError) -> Int64 {
+    /// Writes one frame (`kind`, `payload`) as the next argument.
+    static func frameArgument(_ kind: UInt8, _ payload: [UInt8], into p: inout RedisPipeline) {
+        p.argument(count: Frame.overhead + payload.count) { out in
+            out.append(kind)
+            for shift in stride(from: 0, to: 32, by: 8) { out.append(UInt8(truncatingIfNeeded: payload.count >> shift)) }
+            out.append(contentsOf: payload)
+        }
+    }
+
+    /// A seal met while reading an epoch: where it is, the epoch it names, the dead prefix.
+    struct Seal {
+        let at: Int
+        let next: UInt64
+        let dead: Int
+    }
+
+    /// Applies the whole frames of `bytes` (the log of `c`'s epoch from `c.length` on) to `c`,
+    /// stopping at a seal. Returns the seal, if one was met; a partial frame at the end is left
+    /// for the next read (``CachedEntity/length`` ends at the last whole frame applied).
+    func consume(_ bytes: ArraySlice<UInt8>, into c: CachedEntity, entity e: Int) throws(StoreError) -> Seal? {
+        var at = bytes.startIndex
+        while bytes.endIndex - at >= Frame.overhead {
+            let kind = bytes[at], size = Frame.payloadSize(bytes, at)
+            guard bytes.endIndex - at - Frame.overhead >= size else { break }
+            let payload = bytes[(at + Frame.overhead)..<(at + Frame.overhead + size)]
+            let offset = c.length
+            switch kind {
+            case Frame.seal, Frame.header:
+                guard size == 16 else { throw StoreError(.protocolError, "malformed log marker (\(size) bytes)") }
+                let epoch = Self.read(payload, 0), dead = Int(Self.read(payload, 8))
+                if kind == Frame.seal { return Seal(at: offset, next: epoch, dead: dead) }
+                c.length += Frame.overhead + size
+                c.base = c.length
+            case Frame.events, Frame.labels:
+                let newest = try apply(kind: kind, payload, to: c, entity: e)
+                c.length += Frame.overhead + size
+                c.frames.append((c.length, newest))
+            default:
+                throw StoreError(.protocolError, "unknown log frame '\(kind)' at byte \(offset)")
+            }
+            at += Frame.overhead + size
+        }
+        return nil
+    }
+
+    /// The bytes a read must ask for to make progress: a chunk, or the whole of a frame larger
+    /// than one that `partial` (the unread rest of the last reply) begins.
+    func readLength(after partial: ArraySlice<UInt8>) -> Int {
+        let chunk = configuration.readChunkBytes
+        guard partial.count >= Frame.overhead else { return chunk }
+        return max(chunk, Frame.overhead + Frame.payloadSize(partial, partial.startIndex))
+    }
+
+    /// Moves `c` from its epoch to the next one, which a compaction made of the log from `dead`
+    /// on (up to the seal, where `c` stands) behind a header.
+    static func moveToNextEpoch(_ c: CachedEntity, dead: Int) {
+        let shift = Frame.markerSize - dead
+        c.epoch += 1
+        c.length += shift
+        c.base = Frame.markerSize
+        c.frames = c.frames.compactMap { $0.end > dead ? ($0.end + shift, $0.newest) : nil }
+    }
+
+    /// Applies one frame's payload (events or labels) to a cached entity. Returns the newest event time it carries.
+    func apply(kind: UInt8, _ value: ArraySlice<UInt8>, to c: CachedEntity, entity e: Int) throws(StoreError) -> Int64 {
         let ep = plan.entities[e]
         var newest = Int64.min
-        if field == [UInt8(ascii: "e")] {
+        if kind == Frame.events {
             let size = eventSize(e)
-            guard value.count % size == 0 else { throw StoreError(.protocolError, "malformed event entry (\(value.count) bytes)") }
+            guard value.count % size == 0 else { throw StoreError(.protocolError, "malformed event frame (\(value.count) bytes)") }
             var tracked = [UInt64](repeating: 0, count: ep.tracked.count)
             var at = 0
             while at < value.count {
-                let v = value[at..<(at + size)]
+                let v = value[(value.startIndex + at)..<(value.startIndex + at + size)]
                 let time = Int64(bitPattern: Self.read(v, 8))
                 for k in tracked.indices { tracked[k] = Self.read(v, 41 + 8 * k) }
                 tracked.withUnsafeBufferPointer { t in
@@ -221,52 +332,33 @@ public final class RedisVelocityStore: VelocityStore {
                 newest = max(newest, time)
                 at += size
             }
-        } else if field == [UInt8(ascii: "l")] {
-            guard value.count % 16 == 0 else { throw StoreError(.protocolError, "malformed label entry (\(value.count) bytes)") }
+        } else {
+            guard value.count % 16 == 0 else { throw StoreError(.protocolError, "malformed label frame (\(value.count) bytes)") }
             var at = 0
             while at < value.count {
-                let v = value[at..<(at + 16)]
+                let v = value[(value.startIndex + at)..<(value.startIndex + at + 16)]
                 let id = Self.read(v, 0), time = Int64(bitPattern: Self.read(v, 8))
                 if let i = c.state.events.index(time: time, id: id) { c.state.setLabel(2, at: i, plan: ep) }
                 newest = max(newest, time)
                 at += 16
             }
-        } else {
-            throw StoreError(.protocolError, "unknown stream field '\(String(decoding: field, as: UTF8.self))'")
         }
         return newest
     }
 
-    /// Applies an `XRANGE` reply's entries after `c.last`.
-    func apply(range reply: RedisReply, to c: CachedEntity, entity e: Int) throws(StoreError) -> Int {
-        guard case .array(let entries) = reply else {
-            throw StoreError(.protocolError, "unexpected XRANGE reply: \(reply.errorMessage ?? "\(reply)")")
-        }
-        for entry in entries {
-            guard case .array(let pair) = entry, pair.count == 2, case .string(let id) = pair[0], let n = Self.sequence(id),
-                  case .array(let fields) = pair[1], fields.count == 2, case .string(let f) = fields[0], case .string(let v) = fields[1]
-            else { throw StoreError(.protocolError, "malformed stream entry") }
-            guard n > c.last else { continue }
-            let newest = try apply(field: f, value: v, to: c, entity: e)
-            c.entries.append((n, newest))
-            c.last = n
-        }
-        return entries.count
-    }
-
     // MARK: Sync
 
-    /// The entries a batch appends: one per entity it touches, in order of first appearance.
+    /// The frames a batch appends: one per entity it touches, in order of first appearance.
     struct Appends {
         var slots: [EntitySlot] = []
         var entries: [[UInt8]] = []
-        /// The newest event time each entry carries.
+        /// The newest event time each frame carries.
         var newest: [Int64] = []
         var index: [EntitySlot: Int] = [:]
 
         init(capacity: Int = 0) { index.reserveCapacity(capacity) }
 
-        /// Adds to `slot`'s entry; returns the entry's index.
+        /// Adds to `slot`'s frame; returns the frame's index.
         @discardableResult
         mutating func add(_ slot: EntitySlot, time: Int64, _ write: (inout [UInt8]) -> Void) -> Int {
             let k: Int
@@ -285,31 +377,54 @@ public final class RedisVelocityStore: VelocityStore {
         }
     }
 
-    /// Entries read per `XRANGE`: a long log (a cold busy merchant) comes in bounded pieces, one
-    /// round trip each, so no single reply runs into the read timeout.
-    static let readChunkEntries = 128
-    static let readChunk = Array(String(readChunkEntries).utf8)
+    /// Where a slot stands in ``sync(_:_:kind:leading:)``.
+    enum Step {
+        /// Not cached: read the log from its start while appending (`nil`: the epoch is not
+        /// known, so read the pointer too and try epoch 0, every entity's first).
+        case cold(UInt64?)
+        case append
+        /// Read the log from `length` up to `to`, where this process's frame starts.
+        case read(to: Int)
+        case done
+    }
 
-    /// Appends one entry per slot to its entity's log, first catching up with whatever other
+    /// A cached entity not used for this long may be behind a compaction whose sealed log has
+    /// expired since; its next append reads the epoch pointer too (see ``sealedTTL``).
+    static let staleAfter = Duration.seconds(1800)
+    /// How long a sealed epoch's log outlives its compaction: an instance that last used the
+    /// entity before the compaction still finds the seal when it appends next (or, after
+    /// ``staleAfter``, reads the pointer with its append).
+    static let sealedTTL: Int64 = 3_600_000
+
+    /// Appends one frame per slot to its entity's log, first catching up with whatever other
     /// instances appended, in as many round trips as contention needs (one when there is none).
-    /// `leading` commands go out in the first round trip; their replies are returned.
+    /// `leading` commands go out first in the first round trip; their replies are returned.
     ///
-    /// On return every slot is cached, holding every entry before the one appended, which is at
-    /// `last`: the caller applies its own entry to the cache itself. Returns the leading
+    /// `APPEND` answers the log's new length: when the frame starts where this process's
+    /// knowledge of the log ends, nobody appended in between and the cache is exact; otherwise
+    /// the bytes in between (other instances' frames) are read and applied. Either way the frame
+    /// keeps the place Redis gave it, so every instance applies each log in the same order. A
+    /// seal among those bytes means the epoch was compacted before the frame landed: the frame
+    /// is void (no reader looks past a seal), and goes again into the next epoch.
+    ///
+    /// On return every slot is cached, holding every frame before the one appended, which ends
+    /// at `length`: the caller applies its own frame to the cache itself. Returns the leading
     /// commands' replies and each slot's cached entity (in `appends.slots` order).
     func sync(
-        _ s: inout State, _ appends: Appends, field: [UInt8], leading: RedisPipeline
+        _ s: inout State, _ appends: Appends, kind: UInt8, leading: RedisPipeline
     ) throws(StoreError) -> (leading: [RedisReply], entities: [CachedEntity]) {
         let slots = appends.slots, entries = appends.entries, newest = appends.newest
-        enum Step { case readWhole, readAfter, append, done }
         let now = ContinuousClock.now
-        let ttl = plan.retention + allowedLateness
-
-        let refreshEvery = Duration.milliseconds(max(ttl / 8, 1))
+        let ttl = UInt64(plan.retention + allowedLateness)
+        let refreshEvery = Duration.milliseconds(max(Int64(ttl) / 8, 1))
         // Each slot's entity, looked up once: the batch's steps, walk and settle use these.
         var cached = slots.map { s.cache.entities[$0] }
-        var steps = cached.map { $0 == nil ? Step.readWhole : .append }
+        var steps = cached.map { $0 == nil ? Step.cold(nil) : .append }
+        // What a read left of a frame cut at the end of its reply.
+        var partial = [ArraySlice<UInt8>](repeating: [], count: slots.count)
         var leadingReplies: [RedisReply] = []
+        var compacting: [(slot: EntitySlot, epoch: UInt64, dead: Int)] = [], compacted: [Bool] = []
+        var reshorten: [(slot: EntitySlot, epoch: UInt64)] = []
         var round = 0, contended = 0
         while true {
             defer { round += 1 }
@@ -320,64 +435,99 @@ public final class RedisVelocityStore: VelocityStore {
                     commands.append([Self.SET, generationKey, Array(token.utf8), Self.NX])
                 }
                 commands.append([Self.GET, generationKey])
-                commands.append(contentsOf: s.pendingTrims)
                 commands.append(contentsOf: leading)
             }
+            for r in reshorten {
+                commands.begin(3)
+                commands.argument(Self.PEXPIRE)
+                logKey(r.slot, r.epoch, into: &commands)
+                commands.argument(Self.empty, decimal: UInt64(Self.sealedTTL))
+            }
+            reshorten = []
             let head = commands.count
             var sent: [(slot: Int, at: Int)] = []
-            for (k, slot) in slots.enumerated() where steps[k] != .done {
+            for (k, slot) in slots.enumerated() {
                 switch steps[k] {
                 case .done: continue
-                case .readWhole:
+                case .cold(let epoch):
                     sent.append((k, commands.count))
-                    commands.begin(6)
-                    commands.argument(Self.XRANGE)
-                    streamKey(slot, into: &commands)
-                    commands.argument(Self.first)
-                    commands.argument(Self.last)
-                    commands.argument(Self.COUNT)
-                    commands.argument(Self.readChunk)
-                    // Creates the stream if it has none; refused (harmlessly) if it has entries.
-                    commands.begin(5)
-                    commands.argument(Self.XADD)
-                    streamKey(slot, into: &commands)
-                    commands.argument(Self.createID)
-                    commands.argument(field)
-                    commands.argument(entries[k])
-                    expire(slot, after: ttl, into: &commands)
-                case .readAfter:
+                    if epoch == nil {
+                        commands.begin(2)
+                        commands.argument(Self.GET)
+                        pointerKey(slot, into: &commands)
+                    }
+                    let e = epoch ?? 0
+                    commands.begin(4)
+                    commands.argument(Self.GETRANGE)
+                    logKey(slot, e, into: &commands)
+                    commands.argument(Self.zero)
+                    commands.argument(Self.empty, decimal: UInt64(configuration.readChunkBytes - 1))
+                    commands.begin(3)
+                    commands.argument(Self.APPEND)
+                    logKey(slot, e, into: &commands)
+                    Self.frameArgument(kind, entries[k], into: &commands)
+                    // A log this append created gets its TTL; one that had it keeps it.
+                    commands.begin(4)
+                    commands.argument(Self.PEXPIRE)
+                    logKey(slot, e, into: &commands)
+                    commands.argument(Self.empty, decimal: ttl)
+                    commands.argument(Self.NX)
+                case .read(let to):
                     sent.append((k, commands.count))
-                    commands.begin(6)
-                    commands.argument(Self.XRANGE)
-                    streamKey(slot, into: &commands)
-                    commands.argument(Self.after, decimal: cached[k]!.last)
-                    commands.argument(Self.last)
-                    commands.argument(Self.COUNT)
-                    commands.argument(Self.readChunk)
+                    let c = cached[k]!
+                    let end = min(to, c.length + readLength(after: partial[k]))
+                    commands.begin(4)
+                    commands.argument(Self.GETRANGE)
+                    logKey(slot, c.epoch, into: &commands)
+                    commands.argument(Self.empty, decimal: UInt64(c.length))
+                    commands.argument(Self.empty, decimal: UInt64(end - 1))
                 case .append:
                     sent.append((k, commands.count))
                     let c = cached[k]!
-                    // An entity read as empty may still have no stream; one known to have entries
-                    // must still have them, else it expired or Redis lost it: never recreate it here.
-                    commands.begin(c.last > 0 ? 6 : 5)
-                    commands.argument(Self.XADD)
-                    streamKey(slot, into: &commands)
-                    if c.last > 0 { commands.argument(Self.NOMKSTREAM) }
-                    commands.argument(Self.streamID, decimal: c.last + 1)
-                    commands.argument(field)
-                    commands.argument(entries[k])
-                    if now - c.refreshed > refreshEvery {
-                        expire(slot, after: ttl, into: &commands)
+                    if now - c.used > Self.staleAfter {
+                        commands.begin(2)
+                        commands.argument(Self.GET)
+                        pointerKey(slot, into: &commands)
+                    }
+                    commands.begin(3)
+                    commands.argument(Self.APPEND)
+                    logKey(slot, c.epoch, into: &commands)
+                    Self.frameArgument(kind, entries[k], into: &commands)
+                    if now - c.used > Self.staleAfter {
+                        // Should the log be gone, this append made a new one: it gets a TTL.
+                        commands.begin(4)
+                        commands.argument(Self.PEXPIRE)
+                        logKey(slot, c.epoch, into: &commands)
+                        commands.argument(Self.empty, decimal: ttl)
+                        commands.argument(Self.NX)
+                    } else if now - c.refreshed > refreshEvery {
+                        commands.begin(3)
+                        commands.argument(Self.PEXPIRE)
+                        logKey(slot, c.epoch, into: &commands)
+                        commands.argument(Self.empty, decimal: ttl)
+                        if c.epoch > 0 {
+                            commands.begin(3)
+                            commands.argument(Self.PEXPIRE)
+                            pointerKey(slot, into: &commands)
+                            commands.argument(Self.empty, decimal: ttl)
+                        }
                         c.refreshed = now
                     }
                 }
+            }
+            // Compactions go after the appends: a frame appended in this round lands before the
+            // seal, and is carried into the next epoch.
+            let compactionsAt = commands.count
+            if round == 0 {
+                compacting = s.pendingCompactions
+                s.pendingCompactions = []
+                for p in compacting { compaction(p.slot, epoch: p.epoch, dead: p.dead, ttl: ttl, into: &commands) }
             }
             let replies = try roundTrip(&s, commands)
             if round == 0 {
                 let got = replies[s.generation == nil ? 1 : 0]
                 let g: [UInt8]? = if case .string(let g) = got { g } else { nil }
                 if got.errorMessage != nil { throw StoreError(.protocolError, "GET generation: \(got.errorMessage!)") }
-                s.pendingTrims = RedisPipeline()
                 leadingReplies = Array(replies[(head - leading.count)..<head])
                 if s.generation != nil, s.generation != g {
                     // Redis restarted empty or was flushed: what the caches hold is gone from
@@ -386,82 +536,189 @@ public final class RedisVelocityStore: VelocityStore {
                     s.cache.removeAll()
                     s.generation = nil
                     s.stats.generationResets += 1
-                    return (leadingReplies, try sync(&s, appends, field: field, leading: RedisPipeline()).entities)
+                    return (leadingReplies, try sync(&s, appends, kind: kind, leading: RedisPipeline()).entities)
                 }
                 s.generation = g
             }
             for (k, at) in sent {
                 let slot = slots[k]
                 switch steps[k] {
-                case .readWhole:
+                case .cold(let epoch):
+                    var at = at
+                    var e = epoch ?? 0
+                    if epoch == nil {
+                        let pointer = try Self.epoch(replies[at])
+                        at += 1
+                        if pointer != 0 {
+                            // A compacted entity: the frame went to a sealed (or expired) epoch 0
+                            // and is void; read the current epoch and append there.
+                            steps[k] = .cold(pointer)
+                            continue
+                        }
+                        e = 0
+                    }
                     s.stats.coldReads += 1
                     let c = CachedEntity(plan: plan.entities[slot.entity], now: now)
-                    let read = try apply(range: replies[at], to: c, entity: slot.entity)
-                    if case .string(let id) = replies[at + 1], Self.sequence(id) == 1 {
-                        // The stream was empty and this entry created it.
-                        c.entries.append((1, newest[k]))
-                        c.last = 1
-                        steps[k] = .done
-                    } else {
-                        steps[k] = c.last == 0 || read == Self.readChunkEntries ? .readAfter : .append
+                    c.epoch = e
+                    guard case .string(let bytes) = replies[at] else {
+                        throw StoreError(.protocolError, "GETRANGE: \(replies[at].errorMessage ?? "\(replies[at])")")
                     }
+                    let frameStart = try Self.appended(replies[at + 1], kind: kind, entries[k])
                     s.cache.insert(slot, c)
                     cached[k] = c
-                case .readAfter:
-                    let read = try apply(range: replies[at], to: cached[k]!, entity: slot.entity)
-                    s.stats.entriesApplied += read
-                    // A full chunk: there may be more (a long log is read in bounded pieces).
-                    steps[k] = read == Self.readChunkEntries ? .readAfter : .append
-                case .append:
-                    switch replies[at] {
-                    case .string:
-                        let c = cached[k]!
-                        c.last += 1
-                        c.entries.append((c.last, newest[k]))
-                        steps[k] = .done
-                    case .null:
-                        // NOMKSTREAM: the stream is gone (expired or lost). Start over from Redis.
+                    if let seal = try consume(bytes[...], into: c, entity: slot.entity) {
+                        // Compacted since the pointer was read: the frame is void.
                         s.cache.remove(slot)
                         cached[k] = nil
-                        steps[k] = .readWhole
-                    case .error(let m) where m.contains("equal or smaller"):
+                        steps[k] = .cold(seal.next)
+                        continue
+                    }
+                    partial[k] = bytes[c.length...]
+                    steps[k] = settleAppend(c, frameStart: frameStart, frameEnd: frameStart + Frame.overhead + entries[k].count, newest: newest[k])
+                    if case .cold = steps[k] {
+                        s.cache.remove(slot)
+                        cached[k] = nil
+                    }
+                case .read(let to):
+                    let c = cached[k]!
+                    guard case .string(let bytes) = replies[at] else {
+                        throw StoreError(.protocolError, "GETRANGE: \(replies[at].errorMessage ?? "\(replies[at])")")
+                    }
+                    let from = c.length, frames = c.frames.count
+                    let seal = try consume(bytes[...], into: c, entity: slot.entity)
+                    s.stats.entriesApplied += c.frames.count - frames
+                    if let seal {
+                        // The epoch was compacted before this process's frame landed: it is void.
+                        // A TTL refreshed with it goes back to the sealed log's.
+                        if c.refreshed == now { reshorten.append((slot, c.epoch)) }
+                        Self.moveToNextEpoch(c, dead: seal.dead)
+                        s.stats.voidAppends += 1
+                        contended += 1
+                        steps[k] = .append
+                    } else if c.length == to {
+                        c.length = to + Frame.overhead + entries[k].count
+                        c.frames.append((c.length, newest[k]))
+                        steps[k] = .done
+                    } else if bytes.isEmpty {
+                        // Shorter than the append reported: the log was lost meanwhile.
+                        s.cache.remove(slot)
+                        cached[k] = nil
+                        steps[k] = .cold(nil)
+                    } else {
+                        partial[k] = bytes[(c.length - from)...]
+                    }
+                case .append:
+                    var at = at
+                    let c = cached[k]!
+                    if now - c.used > Self.staleAfter {
+                        let pointer = try Self.epoch(replies[at])
+                        at += 1
+                        guard pointer == c.epoch else {
+                            // Compacted, and the sealed log this process knew may be gone.
+                            s.cache.remove(slot)
+                            cached[k] = nil
+                            steps[k] = .cold(pointer)
+                            continue
+                        }
+                    }
+                    let frameStart = try Self.appended(replies[at], kind: kind, entries[k])
+                    steps[k] = settleAppend(c, frameStart: frameStart, frameEnd: frameStart + Frame.overhead + entries[k].count, newest: newest[k])
+                    switch steps[k] {
+                    case .read:
                         s.stats.conflicts += 1
                         contended += 1
-                        steps[k] = .readAfter
-                    default:
-                        throw StoreError(.protocolError, "XADD: \(replies[at].errorMessage ?? "\(replies[at])")")
+                    case .cold:
+                        s.cache.remove(slot)
+                        cached[k] = nil
+                    default: break
                     }
                 case .done: break
                 }
             }
-            if !steps.contains(where: { if case .done = $0 { false } else { true } }) { return (leadingReplies, cached.map { $0! }) }
+            for reply in replies[compactionsAt...].prefix(round == 0 ? compacting.count : 0) {
+                guard case .integer(let done) = reply else { throw StoreError(.protocolError, "compaction: \(reply.errorMessage ?? "\(reply)")") }
+                s.stats.compactions += Int(done)
+                compacted.append(done == 1)
+            }
+            if !steps.contains(where: { if case .done = $0 { false } else { true } }) {
+                // A compaction this process ran moved its own knowledge to the next epoch: the
+                // entities still on the compacted epoch follow (the others met its seal).
+                for (p, done) in zip(compacting, compacted) where done {
+                    guard let c = s.cache.entities[p.slot], c.epoch == p.epoch else { continue }
+                    Self.moveToNextEpoch(c, dead: p.dead)
+                }
+                for c in cached { c!.used = now }
+                return (leadingReplies, cached.map { $0! })
+            }
             if contended > 8 * slots.count || round >= 4096 {
                 throw StoreError(.timeout, "gave up appending after \(round + 1) round trips (contention with other instances)")
             }
         }
     }
 
-    /// After a batch: trims entries wholly older than the canonical cutoff (sent with the next
-    /// batch), counts the cache's bytes, and evicts over budget.
+    /// After an append whose frame starts at `frameStart`: done when it starts where `c`'s
+    /// knowledge ends; else read what other instances appended in between; or, when it starts
+    /// before that, the log was lost (expired, or Redis lost it): read it again.
+    private func settleAppend(_ c: CachedEntity, frameStart: Int, frameEnd: Int, newest: Int64) -> Step {
+        if frameStart == c.length {
+            c.length = frameEnd
+            c.frames.append((frameEnd, newest))
+            return .done
+        }
+        return frameStart > c.length ? .read(to: frameStart) : .cold(nil)
+    }
+
+    /// The `GET` of an epoch pointer: its number, 0 when absent.
+    static func epoch(_ reply: RedisReply) throws(StoreError) -> UInt64 {
+        switch reply {
+        case .null: return 0
+        case .string(let b):
+            guard let n = UInt64(String(decoding: b, as: UTF8.self)) else { throw StoreError(.protocolError, "malformed epoch pointer") }
+            return n
+        default: throw StoreError(.protocolError, "GET epoch: \(reply.errorMessage ?? "\(reply)")")
+        }
+    }
+
+    /// Where an `APPEND`ed frame starts, from the length Redis answered.
+    static func appended(_ reply: RedisReply, kind: UInt8, _ payload: [UInt8]) throws(StoreError) -> Int {
+        guard case .integer(let length) = reply else { throw StoreError(.protocolError, "APPEND: \(reply.errorMessage ?? "\(reply)")") }
+        return Int(length) - Frame.overhead - payload.count
+    }
+
+    /// The compaction of `slot`'s log of `epoch`, whose first `dead` bytes hold only events past
+    /// the retention (``compactScript``).
+    func compaction(_ slot: EntitySlot, epoch: UInt64, dead: Int, ttl: UInt64, into p: inout RedisPipeline) {
+        p.begin(12, keyAt: 3)
+        p.argument(Self.EVAL)
+        p.argument(Self.compactScript)
+        p.argument(Self.three)
+        logKey(slot, epoch, into: &p)
+        logKey(slot, epoch + 1, into: &p)
+        pointerKey(slot, into: &p)
+        p.argument(Self.empty, decimal: epoch)
+        p.argument(Self.empty, decimal: UInt64(dead))
+        p.argument(Frame.marker(Frame.header, epoch: epoch + 1, dead: dead))
+        p.argument(Frame.marker(Frame.seal, epoch: epoch + 1, dead: dead))
+        p.argument(Self.empty, decimal: ttl)
+        p.argument(Self.empty, decimal: UInt64(Self.sealedTTL))
+    }
+
+    /// After a batch: queues the compaction of logs whose dead prefix (frames wholly older than
+    /// the canonical cutoff) has grown past the threshold (sent with the next batch), counts the
+    /// cache's bytes, and evicts over budget.
     func settle(_ s: inout State, entities: [CachedEntity]) {
         for c in entities {
-            let slot = c.slot
-            guard let newest = c.state.events.newestTime else {
-                s.cache.touch(c)
-                continue
-            }
-            let cutoff = newest - plan.entities[slot.entity].retention - allowedLateness
+            defer { s.cache.touch(c) }
+            guard let newest = c.state.events.newestTime else { continue }
+            let cutoff = newest - plan.entities[c.slot.entity].retention - allowedLateness
             var first = 0
-            while first < c.entries.count - 1, c.entries[first].newest < cutoff { first += 1 }
-            if first >= 16 {
-                s.pendingTrims.begin(4)
-                s.pendingTrims.argument(Self.XTRIM)
-                streamKey(slot, into: &s.pendingTrims)
-                s.pendingTrims.argument(Self.MINID)
-                s.pendingTrims.argument(Self.streamID, decimal: c.entries[first].seq)
-                c.entries.removeFirst(first)
+            while first < c.frames.count - 1, c.frames[first].newest < cutoff { first += 1 }
+            guard first > 0 else { continue }
+            let dead = c.frames[first - 1].end, deadBytes = dead - c.base
+            if deadBytes >= configuration.compactionBytes, deadBytes >= (c.length - dead) / 2,
+               !s.pendingCompactions.contains(where: { $0.slot == c.slot }) {
+                s.pendingCompactions.append((c.slot, c.epoch, dead))
             }
-            s.cache.touch(c)
         }
         s.cache.evictIfNeeded()
     }
@@ -500,7 +757,7 @@ public final class RedisVelocityStore: VelocityStore {
         let plan = self.plan
         let lateness = allowedLateness
         try state.withLock { s throws(StoreError) in
-            let (set, entities) = try sync(&s, appends, field: [UInt8(ascii: "e")], leading: records)
+            let (set, entities) = try sync(&s, appends, kind: Frame.events, leading: records)
             for r in set { if let m = r.errorMessage { throw StoreError(.protocolError, "SET: \(m)") } }
             // Every entity now holds exactly the entries before this batch's own: evaluate in
             // batch order, applying the batch's events as the walk goes. SET NX answered nil: the
@@ -546,7 +803,7 @@ public final class RedisVelocityStore: VelocityStore {
         guard !appends.slots.isEmpty else { return matched }
         let plan = self.plan
         try state.withLock { s throws(StoreError) in
-            let entities = try sync(&s, appends, field: [UInt8(ascii: "l")], leading: RedisPipeline()).entities
+            let entities = try sync(&s, appends, kind: Frame.labels, leading: RedisPipeline()).entities
             for m in marks {
                 let c = entities[appends.index[m.slot]!]
                 guard let i = c.state.events.index(time: m.time, id: m.id) else { continue }
@@ -557,24 +814,40 @@ public final class RedisVelocityStore: VelocityStore {
         return matched
     }
 
-    /// The distinct events recorded in an entity's stream in log order (a redelivery counts where
-    /// it first appears), and those labelled fraud (tests and diagnostics).
+    /// The distinct events recorded in an entity's log in log order (a redelivery counts where
+    /// it first appears), and those labelled fraud (tests and diagnostics). `key`: any of the
+    /// entity's log keys (`P:x:{E:H}:n`) or `P:x:{E:H}`; the current epoch is read.
     public func streamContents(_ key: String) throws(StoreError) -> (events: [UInt64], fraud: Set<UInt64>) {
-        guard let open = key.firstIndex(of: "{"), let colon = key[open...].firstIndex(of: ":"), let e = Int(key[key.index(after: open)..<colon]),
-              plan.entities.indices.contains(e) else { throw StoreError(.protocolError, "not an entity stream key: \(key)") }
-        let reply = try command(["XRANGE", key, "-", "+"])
-        guard case .array(let items) = reply else { throw StoreError(.protocolError, "unexpected XRANGE reply") }
+        guard let open = key.firstIndex(of: "{"), let close = key[open...].firstIndex(of: "}"),
+              let colon = key[open..<close].firstIndex(of: ":"), let e = Int(key[key.index(after: open)..<colon]),
+              plan.entities.indices.contains(e), let hash = UInt64(key[key.index(after: colon)..<close], radix: 16)
+        else { throw StoreError(.protocolError, "not an entity log key: \(key)") }
+        let slot = EntitySlot(entity: e, key: hash)
+        var get = RedisPipeline()
+        get.begin(2)
+        get.argument(Self.GET)
+        pointerKey(slot, into: &get)
+        let epoch = try state.withLock { s throws(StoreError) in try Self.epoch(roundTrip(&s, get)[0]) }
+        var read = RedisPipeline()
+        read.begin(2)
+        read.argument(Self.GET)
+        logKey(slot, epoch, into: &read)
+        let reply = try state.withLock { s throws(StoreError) in try roundTrip(&s, read)[0] }
+        guard case .string(let log) = reply else { return ([], []) }
         var events: [UInt64] = [], seen = Set<UInt64>(), fraud = Set<UInt64>()
-        for case .array(let pair) in items {
-            guard pair.count == 2, case .array(let fields) = pair[1], fields.count == 2, case .string(let f) = fields[0],
-                  case .string(let v) = fields[1] else { continue }
-            let size = f == [UInt8(ascii: "e")] ? eventSize(e) : 16
-            var at = 0
-            while at + size <= v.count {
-                let id = Self.read(v[at...], 0)
-                if size == 16 { fraud.insert(id) } else if seen.insert(id).inserted { events.append(id) }
-                at += size
+        var at = 0
+        while log.count - at >= Frame.overhead {
+            let kind = log[at], size = Frame.payloadSize(log[...], at)
+            let payload = log[(at + Frame.overhead)..<min(log.count, at + Frame.overhead + size)]
+            if kind == Frame.seal { break }
+            let step = kind == Frame.events ? eventSize(e) : kind == Frame.labels ? 16 : size
+            var p = payload.startIndex
+            while kind != Frame.header, p + step <= payload.endIndex {
+                let id = Self.read(payload[p...], 0)
+                if kind == Frame.labels { fraud.insert(id) } else if seen.insert(id).inserted { events.append(id) }
+                p += step
             }
+            at += Frame.overhead + size
         }
         return (events, fraud)
     }

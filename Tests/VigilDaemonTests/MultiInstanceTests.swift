@@ -17,7 +17,7 @@ struct MultiInstanceTests {
         for (i, tx) in txs.enumerated() where position[hasher.hash(tx.id) | 1] == nil { position[hasher.hash(tx.id) | 1] = i }
         var after = [[Int]](repeating: [], count: txs.count)
         var before = [Int](repeating: 0, count: txs.count)
-        for key in try stack.redisKeys("vigil:x:*") {
+        for key in try stack.entityLogs("vigil:x:*") {
             let ids = try store.streamContents(key).events.compactMap { position[$0] }
             for (x, y) in zip(ids, ids.dropFirst()) {
                 after[x].append(y)

@@ -86,12 +86,17 @@ final class Stack: @unchecked Sendable {
         return p.output.split(separator: "\n").map(String.init)
     }
 
-    /// The distinct events and fraud labels in the entity streams matching `pattern` (default feature spec).
+    /// The entities whose log keys (`vigil:x:{E:H}:epoch`) match `pattern`, once each, as `vigil:x:{E:H}`.
+    func entityLogs(_ pattern: String) throws -> [String] {
+        Set(try redisKeys(pattern).compactMap { key in key.firstIndex(of: "}").map { String(key[...$0]) } }).sorted()
+    }
+
+    /// The distinct events and fraud labels in the entity logs matching `pattern` (default feature spec).
     func streamContents(_ pattern: String) throws -> (events: Int, fraud: Int) {
         guard let redis else { return (0, 0) }
         let store = RedisVelocityStore(plan: try FeaturePlan(spec: .default), configuration: RedisConfiguration(url: try RedisURL(redis.url)))
         var events = 0, fraud = 0
-        for key in try redisKeys(pattern) {
+        for key in try entityLogs(pattern) {
             let c = try store.streamContents(key)
             events += c.events.count
             fraud += c.fraud.count
