@@ -28,6 +28,8 @@ struct BenchHistory: ParsableCommand {
         var roundTrips: Double?
         /// The Redis store's entity cache at the end: entities and bytes counted.
         var cache: (entities: Int, bytes: Int)?
+        /// Redis at the end: the memory it holds, the logs this store compacted.
+        var held: (bytes: Int, compactions: Int)?
         /// Seconds per transaction in each tenth of the stream (by batches), in stream order:
         /// whether the cost grows as the store fills.
         var tenths: [Double] = []
@@ -73,6 +75,10 @@ struct BenchHistory: ParsableCommand {
         if let c = r.cache, c.entities > 0 {
             line += String(format: "\n        entity cache: %d entities in %.1f MiB, %.0f bytes per entity", c.entities, Double(c.bytes) / 1_048_576,
                            Double(c.bytes) / Double(c.entities))
+            if let h = r.held {
+                line += String(format: "\n        Redis holds %.1f MiB (%.0f bytes per entity, transaction records included); %d logs compacted",
+                               Double(h.bytes) / 1_048_576, Double(h.bytes) / Double(c.entities), h.compactions)
+            }
         }
         return line
     }
@@ -119,6 +125,7 @@ struct BenchHistory: ParsableCommand {
             row.roundTrips = Double(store.roundTrips - tripsBefore) / Double(batches.count - batches.count / 2)
             let usage = store.cacheUsage
             row.cache = (usage.entities, usage.bytes)
+            row.held = (after.usedMemory, store.statistics.compactions)
             _ = try admin.command(["FLUSHDB"])
         }
         return row

@@ -40,11 +40,13 @@ struct BenchRedis: ParsableCommand {
         var commands: Int
         /// Bytes Redis sent to its clients (what they read).
         var outputBytes: Int
+        /// Bytes Redis holds (`used_memory`).
+        var usedMemory: Int
     }
 
     static func stats(_ store: RedisVelocityStore) throws -> RedisStats {
         guard case .string(let raw) = try store.command(["INFO", "all"]) else { throw ValidationError("INFO failed") }
-        var micros = 0.0, cpu = 0.0, commands = 0, output = 0
+        var micros = 0.0, cpu = 0.0, commands = 0, output = 0, memory = 0
         for line in String(decoding: raw, as: UTF8.self).split(whereSeparator: \.isNewline) {
             if line.hasPrefix("cmdstat_"), let r = line.range(of: "usec=") {
                 micros += Double(line[r.upperBound...].prefix { $0 != "," }) ?? 0
@@ -54,9 +56,11 @@ struct BenchRedis: ParsableCommand {
                 commands = Int(line.split(separator: ":")[1]) ?? 0
             } else if line.hasPrefix("total_net_output_bytes:") {
                 output = Int(line.split(separator: ":")[1]) ?? 0
+            } else if line.hasPrefix("used_memory:") {
+                memory = Int(line.split(separator: ":")[1]) ?? 0
             }
         }
-        return RedisStats(commandMicros: micros, cpuSeconds: cpu, commands: commands, outputBytes: output)
+        return RedisStats(commandMicros: micros, cpuSeconds: cpu, commands: commands, outputBytes: output, usedMemory: memory)
     }
 
     func run() throws {
