@@ -239,6 +239,12 @@ public final class RedisVelocityStore: VelocityStore {
             Int(b[at + 1]) | Int(b[at + 2]) << 8 | Int(b[at + 3]) << 16 | Int(b[at + 4]) << 24
         }
 
+        static func write(_ kind: UInt8, _ payload: [UInt8], to out: inout [UInt8]) {
+            out.append(kind)
+            for shift in stride(from: 0, to: 32, by: 8) { out.append(UInt8(truncatingIfNeeded: payload.count >> shift)) }
+            out.append(contentsOf: payload)
+        }
+
         static func marker(_ kind: UInt8, epoch: UInt64, dead: Int) -> [UInt8] {
             var f: [UInt8] = [kind, 16, 0, 0, 0]
             RedisVelocityStore.append(epoch, to: &f)
@@ -249,11 +255,7 @@ public final class RedisVelocityStore: VelocityStore {
 
     /// Writes one frame (`kind`, `payload`) as the next argument.
     static func frameArgument(_ kind: UInt8, _ payload: [UInt8], into p: inout RedisPipeline) {
-        p.argument(count: Frame.overhead + payload.count) { out in
-            out.append(kind)
-            for shift in stride(from: 0, to: 32, by: 8) { out.append(UInt8(truncatingIfNeeded: payload.count >> shift)) }
-            out.append(contentsOf: payload)
-        }
+        p.argument(count: Frame.overhead + payload.count) { Frame.write(kind, payload, to: &$0) }
     }
 
     /// A seal met while reading an epoch: where it is, the epoch it names, the dead prefix.
@@ -869,7 +871,10 @@ public final class RedisVelocityStore: VelocityStore {
     }
 
     /// Sends arbitrary commands (tests, benchmarks, administration).
-    public func command(_ args: [String]) throws(StoreError) -> RedisReply {
-        try state.withLock { s throws(StoreError) in try roundTrip(&s, RedisPipeline([args.bytes]))[0] }
+    public func command(_ args: [String]) throws(StoreError) -> RedisReply { try command(bytes: args.bytes) }
+
+    /// One command of binary arguments.
+    func command(bytes args: [[UInt8]]) throws(StoreError) -> RedisReply {
+        try state.withLock { s throws(StoreError) in try roundTrip(&s, RedisPipeline([args]))[0] }
     }
 }

@@ -8,7 +8,7 @@ struct VigilCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vigil",
         abstract: "Vigil: real-time fraud scoring — tools for scoring, simulating, training and inspecting features.",
-        subcommands: [Score.self, Simulate.self, Train.self, BacktestCommand.self, Tune.self, DriftCommand.self, Compare.self, Features.self, Model.self, Bench.self, BenchRedis.self, BenchHistory.self, DevBrokerCommand.self, Produce.self, BenchKafka.self, LoadAPI.self])
+        subcommands: [Score.self, Simulate.self, Train.self, BacktestCommand.self, Tune.self, DriftCommand.self, Compare.self, Features.self, Model.self, Bench.self, BenchRedis.self, BenchHistory.self, RedisMigrate.self, DevBrokerCommand.self, Produce.self, BenchKafka.self, LoadAPI.self])
 }
 
 /// Reads transactions from JSONL (default) or CSV (with a mapping), reporting bad lines.

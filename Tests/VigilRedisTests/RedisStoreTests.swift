@@ -236,6 +236,51 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         expectIdentical(first, again)
     }
 
+    /// Logs written in the stream layout (before 2026-12-03) are converted by `migrateStreams`, and
+    /// the stream goes on with features identical to an in-memory store that saw all of it.
+    @Test func streamsMigrateToTheCurrentLayout() throws {
+        let server = try RedisServer()
+        var configuration = RedisConfiguration(url: try RedisURL(server.url))
+        configuration.compactionBytes = .max
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        var seen = Set<String>()
+        let txs = hostileStream(count: 2000, seed: 21).filter { seen.insert($0.id).inserted }
+        let half = txs.count / 2
+        let before = RedisVelocityStore(plan: plan, configuration: configuration)
+        _ = try engine.features(Array(txs[..<half]), store: before)
+        // Rewrite every log as the old layout wrote it: a stream, one entry per frame.
+        guard case .array(let keys) = try before.command(["KEYS", "vigil:x:*"]) else { Issue.record("KEYS"); return }
+        var frames = 0
+        for case .string(let key) in keys {
+            guard case .string(let log) = try before.command(bytes: [Array("GET".utf8), key]) else { continue }
+            let stream = Array(key.dropLast(2))
+            var at = 0, id: UInt64 = 0
+            while at < log.count {
+                let size = RedisVelocityStore.Frame.payloadSize(log[...], at)
+                id += 1
+                _ = try before.command(bytes: [Array("XADD".utf8), stream, Array("0-\(id)".utf8), [log[at]],
+                                              Array(log[(at + 5)..<(at + 5 + size)])])
+                at += 5 + size
+                frames += 1
+            }
+            _ = try before.command(bytes: [Array("PEXPIRE".utf8), stream, Array("3600000".utf8)])
+            _ = try before.command(bytes: [Array("DEL".utf8), key])
+        }
+        let after = RedisVelocityStore(plan: plan, configuration: configuration)
+        let report = try after.migrateStreams()
+        #expect(report.logs == keys.count && report.entries == frames && report.skipped == 0, "\(report)")
+        #expect(try after.migrateStreams().logs == 0, "nothing left to convert")
+        guard case .array(let left) = try after.command(["KEYS", "vigil:x:*"]) else { Issue.record("KEYS"); return }
+        for case .string(let key) in left {
+            #expect(String(decoding: key, as: UTF8.self).hasSuffix("}:0"))
+            guard case .integer(let ttl) = try after.command(bytes: [Array("PTTL".utf8), key]) else { continue }
+            #expect(ttl > 0 && ttl <= 3_600_000, "the stream's TTL is kept")
+        }
+        let memory = InMemoryVelocityStore(plan: plan)
+        _ = try engine.features(Array(txs[..<half]), store: memory)
+        expectIdentical(try engine.features(Array(txs[half...]), store: memory), try engine.features(Array(txs[half...]), store: after))
+    }
+
     @Test func keysAreHashedTaggedAndExpire() throws {
         let server = try RedisServer()
         let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
