@@ -31,6 +31,7 @@ public final class DaemonMetrics: Sendable {
     let cacheEvictions: Gauge
     let storeColdReads: Gauge
     let storeConflicts: Gauge
+    let storeCompactions: Gauge
     let journalBytes: Gauge
     /// Indexed by ``Stage/rawValue``.
     let cpu: [Counter]
@@ -68,7 +69,9 @@ public final class DaemonMetrics: Sendable {
         cacheBytes = r.makeGauge(name: "vigil_store_cache_bytes", help: "Approximate bytes of the entity cache (bounded by store.cache_mb)")
         cacheEvictions = r.makeGauge(name: "vigil_store_cache_evictions", help: "Entities evicted from the cache so far")
         storeColdReads = r.makeGauge(name: "vigil_store_cold_reads", help: "Entity logs read whole so far (not cached, evicted or expired)")
-        storeConflicts = r.makeGauge(name: "vigil_store_append_conflicts", help: "Appends refused because another instance appended first, so far")
+        storeConflicts = r.makeGauge(
+            name: "vigil_store_append_conflicts", help: "Appends that found other instances' frames before their own (read in one more round trip), so far")
+        storeCompactions = r.makeGauge(name: "vigil_store_compactions", help: "Entity logs this instance compacted, so far")
         journalBytes = r.makeGauge(name: "vigil_store_journal_bytes", help: "Bytes of the in-memory store's journal on disk (store.journal)")
         cpu = Stage.allCases.map {
             r.makeCounter(name: "vigil_cpu_seconds_total", labels: [("stage", $0.name)], help: "CPU time of the pipeline's threads by stage (librdkafka's own threads not included)")

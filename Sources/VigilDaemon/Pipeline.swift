@@ -488,6 +488,7 @@ final class Pipeline: @unchecked Sendable {
             metrics.cacheEvictions.set(to: Double(cache.evictions))
             metrics.storeColdReads.set(to: Double(sync.coldReads))
             metrics.storeConflicts.set(to: Double(sync.conflicts))
+            metrics.storeCompactions.set(to: Double(sync.compactions))
         } else if let memory = scorer.store as? InMemoryVelocityStore {
             metrics.journalBytes.set(to: Double(memory.journalBytes))
         }

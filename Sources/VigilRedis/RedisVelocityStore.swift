@@ -565,7 +565,7 @@ public final class RedisVelocityStore: VelocityStore {
                     guard case .string(let bytes) = replies[at] else {
                         throw StoreError(.protocolError, "GETRANGE: \(replies[at].errorMessage ?? "\(replies[at])")")
                     }
-                    let frameStart = try Self.appended(replies[at + 1], kind: kind, entries[k])
+                    let frameStart = try Self.appended(replies[at + 1], entries[k])
                     s.cache.insert(slot, c)
                     cached[k] = c
                     if let seal = try consume(bytes[...], into: c, entity: slot.entity) {
@@ -623,7 +623,7 @@ public final class RedisVelocityStore: VelocityStore {
                             continue
                         }
                     }
-                    let frameStart = try Self.appended(replies[at], kind: kind, entries[k])
+                    let frameStart = try Self.appended(replies[at], entries[k])
                     steps[k] = settleAppend(c, frameStart: frameStart, frameEnd: frameStart + Frame.overhead + entries[k].count, newest: newest[k])
                     switch steps[k] {
                     case .read:
@@ -682,7 +682,7 @@ public final class RedisVelocityStore: VelocityStore {
     }
 
     /// Where an `APPEND`ed frame starts, from the length Redis answered.
-    static func appended(_ reply: RedisReply, kind: UInt8, _ payload: [UInt8]) throws(StoreError) -> Int {
+    static func appended(_ reply: RedisReply, _ payload: [UInt8]) throws(StoreError) -> Int {
         guard case .integer(let length) = reply else { throw StoreError(.protocolError, "APPEND: \(reply.errorMessage ?? "\(reply)")") }
         return Int(length) - Frame.overhead - payload.count
     }
