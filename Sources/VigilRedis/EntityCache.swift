@@ -58,7 +58,7 @@ struct EntityCache {
     private var newest: CachedEntity?
     private(set) var evictions = 0
 
-    /// What an entity costs beyond its state and entry list: the object, its slot in the
+    /// What an entity costs beyond its state and frame list: the object, its slot in the
     /// dictionary and its list links.
     static let entityOverhead = MemoryLayout<EntityState>.stride + 96 + MemoryLayout<EntitySlot>.stride + 16 + 2 * 24
 

@@ -88,7 +88,7 @@ struct RedisPipeline {
         argument += 1
     }
 
-    /// `prefix` followed by `n` in decimal (stream ids `0-n`, ranges `(0-n`, numbers).
+    /// `prefix` followed by `n` in decimal (numbers: offsets, TTLs, epochs).
     mutating func argument(_ prefix: [UInt8], decimal n: UInt64) {
         argument(count: prefix.count + Self.digits(n)) {
             $0.append(contentsOf: prefix)

@@ -98,12 +98,12 @@ public final class RedisVelocityStore: VelocityStore {
 
     /// What the sync did so far (for benchmarks, tests and metrics).
     public struct SyncStatistics: Sendable {
-        /// Entities read whole (not cached, evicted, or their stream disappeared).
+        /// Entities read whole (not cached, evicted, or their log disappeared).
         public var coldReads = 0
         /// Appends that found another instance's frames before their own.
         public var conflicts = 0
         /// Frames of other instances (or of earlier failed batches) applied to the cache.
-        public var entriesApplied = 0
+        public var framesApplied = 0
         /// Logs this instance compacted.
         public var compactions = 0
         /// Frames that landed after another instance's compaction had sealed the log, and were
@@ -178,8 +178,8 @@ public final class RedisVelocityStore: VelocityStore {
     static let EVAL = Array("EVAL".utf8), three = Array("3".utf8), zero = Array("0".utf8), empty: [UInt8] = []
     var generationKey: [UInt8] { Array("\(configuration.prefix):{gen}".utf8) }
 
-    /// The compaction, the one script: run only when a log's dead prefix has grown past its
-    /// threshold (about once per retention per entity), never on a batch's path. It checks
+    /// The compaction, the one script: sent after a batch's appends when a log's dead prefix
+    /// has grown past its threshold, about once per retention per entity. It checks
     /// that epoch `k` is still the current one, copies the log from the first live frame into
     /// epoch `k + 1` behind a header, seals epoch `k` (a seal frame naming `k + 1`, so that an
     /// append that lands after it is known to be void), shortens the sealed log's TTL and moves
@@ -353,7 +353,7 @@ public final class RedisVelocityStore: VelocityStore {
     /// The frames a batch appends: one per entity it touches, in order of first appearance.
     struct Appends {
         var slots: [EntitySlot] = []
-        var entries: [[UInt8]] = []
+        var payloads: [[UInt8]] = []
         /// The newest event time each frame carries.
         var newest: [Int64] = []
         var index: [EntitySlot: Int] = [:]
@@ -370,10 +370,10 @@ public final class RedisVelocityStore: VelocityStore {
                 k = slots.count
                 index[slot] = k
                 slots.append(slot)
-                entries.append([])
+                payloads.append([])
                 newest.append(.min)
             }
-            write(&entries[k])
+            write(&payloads[k])
             newest[k] = max(newest[k], time)
             return k
         }
@@ -415,7 +415,7 @@ public final class RedisVelocityStore: VelocityStore {
     func sync(
         _ s: inout State, _ appends: Appends, kind: UInt8, leading: RedisPipeline
     ) throws(StoreError) -> (leading: [RedisReply], entities: [CachedEntity]) {
-        let slots = appends.slots, entries = appends.entries, newest = appends.newest
+        let slots = appends.slots, payloads = appends.payloads, newest = appends.newest
         let now = ContinuousClock.now
         let ttl = UInt64(plan.retention + allowedLateness)
         let refreshEvery = Duration.milliseconds(max(Int64(ttl) / 8, 1))
@@ -467,7 +467,7 @@ public final class RedisVelocityStore: VelocityStore {
                     commands.begin(3)
                     commands.argument(Self.APPEND)
                     logKey(slot, e, into: &commands)
-                    Self.frameArgument(kind, entries[k], into: &commands)
+                    Self.frameArgument(kind, payloads[k], into: &commands)
                     // A log this append created gets its TTL; one that had it keeps it.
                     commands.begin(4)
                     commands.argument(Self.PEXPIRE)
@@ -494,7 +494,7 @@ public final class RedisVelocityStore: VelocityStore {
                     commands.begin(3)
                     commands.argument(Self.APPEND)
                     logKey(slot, c.epoch, into: &commands)
-                    Self.frameArgument(kind, entries[k], into: &commands)
+                    Self.frameArgument(kind, payloads[k], into: &commands)
                     if now - c.used > Self.staleAfter {
                         // Should the log be gone, this append made a new one: it gets a TTL.
                         commands.begin(4)
@@ -565,7 +565,7 @@ public final class RedisVelocityStore: VelocityStore {
                     guard case .string(let bytes) = replies[at] else {
                         throw StoreError(.protocolError, "GETRANGE: \(replies[at].errorMessage ?? "\(replies[at])")")
                     }
-                    let frameStart = try Self.appended(replies[at + 1], entries[k])
+                    let frameStart = try Self.appended(replies[at + 1], payloads[k])
                     s.cache.insert(slot, c)
                     cached[k] = c
                     if let seal = try consume(bytes[...], into: c, entity: slot.entity) {
@@ -576,7 +576,7 @@ public final class RedisVelocityStore: VelocityStore {
                         continue
                     }
                     partial[k] = bytes[c.length...]
-                    steps[k] = settleAppend(c, frameStart: frameStart, frameEnd: frameStart + Frame.overhead + entries[k].count, newest: newest[k])
+                    steps[k] = settleAppend(c, frameStart: frameStart, frameEnd: frameStart + Frame.overhead + payloads[k].count, newest: newest[k])
                     if case .cold = steps[k] {
                         s.cache.remove(slot)
                         cached[k] = nil
@@ -588,7 +588,7 @@ public final class RedisVelocityStore: VelocityStore {
                     }
                     let from = c.length, frames = c.frames.count
                     let seal = try consume(bytes[...], into: c, entity: slot.entity)
-                    s.stats.entriesApplied += c.frames.count - frames
+                    s.stats.framesApplied += c.frames.count - frames
                     if let seal {
                         // The epoch was compacted before this process's frame landed: it is void.
                         // A TTL refreshed with it goes back to the sealed log's.
@@ -598,7 +598,7 @@ public final class RedisVelocityStore: VelocityStore {
                         contended += 1
                         steps[k] = .append
                     } else if c.length == to {
-                        c.length = to + Frame.overhead + entries[k].count
+                        c.length = to + Frame.overhead + payloads[k].count
                         c.frames.append((c.length, newest[k]))
                         steps[k] = .done
                     } else if bytes.isEmpty {
@@ -623,8 +623,8 @@ public final class RedisVelocityStore: VelocityStore {
                             continue
                         }
                     }
-                    let frameStart = try Self.appended(replies[at], entries[k])
-                    steps[k] = settleAppend(c, frameStart: frameStart, frameEnd: frameStart + Frame.overhead + entries[k].count, newest: newest[k])
+                    let frameStart = try Self.appended(replies[at], payloads[k])
+                    steps[k] = settleAppend(c, frameStart: frameStart, frameEnd: frameStart + Frame.overhead + payloads[k].count, newest: newest[k])
                     switch steps[k] {
                     case .read:
                         s.stats.conflicts += 1
@@ -729,15 +729,15 @@ public final class RedisVelocityStore: VelocityStore {
 
     public func process(_ batch: EventBatch, into matrix: inout FeatureMatrix) throws(StoreError) {
         guard batch.count > 0 else { return }
-        // The batch's entities in order of first appearance, each with its entry: its events in batch order.
+        // The batch's entities in order of first appearance, each with its frame: its events in batch order.
         var appends = Appends(capacity: batch.keys.count)
-        // Each (transaction, entity)'s entry, at the walk's `position`.
-        var entryOf = [Int](repeating: -1, count: batch.keys.count)
+        // Each (transaction, entity)'s frame, at the walk's `position`.
+        var frameOf = [Int](repeating: -1, count: batch.keys.count)
         for i in 0..<batch.count {
             for e in 0..<batch.entityCount {
                 let key = batch.keys[i * batch.entityCount + e]
                 guard key != 0 else { continue }
-                entryOf[i * batch.entityCount + e] = appends.add(EntitySlot(entity: e, key: key), time: batch.times[i]) {
+                frameOf[i * batch.entityCount + e] = appends.add(EntitySlot(entity: e, key: key), time: batch.times[i]) {
                     appendEvent(batch, i, e, to: &$0)
                 }
             }
@@ -761,11 +761,11 @@ public final class RedisVelocityStore: VelocityStore {
         try state.withLock { s throws(StoreError) in
             let (set, entities) = try sync(&s, appends, kind: Frame.events, leading: records)
             for r in set { if let m = r.errorMessage { throw StoreError(.protocolError, "SET: \(m)") } }
-            // Every entity now holds exactly the entries before this batch's own: evaluate in
+            // Every entity now holds exactly the frames before this batch's own: evaluate in
             // batch order, applying the batch's events as the walk goes. SET NX answered nil: the
             // transaction was recorded before (a redelivery).
             batch.walk(plan: plan, lateness: lateness, into: &matrix, duplicate: { set[$0] == .null }, scratch: &s.scratch) { _, _, position, body in
-                body(&entities[entryOf[position]].state)
+                body(&entities[frameOf[position]].state)
             }
             settle(&s, entities: entities)
         }
@@ -795,9 +795,9 @@ public final class RedisVelocityStore: VelocityStore {
                 let key = Self.read(record[...], 8 * (1 + e))
                 guard key != 0 else { continue }
                 let slot = EntitySlot(entity: e, key: key)
-                appends.add(slot, time: time) { entry in
-                    Self.append(l.id, to: &entry)
-                    Self.append(UInt64(bitPattern: time), to: &entry)
+                appends.add(slot, time: time) { frame in
+                    Self.append(l.id, to: &frame)
+                    Self.append(UInt64(bitPattern: time), to: &frame)
                 }
                 marks.append((slot, l.id, time))
             }
