@@ -116,6 +116,12 @@ public struct RedisConfiguration: Sendable {
     /// A log is compacted once its frames wholly past the retention hold this many bytes and
     /// half as many as the rest. Default: 4 KiB (tests lower it to compact often).
     public var compactionBytes: Int = 4096
+    /// A cached entity not used for this long may be behind a compaction whose sealed log has
+    /// expired since (an hour after it): its next append reads the epoch pointer too. At most
+    /// an hour. Default: 30 minutes.
+    public var staleAfter: Duration = .seconds(1800) {
+        didSet { staleAfter = min(staleAfter, .seconds(3600)) }
+    }
     /// Bytes read per `GETRANGE`: a long log (a cold busy merchant) comes in pieces of this
     /// size, one round trip each, so that no single reply runs into the read timeout.
     /// Default: 256 KiB.

@@ -390,14 +390,6 @@ public final class RedisVelocityStore: VelocityStore {
         case done
     }
 
-    /// A cached entity not used for this long may be behind a compaction whose sealed log has
-    /// expired since; its next append reads the epoch pointer too (see ``sealedTTL``).
-    static let staleAfter = Duration.seconds(1800)
-    /// How long a sealed epoch's log outlives its compaction: an instance that last used the
-    /// entity before the compaction still finds the seal when it appends next (or, after
-    /// ``staleAfter``, reads the pointer with its append).
-    static let sealedTTL: Int64 = 3_600_000
-
     /// Appends one frame per slot to its entity's log, first catching up with whatever other
     /// instances appended, in as many round trips as contention needs (one when there is none).
     /// `leading` commands go out first in the first round trip; their replies are returned.
@@ -425,7 +417,9 @@ public final class RedisVelocityStore: VelocityStore {
         // What a read left of a frame cut at the end of its reply.
         var partial = [ArraySlice<UInt8>](repeating: [], count: slots.count)
         var leadingReplies: [RedisReply] = []
-        var compacting: [(slot: EntitySlot, epoch: UInt64, dead: Int)] = [], compacted: [Bool] = []
+        var compacting: [(slot: EntitySlot, epoch: UInt64, dead: Int)] = []
+        // The compactions of this sync that went through.
+        var compactedHere: [EntitySlot: (epoch: UInt64, dead: Int)] = [:]
         var reshorten: [(slot: EntitySlot, epoch: UInt64)] = []
         var round = 0, contended = 0
         while true {
@@ -443,7 +437,7 @@ public final class RedisVelocityStore: VelocityStore {
                 commands.begin(3)
                 commands.argument(Self.PEXPIRE)
                 logKey(r.slot, r.epoch, into: &commands)
-                commands.argument(Self.empty, decimal: UInt64(Self.sealedTTL))
+                commands.argument(Self.empty, decimal: Self.sealedTTL)
             }
             reshorten = []
             let head = commands.count
@@ -486,7 +480,7 @@ public final class RedisVelocityStore: VelocityStore {
                 case .append:
                     sent.append((k, commands.count))
                     let c = cached[k]!
-                    if now - c.used > Self.staleAfter {
+                    if now - c.used > configuration.staleAfter {
                         commands.begin(2)
                         commands.argument(Self.GET)
                         pointerKey(slot, into: &commands)
@@ -495,7 +489,7 @@ public final class RedisVelocityStore: VelocityStore {
                     commands.argument(Self.APPEND)
                     logKey(slot, c.epoch, into: &commands)
                     Self.frameArgument(kind, payloads[k], into: &commands)
-                    if now - c.used > Self.staleAfter {
+                    if now - c.used > configuration.staleAfter {
                         // Should the log be gone, this append made a new one: it gets a TTL.
                         commands.begin(4)
                         commands.argument(Self.PEXPIRE)
@@ -612,7 +606,7 @@ public final class RedisVelocityStore: VelocityStore {
                 case .append:
                     var at = at
                     let c = cached[k]!
-                    if now - c.used > Self.staleAfter {
+                    if now - c.used > configuration.staleAfter {
                         let pointer = try Self.epoch(replies[at])
                         at += 1
                         guard pointer == c.epoch else {
@@ -637,16 +631,16 @@ public final class RedisVelocityStore: VelocityStore {
                 case .done: break
                 }
             }
-            for reply in replies[compactionsAt...].prefix(round == 0 ? compacting.count : 0) {
+            for (p, reply) in zip(compacting, replies[compactionsAt...]) where round == 0 {
                 guard case .integer(let done) = reply else { throw StoreError(.protocolError, "compaction: \(reply.errorMessage ?? "\(reply)")") }
                 s.stats.compactions += Int(done)
-                compacted.append(done == 1)
+                if done == 1 { compactedHere[p.slot] = (p.epoch, p.dead) }
             }
             if !steps.contains(where: { if case .done = $0 { false } else { true } }) {
                 // A compaction this process ran moved its own knowledge to the next epoch: the
                 // entities still on the compacted epoch follow (the others met its seal).
-                for (p, done) in zip(compacting, compacted) where done {
-                    guard let c = s.cache.entities[p.slot], c.epoch == p.epoch else { continue }
+                for (slot, p) in compactedHere {
+                    guard let c = s.cache.entities[slot], c.epoch == p.epoch else { continue }
                     Self.moveToNextEpoch(c, dead: p.dead)
                 }
                 for c in cached { c!.used = now }
@@ -687,6 +681,13 @@ public final class RedisVelocityStore: VelocityStore {
         return Int(length) - Frame.overhead - payload.count
     }
 
+    /// How long a compacted epoch's sealed log outlives its compaction (ms): far longer than any
+    /// sync takes, so that an instance whose frame landed in the epoch, before or after the seal,
+    /// still reads what it needs there; and longer than ``RedisConfiguration/staleAfter``, so
+    /// that an instance that last used the entity before the compaction finds the seal when it
+    /// appends next, or reads the epoch pointer with that append.
+    static let sealedTTL: UInt64 = 3_600_000
+
     /// The compaction of `slot`'s log of `epoch`, whose first `dead` bytes hold only events past
     /// the retention (``compactScript``).
     func compaction(_ slot: EntitySlot, epoch: UInt64, dead: Int, ttl: UInt64, into p: inout RedisPipeline) {
@@ -702,7 +703,7 @@ public final class RedisVelocityStore: VelocityStore {
         p.argument(Frame.marker(Frame.header, epoch: epoch + 1, dead: dead))
         p.argument(Frame.marker(Frame.seal, epoch: epoch + 1, dead: dead))
         p.argument(Self.empty, decimal: ttl)
-        p.argument(Self.empty, decimal: UInt64(Self.sealedTTL))
+        p.argument(Self.empty, decimal: Self.sealedTTL)
     }
 
     /// After a batch: queues the compaction of logs whose dead prefix (frames wholly older than
