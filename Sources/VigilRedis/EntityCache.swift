@@ -21,6 +21,9 @@ final class CachedEntity {
     /// The frames applied from this epoch with the newest event time each carries, oldest first,
     /// so that a prefix wholly older than the canonical cutoff can be compacted away.
     var frames: [(end: Int, newest: Int64)] = []
+    /// How many of `frames`, from the first, are known to hold only events past the cutoff
+    /// (which only grows): each batch resumes the scan there instead of starting over.
+    var deadFrames = 0
     /// When this process last refreshed the log's TTL, and last used the entity.
     var refreshed: ContinuousClock.Instant
     var used: ContinuousClock.Instant

@@ -310,6 +310,7 @@ public final class RedisVelocityStore: VelocityStore {
         c.length += shift
         c.base = Frame.markerSize
         c.frames = c.frames.compactMap { $0.end > dead ? ($0.end + shift, $0.newest) : nil }
+        c.deadFrames = 0
     }
 
     /// Applies one frame's payload (events or labels) to a cached entity. Returns the newest event time it carries.
@@ -714,8 +715,9 @@ public final class RedisVelocityStore: VelocityStore {
             defer { s.cache.touch(c) }
             guard let newest = c.state.events.newestTime else { continue }
             let cutoff = newest - plan.entities[c.slot.entity].retention - allowedLateness
-            var first = 0
+            var first = c.deadFrames
             while first < c.frames.count - 1, c.frames[first].newest < cutoff { first += 1 }
+            c.deadFrames = first
             guard first > 0 else { continue }
             let dead = c.frames[first - 1].end, deadBytes = dead - c.base
             if deadBytes >= configuration.compactionBytes, deadBytes >= (c.length - dead) / 2,
