@@ -258,9 +258,8 @@ public final class RedisVelocityStore: VelocityStore {
         p.argument(count: Frame.overhead + payload.count) { Frame.write(kind, payload, to: &$0) }
     }
 
-    /// A seal met while reading an epoch: where it is, the epoch it names, the dead prefix.
+    /// A seal met while reading an epoch: the epoch it names, the dead prefix it left behind.
     struct Seal {
-        let at: Int
         let next: UInt64
         let dead: Int
     }
@@ -279,7 +278,7 @@ public final class RedisVelocityStore: VelocityStore {
             case Frame.seal, Frame.header:
                 guard size == 16 else { throw StoreError(.protocolError, "malformed log marker (\(size) bytes)") }
                 let epoch = Self.read(payload, 0), dead = Int(Self.read(payload, 8))
-                if kind == Frame.seal { return Seal(at: offset, next: epoch, dead: dead) }
+                if kind == Frame.seal { return Seal(next: epoch, dead: dead) }
                 c.length += Frame.overhead + size
                 c.base = c.length
             case Frame.events, Frame.labels:
