@@ -24,6 +24,9 @@ struct BenchHistory: ParsableCommand {
         var merchants: Int
         var busiest: Int
         var txPerSecond: Double
+        /// CPU of this process's one thread per transaction, second half: the store's client side
+        /// (Redis's own CPU is in `redis`).
+        var threadCPU: Double = 0
         var redis: (cpu: Double, command: Double, bytes: Double, commands: Double)?
         var roundTrips: Double?
         /// The Redis store's entity cache at the end: entities and bytes counted.
@@ -65,6 +68,7 @@ struct BenchHistory: ParsableCommand {
     func format(_ r: Row, baseline b: Row) -> String {
         var line = String(format: "%-7@ %5d merchants (busiest %6d tx)  %8.0f tx/s  cost per transaction ×%.2f of the first row's",
                           r.store as NSString, r.merchants, r.busiest, r.txPerSecond, b.txPerSecond / r.txPerSecond)
+        line += String(format: "\n        features CPU (this thread, second half): %.2f µs/tx", r.threadCPU)
         if let first = r.tenths.first, first > 0 {
             line += "\n        cost of each tenth of the stream × the first tenth's: " + r.tenths.map { String(format: "%.2f", $0 / first) }.joined(separator: " ")
         }
@@ -81,6 +85,12 @@ struct BenchHistory: ParsableCommand {
             }
         }
         return line
+    }
+
+    static func threadCPUSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     func measure(_ stream: [Transaction], target: String, plan: FeaturePlan, engine: FeatureEngine) throws -> Row {
@@ -102,22 +112,25 @@ struct BenchHistory: ParsableCommand {
         var tenths = [Double](repeating: 0, count: 10), counts = [Int](repeating: 0, count: 10)
         var before: BenchRedis.RedisStats?
         var tripsBefore = 0
+        var cpu = 0.0
         for (k, b) in batches.enumerated() {
             if k == batches.count / 2, let admin {
                 before = try BenchRedis.stats(admin)
                 tripsBefore = (velocity as! RedisVelocityStore).roundTrips
             }
-            let t0 = clock.now
+            let t0 = clock.now, c0 = Self.threadCPUSeconds()
             _ = try engine.features(b, store: velocity)
             tenths[k * 10 / batches.count] += (clock.now - t0).seconds
+            if k >= batches.count / 2 { cpu += Self.threadCPUSeconds() - c0 }
             counts[k * 10 / batches.count] += b.count
         }
+        let secondHalf = Double(batches[(batches.count / 2)...].map(\.count).reduce(0, +))
         var row = Row(store: target == "memory" ? "memory" : "redis", merchants: 0, busiest: 0,
-                      txPerSecond: Double(stream.count) / tenths.reduce(0, +),
+                      txPerSecond: Double(stream.count) / tenths.reduce(0, +), threadCPU: cpu * 1e6 / secondHalf,
                       tenths: zip(tenths, counts).map { $1 > 0 ? $0 / Double($1) : 0 })
         if let admin, let before {
             let after = try BenchRedis.stats(admin)
-            let n = Double(batches[(batches.count / 2)...].map(\.count).reduce(0, +))
+            let n = secondHalf
             // The INFO call itself is one command and a few kB: negligible against n transactions.
             row.redis = ((after.cpuSeconds - before.cpuSeconds) * 1e6 / n, (after.commandMicros - before.commandMicros) / n,
                          Double(after.outputBytes - before.outputBytes) / n, Double(after.commands - before.commands) / n)
