@@ -82,8 +82,23 @@ public final class Daemon: Sendable {
         } else {
             api = nil
         }
+        if let redis = scorer.store as? RedisVelocityStore { Self.checkEviction(redis, logger: logger) }
         let v = scorer.versions
         logger.info("loaded", metadata: ["model": "\(v.model)", "rules": "\(v.rules)", "costs": "\(v.costs)", "store": "\(storeDescription)"])
+    }
+
+    /// Says so at start when Redis may evict the store's keys (`docs/operations.md`): windows
+    /// would then lose history without any error.
+    static func checkEviction(_ redis: RedisVelocityStore, logger: Logger) {
+        switch try? redis.evictionCheck() {
+        case .evicts(let policy, let limit):
+            logger.warning("Redis may evict entity logs: windows would silently lose history; set maxmemory-policy noeviction",
+                           metadata: ["maxmemory-policy": "\(policy)", "maxmemory": "\(limit)"])
+        case .unknown(let why):
+            logger.notice("could not read Redis's maxmemory-policy; it must be noeviction", metadata: ["reply": "\(why)"])
+        case .safe, nil:
+            break
+        }
     }
 
     static func storeFactory(

@@ -872,6 +872,35 @@ public final class RedisVelocityStore: VelocityStore {
         }
     }
 
+    /// Whether Redis may delete this store's keys when its memory is full.
+    public enum EvictionCheck: Sendable, Equatable {
+        /// No `maxmemory`, or the `noeviction` policy: a full Redis refuses writes, which fail
+        /// batches visibly (store errors, degraded verdicts) and lose nothing.
+        case safe
+        /// A `maxmemory` (bytes) with an evicting policy: under memory pressure Redis deletes
+        /// entity logs and transaction records, and windows silently lose their history.
+        case evicts(policy: String, maxmemory: Int64)
+        /// The settings could not be read (`CONFIG` renamed, or not allowed to this user).
+        case unknown(String)
+    }
+
+    /// Reads `maxmemory` and `maxmemory-policy` from the server this store's connection reaches
+    /// (on a cluster, one node: the others are meant to share its configuration).
+    /// - Throws: when Redis does not answer.
+    public func evictionCheck() throws(StoreError) -> EvictionCheck {
+        let replies = try state.withLock { s throws(StoreError) in
+            try roundTrip(&s, RedisPipeline([["CONFIG", "GET", "maxmemory"].bytes, ["CONFIG", "GET", "maxmemory-policy"].bytes]))
+        }
+        func value(_ r: RedisReply) -> String? {
+            guard case .array(let pair) = r, pair.count == 2, case .string(let v) = pair[1] else { return nil }
+            return String(decoding: v, as: UTF8.self)
+        }
+        guard let limit = value(replies[0]).flatMap({ Int64($0) }), let policy = value(replies[1]) else {
+            return .unknown(replies.compactMap(\.errorMessage).first ?? "unexpected CONFIG GET reply")
+        }
+        return limit == 0 || policy == "noeviction" ? .safe : .evicts(policy: policy, maxmemory: limit)
+    }
+
     /// Sends arbitrary commands (tests, benchmarks, administration).
     public func command(_ args: [String]) throws(StoreError) -> RedisReply { try command(bytes: args.bytes) }
 

@@ -246,6 +246,21 @@ struct DaemonEndToEndTests {
         b.process.wait()
     }
 
+
+    /// A Redis that would evict keys under memory pressure is named at start: windows would
+    /// otherwise lose history without any error (docs/operations.md).
+    @Test func warnsWhenRedisMayEvict() throws {
+        let stack = try Stack(redis: true)
+        for setting in [["maxmemory", "1gb"], ["maxmemory-policy", "allkeys-lru"]] {
+            let p = try ChildProcess("/usr/bin/redis-cli", ["-p", String(stack.redis!.port), "CONFIG", "SET"] + setting, directory: stack.directory, name: "redis-cli")
+            #expect(p.wait(timeout: .seconds(30)) == 0 && p.output.contains("OK"))
+        }
+        let daemon = try stack.startDaemon()
+        try daemon.waitReady()
+        #expect(daemon.log.contains("Redis may evict entity logs") && daemon.log.contains("allkeys-lru"), "\(daemon.log.suffix(2000))")
+        daemon.process.signal(SIGTERM)
+        #expect(daemon.process.wait(timeout: .seconds(30)) == 0)
+    }
     @Test("labels feed the store; no raw card number, email or IP in Redis keys, verdicts or logs")
     func labelsAndNoRawIdentifiers() throws {
         let stack = try Stack(redis: true)

@@ -387,6 +387,20 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         }
     }
 
+    /// A Redis that may evict keys under memory pressure is reported, so vigild can warn at start.
+    @Test func evictionIsReported() throws {
+        let server = try RedisServer(extra: ["--user", "limited", "on", ">pw-for-test", "~vigil:*", "+@all", "-config"])
+        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        #expect(try redis.evictionCheck() == .safe)
+        _ = try redis.command(["CONFIG", "SET", "maxmemory", "100mb"])
+        #expect(try redis.evictionCheck() == .safe, "noeviction refuses writes instead")
+        _ = try redis.command(["CONFIG", "SET", "maxmemory-policy", "volatile-lru"])
+        #expect(try redis.evictionCheck() == .evicts(policy: "volatile-lru", maxmemory: 100 << 20))
+        let limited = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL("redis://limited:pw-for-test@127.0.0.1:\(server.port)")))
+        guard case .unknown(let why) = try limited.evictionCheck() else { Issue.record("CONFIG is not allowed to this user"); return }
+        #expect(why.contains("NOPERM"), "\(why)")
+    }
+
     @Test func urlsAndAuth() throws {
         let u = try RedisURL("redis://alice:s3cret@10.0.0.5:6380/2")
         #expect(u.endpoint == .tcp(host: "10.0.0.5", port: 6380) && u.user == "alice" && u.password == "s3cret" && u.database == 2)
