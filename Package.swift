@@ -86,7 +86,7 @@ let package = Package(
         // The daemon: Kafka in, verdicts out, admin HTTP. `vigild` is its thin command line.
         .target(name: "VigilDaemon",
                 dependencies: [
-                    "Vigil", "VigilKafka", "VigilRedis", "VigilAPI",
+                    "Vigil", "VigilCore", "VigilKafka", "VigilRedis", "VigilAPI",
                     .product(name: "Hummingbird", package: "hummingbird"),
                     .product(name: "Prometheus", package: "swift-prometheus"),
                     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -104,7 +104,7 @@ let package = Package(
                           swiftSettings: strict),
         .executableTarget(name: "vigil",
                           dependencies: [
-                            "Vigil", "VigilSimulator", "VigilBacktest", "VigilRedis", "VigilKafka", "VigilAPI",
+                            "Vigil", "VigilCore", "VigilSimulator", "VigilBacktest", "VigilRedis", "VigilKafka", "VigilAPI",
                             .product(name: "GRPCCore", package: "grpc-swift-2"),
                             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                             .product(name: "ArgumentParser", package: "swift-argument-parser"),

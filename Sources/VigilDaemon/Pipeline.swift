@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import Vigil
+import VigilCore
 import VigilRedis
 import VigilKafka
 

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import VigilCore
 
 /// Where the daemon's threads spend their CPU, by pipeline stage: exported as
 /// `vigil_cpu_seconds_total{stage}` so an operator (and `scripts/load-bench.sh`) can read the
@@ -29,13 +25,6 @@ enum Stage: Int, CaseIterable, Sendable {
     case other
 
     var name: String { String(describing: self) }
-}
-
-/// CPU nanoseconds of the calling thread.
-func threadCPUNanoseconds() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }
 
 /// Lap timer over one thread's CPU clock: each ``lap(_:)`` charges the CPU used since the last

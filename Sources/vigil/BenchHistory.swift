@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Vigil
+import VigilCore
 import VigilRedis
 import VigilSimulator
 
@@ -87,12 +88,6 @@ struct BenchHistory: ParsableCommand {
         return line
     }
 
-    static func threadCPUSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
     func measure(_ stream: [Transaction], target: String, plan: FeaturePlan, engine: FeatureEngine) throws -> Row {
         let clock = ContinuousClock()
         let velocity: any VelocityStore
@@ -118,10 +113,10 @@ struct BenchHistory: ParsableCommand {
                 before = try BenchRedis.stats(admin)
                 tripsBefore = (velocity as! RedisVelocityStore).roundTrips
             }
-            let t0 = clock.now, c0 = Self.threadCPUSeconds()
+            let t0 = clock.now, c0 = threadCPUNanoseconds()
             _ = try engine.features(b, store: velocity)
             tenths[k * 10 / batches.count] += (clock.now - t0).seconds
-            if k >= batches.count / 2 { cpu += Self.threadCPUSeconds() - c0 }
+            if k >= batches.count / 2 { cpu += Double(threadCPUNanoseconds() - c0) / 1e9 }
             counts[k * 10 / batches.count] += b.count
         }
         let secondHalf = Double(batches[(batches.count / 2)...].map(\.count).reduce(0, +))
