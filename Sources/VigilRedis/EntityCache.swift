@@ -29,10 +29,12 @@ final class CachedEntity {
     var used: ContinuousClock.Instant
     var bytes = 0
     /// Its place in the cache and its neighbours in the cache's recency list (less and more
-    /// recently used); set while cached.
+    /// recently used); set while cached. The links do not own: the cache's dictionary holds
+    /// every linked entity, and an entity is unlinked before it leaves it, so moving one to the
+    /// list's end costs no reference counting.
     var slot = EntitySlot(entity: 0, key: 0)
-    var older: CachedEntity?
-    var newer: CachedEntity?
+    unowned(unsafe) var older: CachedEntity?
+    unowned(unsafe) var newer: CachedEntity?
 
     init(plan: EntityPlan, now: ContinuousClock.Instant) {
         state = EntityState(plan: plan)
@@ -56,9 +58,9 @@ struct EntityCache {
     let budget: Int
     private(set) var entities: [EntitySlot: CachedEntity] = [:]
     private(set) var bytes = 0
-    /// The ends of the recency list.
-    private var oldest: CachedEntity?
-    private var newest: CachedEntity?
+    /// The ends of the recency list (held by ``entities``, as every linked entity is).
+    private unowned(unsafe) var oldest: CachedEntity?
+    private unowned(unsafe) var newest: CachedEntity?
     private(set) var evictions = 0
 
     /// What an entity costs beyond its state and frame list: the object, its slot in the
@@ -100,12 +102,9 @@ struct EntityCache {
         unlink(old)
     }
 
-    /// Empties the cache, unlinking the list one entity at a time (dropping a long chain of
-    /// strong links at once would release it recursively, one stack frame per entity).
+    /// Empties the cache, leaving no entity a link to another (a batch may still hold some).
     mutating func removeAll() {
-        var next = oldest
-        while let e = next {
-            next = e.newer
+        for e in entities.values {
             e.older = nil
             e.newer = nil
         }

@@ -72,6 +72,16 @@ struct RedisPipeline {
 
     mutating func argument(_ a: [UInt8]) { argument(count: a.count) { $0.append(contentsOf: a) } }
 
+    /// A constant argument (a command word, an option): no array to retain per use.
+    mutating func argument(_ a: StaticString) {
+        argument(count: a.utf8CodeUnitCount) { out in a.withUTF8Buffer { out.append(contentsOf: $0) } }
+    }
+
+    /// `n` in decimal.
+    mutating func argument(decimal n: UInt64) {
+        argument(count: Self.digits(n)) { Self.appendDecimal(n, to: &$0) }
+    }
+
     /// An argument of `count` bytes, which `write` appends.
     mutating func argument(count: Int, _ write: (inout [UInt8]) -> Void) {
         precondition(argument < argumentCount, "more arguments than the command declared")
@@ -105,12 +115,16 @@ struct RedisPipeline {
         }
     }
 
-    /// `v` as 16 lowercase hex digits.
+    /// `v` as 16 lowercase hex digits, written in place and appended at once.
     static func appendHex(_ v: UInt64, to out: inout [UInt8]) {
-        for shift in stride(from: 60, through: 0, by: -4) {
-            let d = UInt8((v >> UInt64(shift)) & 0xF)
-            out.append(d < 10 ? UInt8(ascii: "0") + d : UInt8(ascii: "a") + d - 10)
+        var digits: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &digits) { d in
+            for k in 0..<16 {
+                let x = UInt8((v >> UInt64(60 - 4 * k)) & 0xF)
+                d[k] = x < 10 ? UInt8(ascii: "0") + x : UInt8(ascii: "a") + x - 10
+            }
         }
+        withUnsafeBytes(of: &digits) { out.append(contentsOf: $0) }
     }
 
     private mutating func decimal(_ n: UInt64) { Self.appendDecimal(n, to: &bytes) }

@@ -172,10 +172,8 @@ public final class RedisVelocityStore: VelocityStore {
     /// Writes transaction `id`'s record key as the next argument.
     func transactionKey(_ id: UInt64, into p: inout RedisPipeline) { p.argument(transactionKeyPrefix, hex: id, UInt8(ascii: "}")) }
 
-    // Command words, made once (every command of every batch names one).
-    static let SET = Array("SET".utf8), GET = Array("GET".utf8), PX = Array("PX".utf8), NX = Array("NX".utf8)
-    static let APPEND = Array("APPEND".utf8), GETRANGE = Array("GETRANGE".utf8), PEXPIRE = Array("PEXPIRE".utf8)
-    static let EVAL = Array("EVAL".utf8), three = Array("3".utf8), zero = Array("0".utf8), empty: [UInt8] = []
+    // Command words for the commands built whole (the batch path writes its words as constants).
+    static let SET = Array("SET".utf8), GET = Array("GET".utf8), PX = Array("PX".utf8), NX = Array("NX".utf8), zero = Array("0".utf8)
     var generationKey: [UInt8] { Array("\(configuration.prefix):{gen}".utf8) }
 
     /// The compaction, the one script: sent after a batch's appends when a log's dead prefix
@@ -435,9 +433,9 @@ public final class RedisVelocityStore: VelocityStore {
             }
             for r in reshorten {
                 commands.begin(3)
-                commands.argument(Self.PEXPIRE)
+                commands.argument("PEXPIRE")
                 logKey(r.slot, r.epoch, into: &commands)
-                commands.argument(Self.empty, decimal: Self.sealedTTL)
+                commands.argument(decimal: Self.sealedTTL)
             }
             reshorten = []
             let head = commands.count
@@ -449,63 +447,63 @@ public final class RedisVelocityStore: VelocityStore {
                     sent.append((k, commands.count))
                     if epoch == nil {
                         commands.begin(2)
-                        commands.argument(Self.GET)
+                        commands.argument("GET")
                         pointerKey(slot, into: &commands)
                     }
                     let e = epoch ?? 0
                     commands.begin(4)
-                    commands.argument(Self.GETRANGE)
+                    commands.argument("GETRANGE")
                     logKey(slot, e, into: &commands)
-                    commands.argument(Self.zero)
-                    commands.argument(Self.empty, decimal: UInt64(configuration.readChunkBytes - 1))
+                    commands.argument("0")
+                    commands.argument(decimal: UInt64(configuration.readChunkBytes - 1))
                     commands.begin(3)
-                    commands.argument(Self.APPEND)
+                    commands.argument("APPEND")
                     logKey(slot, e, into: &commands)
                     Self.frameArgument(kind, payloads[k], into: &commands)
                     // A log this append created gets its TTL; one that had it keeps it.
                     commands.begin(4)
-                    commands.argument(Self.PEXPIRE)
+                    commands.argument("PEXPIRE")
                     logKey(slot, e, into: &commands)
-                    commands.argument(Self.empty, decimal: ttl)
-                    commands.argument(Self.NX)
+                    commands.argument(decimal: ttl)
+                    commands.argument("NX")
                 case .read(let to):
                     sent.append((k, commands.count))
                     let c = cached[k]!
                     let end = min(to, c.length + readLength(after: partial[k]))
                     commands.begin(4)
-                    commands.argument(Self.GETRANGE)
+                    commands.argument("GETRANGE")
                     logKey(slot, c.epoch, into: &commands)
-                    commands.argument(Self.empty, decimal: UInt64(c.length))
-                    commands.argument(Self.empty, decimal: UInt64(end - 1))
+                    commands.argument(decimal: UInt64(c.length))
+                    commands.argument(decimal: UInt64(end - 1))
                 case .append:
                     sent.append((k, commands.count))
                     let c = cached[k]!
                     if now - c.used > configuration.staleAfter {
                         commands.begin(2)
-                        commands.argument(Self.GET)
+                        commands.argument("GET")
                         pointerKey(slot, into: &commands)
                     }
                     commands.begin(3)
-                    commands.argument(Self.APPEND)
+                    commands.argument("APPEND")
                     logKey(slot, c.epoch, into: &commands)
                     Self.frameArgument(kind, payloads[k], into: &commands)
                     if now - c.used > configuration.staleAfter {
                         // Should the log be gone, this append made a new one: it gets a TTL.
                         commands.begin(4)
-                        commands.argument(Self.PEXPIRE)
+                        commands.argument("PEXPIRE")
                         logKey(slot, c.epoch, into: &commands)
-                        commands.argument(Self.empty, decimal: ttl)
-                        commands.argument(Self.NX)
+                        commands.argument(decimal: ttl)
+                        commands.argument("NX")
                     } else if now - c.refreshed > refreshEvery {
                         commands.begin(3)
-                        commands.argument(Self.PEXPIRE)
+                        commands.argument("PEXPIRE")
                         logKey(slot, c.epoch, into: &commands)
-                        commands.argument(Self.empty, decimal: ttl)
+                        commands.argument(decimal: ttl)
                         if c.epoch > 0 {
                             commands.begin(3)
-                            commands.argument(Self.PEXPIRE)
+                            commands.argument("PEXPIRE")
                             pointerKey(slot, into: &commands)
-                            commands.argument(Self.empty, decimal: ttl)
+                            commands.argument(decimal: ttl)
                         }
                         c.refreshed = now
                     }
@@ -692,18 +690,18 @@ public final class RedisVelocityStore: VelocityStore {
     /// the retention (``compactScript``).
     func compaction(_ slot: EntitySlot, epoch: UInt64, dead: Int, ttl: UInt64, into p: inout RedisPipeline) {
         p.begin(12, keyAt: 3)
-        p.argument(Self.EVAL)
+        p.argument("EVAL")
         p.argument(Self.compactScript)
-        p.argument(Self.three)
+        p.argument("3")
         logKey(slot, epoch, into: &p)
         logKey(slot, epoch + 1, into: &p)
         pointerKey(slot, into: &p)
-        p.argument(Self.empty, decimal: epoch)
-        p.argument(Self.empty, decimal: UInt64(dead))
+        p.argument(decimal: epoch)
+        p.argument(decimal: UInt64(dead))
         p.argument(Frame.marker(Frame.header, epoch: epoch + 1, dead: dead))
         p.argument(Frame.marker(Frame.seal, epoch: epoch + 1, dead: dead))
-        p.argument(Self.empty, decimal: ttl)
-        p.argument(Self.empty, decimal: Self.sealedTTL)
+        p.argument(decimal: ttl)
+        p.argument(decimal: Self.sealedTTL)
     }
 
     /// After a batch: queues the compaction of logs whose dead prefix (frames wholly older than
@@ -748,15 +746,15 @@ public final class RedisVelocityStore: VelocityStore {
         var records = RedisPipeline(capacity: batch.count * (80 + 8 * batch.entityCount))
         for i in 0..<batch.count {
             records.begin(6)
-            records.argument(Self.SET)
+            records.argument("SET")
             transactionKey(batch.ids[i], into: &records)
             records.argument(count: 8 * (1 + batch.entityCount)) { record in
                 Self.append(UInt64(bitPattern: batch.times[i]), to: &record)
                 for e in 0..<batch.entityCount { Self.append(batch.keys[i * batch.entityCount + e], to: &record) }
             }
-            records.argument(Self.PX)
+            records.argument("PX")
             records.argument(ttl)
-            records.argument(Self.NX)
+            records.argument("NX")
         }
         let plan = self.plan
         let lateness = allowedLateness
@@ -781,7 +779,7 @@ public final class RedisVelocityStore: VelocityStore {
             var gets = RedisPipeline()
             for l in fraud {
                 gets.begin(2)
-                gets.argument(Self.GET)
+                gets.argument("GET")
                 transactionKey(l.id, into: &gets)
             }
             return try roundTrip(&s, gets)
@@ -829,12 +827,12 @@ public final class RedisVelocityStore: VelocityStore {
         let slot = EntitySlot(entity: e, key: hash)
         var get = RedisPipeline()
         get.begin(2)
-        get.argument(Self.GET)
+        get.argument("GET")
         pointerKey(slot, into: &get)
         let epoch = try state.withLock { s throws(StoreError) in try Self.epoch(roundTrip(&s, get)[0]) }
         var read = RedisPipeline()
         read.begin(2)
-        read.argument(Self.GET)
+        read.argument("GET")
         logKey(slot, epoch, into: &read)
         let reply = try state.withLock { s throws(StoreError) in try roundTrip(&s, read)[0] }
         guard case .string(let log) = reply else { return ([], []) }
