@@ -358,9 +358,11 @@ public final class RedisVelocityStore: VelocityStore {
 
         init(capacity: Int = 0) { index.reserveCapacity(capacity) }
 
-        /// Adds to `slot`'s frame; returns the frame's index.
+        /// Adds to `slot`'s frame `size` bytes, which `write` appends; returns the frame's index.
+        /// A new frame starts with room for them: most frames hold one event, which grown from
+        /// empty cost four reallocations (7.75% of the store's instructions in a profile).
         @discardableResult
-        mutating func add(_ slot: EntitySlot, time: Int64, _ write: (inout [UInt8]) -> Void) -> Int {
+        mutating func add(_ slot: EntitySlot, time: Int64, size: Int, _ write: (inout [UInt8]) -> Void) -> Int {
             let k: Int
             if let found = index[slot] {
                 k = found
@@ -368,7 +370,9 @@ public final class RedisVelocityStore: VelocityStore {
                 k = slots.count
                 index[slot] = k
                 slots.append(slot)
-                payloads.append([])
+                var payload: [UInt8] = []
+                payload.reserveCapacity(size)
+                payloads.append(payload)
                 newest.append(.min)
             }
             write(&payloads[k])
@@ -737,7 +741,7 @@ public final class RedisVelocityStore: VelocityStore {
             for e in 0..<batch.entityCount {
                 let key = batch.keys[i * batch.entityCount + e]
                 guard key != 0 else { continue }
-                frameOf[i * batch.entityCount + e] = appends.add(EntitySlot(entity: e, key: key), time: batch.times[i]) {
+                frameOf[i * batch.entityCount + e] = appends.add(EntitySlot(entity: e, key: key), time: batch.times[i], size: eventSize(e)) {
                     appendEvent(batch, i, e, to: &$0)
                 }
             }
@@ -795,7 +799,7 @@ public final class RedisVelocityStore: VelocityStore {
                 let key = Self.read(record[...], 8 * (1 + e))
                 guard key != 0 else { continue }
                 let slot = EntitySlot(entity: e, key: key)
-                appends.add(slot, time: time) { frame in
+                appends.add(slot, time: time, size: 16) { frame in
                     Self.append(l.id, to: &frame)
                     Self.append(UInt64(bitPattern: time), to: &frame)
                 }
