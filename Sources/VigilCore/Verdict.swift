@@ -120,37 +120,37 @@ public struct Verdict: Sendable, Hashable {
     public func encodeJSON(into buffer: inout [UInt8]) {
         JSONWriter.append(to: &buffer) { w in
         w.object { w in
-            w.field("id", transactionID)
-            w.field("action", action.rawValue)
-            w.field("probability", probability)
-            w.key("timestamp")
+            w.field(literal: "id", transactionID)
+            w.field(literal: "action", action.rawValue)
+            w.field(literal: "probability", probability)
+            w.key(literal: "timestamp")
             w.timestamp(timestamp)
-            w.key("members")
+            w.key(literal: "members")
             w.object { w in for m in memberScores { w.field(m.name, m.probability) } }
-            w.key("reasons")
+            w.key(literal: "reasons")
             w.array { w in
                 for r in reasons {
                     w.object { w in
-                        w.field("kind", r.kind.rawValue)
-                        w.field("code", r.code)
-                        if let d = r.detail { w.field("detail", d) }
-                        if let v = r.value { w.field("value", v) }
+                        w.field(literal: "kind", r.kind.rawValue)
+                        w.field(literal: "code", r.code)
+                        if let d = r.detail { w.field(literal: "detail", d) }
+                        if let v = r.value { w.field(literal: "value", v) }
                     }
                 }
             }
             if !tags.isEmpty {
-                w.key("tags")
+                w.key(literal: "tags")
                 w.array { w in for t in tags { w.element(t) } }
             }
-            w.field("model", modelVersion)
-            w.field("rules", rulesVersion)
-            w.field("degraded", degraded)
-            w.key("latency_us")
+            w.field(literal: "model", modelVersion)
+            w.field(literal: "rules", rulesVersion)
+            w.field(literal: "degraded", degraded)
+            w.key(literal: "latency_us")
             w.object { w in
-                w.field("features", latency.features)
-                w.field("rules", latency.rules)
-                w.field("model", latency.model)
-                w.field("decide", latency.decide)
+                w.field(literal: "features", latency.features)
+                w.field(literal: "rules", latency.rules)
+                w.field(literal: "model", latency.model)
+                w.field(literal: "decide", latency.decide)
             }
         }
         }
@@ -217,11 +217,28 @@ public struct JSONWriter {
         commas &= ~(1 << UInt64(depth))
     }
 
+    /// A key known when compiling (plain ASCII, nothing to escape): copied as it is, where a
+    /// `String` key is scanned for characters to escape. The verdict's keys are all literals.
+    public mutating func key(literal k: StaticString) {
+        assert(k.withUTF8Buffer { !$0.contains { $0 < 0x20 || $0 == 34 || $0 == 92 || $0 > 0x7e } }, "key(literal:) takes plain ASCII")
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        k.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
+        commas &= ~(1 << UInt64(depth))
+    }
+
+    public mutating func field(literal k: StaticString, _ v: String) { key(literal: k); element(v) }
+    public mutating func field(literal k: StaticString, _ v: Double) { key(literal: k); element(v) }
+    public mutating func field(literal k: StaticString, _ v: Bool) { key(literal: k); element(v) }
+
     public mutating func field(_ k: String, _ v: String) { key(k); element(v) }
     public mutating func field(_ k: String, _ v: Double) { key(k); element(v) }
     public mutating func field(_ k: String, _ v: Int) { key(k); separate(); Timestamp.appendPadded(v, 0, to: &bytes) }
-    public mutating func field(_ k: String, _ v: Bool) {
-        key(k)
+    public mutating func field(_ k: String, _ v: Bool) { key(k); element(v) }
+
+    public mutating func element(_ v: Bool) {
         separate()
         bytes.append(contentsOf: v ? "true".utf8 : "false".utf8)
     }

@@ -250,23 +250,29 @@ final class Pipeline: @unchecked Sendable {
         batch.decided = result
         batch.features = nil  // the result holds the matrix
         let decided = threadCPUNanoseconds()
-        // Every verdict's JSON written straight into one buffer for the batch; each message holds
-        // its slice of it (one allocation per batch, not per verdict).
-        var json: [UInt8] = []
-        json.reserveCapacity(batch.verdicts.count * 640)
-        var ends: [Int] = []
-        ends.reserveCapacity(batch.verdicts.count)
-        for v in batch.verdicts {
-            v.encodeJSON(into: &json)
-            ends.append(json.count)
+        // Every verdict's JSON, key and header values are written straight into one buffer for
+        // the batch, and its headers into one array: each message holds slices of the two (two
+        // allocations per batch, none per verdict).
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(batch.verdicts.count * 768)
+        var layouts: [(json: Range<Int>, key: Range<Int>, provenance: Provenance)] = []
+        layouts.reserveCapacity(batch.verdicts.count)
+        for (v, m) in zip(batch.verdicts, batch.sources) {
+            let start = bytes.count
+            v.encodeJSON(into: &bytes)
+            let json = start..<bytes.count
+            bytes.append(contentsOf: v.transactionID.utf8)
+            layouts.append((json, json.upperBound..<bytes.count, Provenance(of: m, hasher: hasher, into: &bytes)))
         }
-        batch.outputs.reserveCapacity(batch.outputs.count + batch.verdicts.count)
+        var headers: [OutgoingHeader] = []
+        headers.reserveCapacity(layouts.count * 2)
+        for l in layouts { l.provenance.headers(in: bytes, into: &headers) }
+        batch.outputs.reserveCapacity(batch.outputs.count + layouts.count)
         var from = 0
-        for ((v, m), end) in zip(zip(batch.verdicts, batch.sources), ends) {
-            batch.outputs.append(OutgoingMessage(
-                topic: topics.verdicts, key: Array(v.transactionID.utf8), value: json[from..<end],
-                headers: provenance(of: m, hasher: hasher)))
-            from = end
+        for l in layouts {
+            let to = from + l.provenance.count
+            batch.outputs.append(OutgoingMessage(topic: topics.verdicts, key: bytes[l.key], value: bytes[l.json], headers: headers[from..<to]))
+            from = to
         }
         batch.decideCPU = decided - start
         batch.encodeCPU = threadCPUNanoseconds() - decided
@@ -301,19 +307,42 @@ final class Pipeline: @unchecked Sendable {
     private func deadLetter(_ m: KafkaMessage, reason: String, category: String) -> OutgoingMessage {
         metrics.deadLetter(reason: category).increment()
         logger.debug("dead letter", metadata: ["reason": "\(reason)", "partition": "\(m.partition)", "offset": "\(m.offset)"])
-        return OutgoingMessage(
-            topic: configuration.kafka.topics.deadLetters, key: m.key, value: m.value,
-            headers: [("vigil-reason", Array(reason.utf8)), ("vigil-reason-code", Array(category.utf8))] + Self.provenance(of: m, hasher: hasher))
+        var bytes = Array(reason.utf8)
+        bytes += category.utf8
+        let provenance = Provenance(of: m, hasher: hasher, into: &bytes)
+        var headers = [OutgoingHeader("vigil-reason", bytes[..<reason.utf8.count]), OutgoingHeader("vigil-reason-code", bytes[reason.utf8.count..<provenance.source.lowerBound])]
+        provenance.headers(in: bytes, into: &headers)
+        return OutgoingMessage(topic: configuration.kafka.topics.deadLetters, key: m.key?[...], value: m.value[...], headers: headers[...])
     }
 
-    /// Where an output came from, and the source's partition key as a keyed hash (the raw key may
-    /// be a card number; a consumer can still co-partition by the hash).
-    static func provenance(of m: KafkaMessage, hasher: KeyedHasher) -> [(String, [UInt8])] {
-        var h: [(String, [UInt8])] = [("vigil-source", Array("\(m.topic)/\(m.partition)/\(m.offset)".utf8))]
-        if let key = m.key {
-            h.append(("vigil-partition-key-hash", Array(String(hasher.hash(key, domain: 0xFF), radix: 16).utf8)))
+    /// Where an output came from (`vigil-source`: topic/partition/offset), and the source's
+    /// partition key as a keyed hash (`vigil-partition-key-hash`, hex: the raw key may be a card
+    /// number; a consumer can still co-partition by the hash): written as bytes into a buffer the
+    /// batch shares, with no intermediate strings.
+    struct Provenance {
+        var source: Range<Int>
+        var keyHash: Range<Int>?
+
+        init(of m: KafkaMessage, hasher: KeyedHasher, into bytes: inout [UInt8]) {
+            let start = bytes.count
+            bytes += m.topic.utf8
+            bytes.append(UInt8(ascii: "/"))
+            ASCIINumbers.appendDecimal(Int64(m.partition), to: &bytes)
+            bytes.append(UInt8(ascii: "/"))
+            ASCIINumbers.appendDecimal(m.offset, to: &bytes)
+            source = start..<bytes.count
+            guard let key = m.key else { return }
+            ASCIINumbers.appendHexTrimmed(hasher.hash(key, domain: 0xFF), to: &bytes)
+            keyHash = source.upperBound..<bytes.count
         }
-        return h
+
+        /// Headers written.
+        var count: Int { keyHash == nil ? 1 : 2 }
+
+        func headers(in bytes: [UInt8], into headers: inout [OutgoingHeader]) {
+            headers.append(OutgoingHeader("vigil-source", bytes[source]))
+            if let keyHash { headers.append(OutgoingHeader("vigil-partition-key-hash", bytes[keyHash])) }
+        }
     }
 
     /// A short, bounded label for the dead-letter metric.

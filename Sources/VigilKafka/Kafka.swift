@@ -70,22 +70,40 @@ public struct TopicPartition: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A message to publish.
+///
+/// Its bytes are slices, so the messages of a batch can share one buffer for their keys, values
+/// and header values, and one array for their headers: publishing a batch then allocates per
+/// batch, not per message (the producer copies the bytes).
 public struct OutgoingMessage: Sendable {
     public var topic: String
-    public var key: [UInt8]?
-    /// A slice, so the messages of a batch can share one buffer (the producer copies the bytes).
+    public var key: ArraySlice<UInt8>?
     public var value: ArraySlice<UInt8>
-    public var headers: [(String, [UInt8])]
+    public var headers: ArraySlice<OutgoingHeader>
 
-    public init(topic: String, key: [UInt8]?, value: ArraySlice<UInt8>, headers: [(String, [UInt8])] = []) {
+    /// A message whose bytes and headers are slices of buffers its batch shares.
+    public init(topic: String, key: ArraySlice<UInt8>?, value: ArraySlice<UInt8>, headers: ArraySlice<OutgoingHeader>) {
         self.topic = topic
         self.key = key
         self.value = value
         self.headers = headers
     }
 
+    public init(topic: String, key: [UInt8]?, value: ArraySlice<UInt8>, headers: [(String, [UInt8])] = []) {
+        self.init(topic: topic, key: key?[...], value: value, headers: headers.map { OutgoingHeader($0.0, $0.1[...]) }[...])
+    }
+
     public init(topic: String, key: [UInt8]?, value: [UInt8], headers: [(String, [UInt8])] = []) {
         self.init(topic: topic, key: key, value: value[...], headers: headers)
+    }
+}
+
+/// A header of an ``OutgoingMessage``: its value a slice of a buffer the batch may share.
+public struct OutgoingHeader: Sendable {
+    public var name: String
+    public var value: ArraySlice<UInt8>
+    public init(_ name: String, _ value: ArraySlice<UInt8>) {
+        self.name = name
+        self.value = value
     }
 }
 

@@ -86,8 +86,8 @@ public final class KafkaProducer: @unchecked Sendable {
             var headers: OpaquePointer?
             if !message.headers.isEmpty {
                 headers = rd_kafka_headers_new(message.headers.count)
-                for (name, value) in message.headers {
-                    value.withUnsafeBytes { _ = rd_kafka_header_add(headers, name, -1, $0.baseAddress, $0.count) }
+                for h in message.headers {
+                    h.value.withUnsafeBytes { _ = rd_kafka_header_add(headers, h.name, -1, $0.baseAddress, $0.count) }
                 }
             }
             let err = message.value.withUnsafeBytes { v in
@@ -103,7 +103,7 @@ public final class KafkaProducer: @unchecked Sendable {
         }
     }
 
-    private func withKey<R>(_ key: [UInt8]?, _ body: (UnsafeRawPointer?, Int) -> R) -> R {
+    private func withKey<R>(_ key: ArraySlice<UInt8>?, _ body: (UnsafeRawPointer?, Int) -> R) -> R {
         guard let key else { return body(nil, 0) }
         return key.withUnsafeBytes { body($0.baseAddress, $0.count) }
     }

@@ -1,3 +1,5 @@
+import VigilCore
+
 /// Commands for one round trip, encoded in RESP into one buffer as they are built:
 /// `*<argc>\r\n`, then `$<len>\r\n<arg>\r\n` per argument.
 ///
@@ -79,7 +81,7 @@ struct RedisPipeline {
 
     /// `n` in decimal.
     mutating func argument(decimal n: UInt64) {
-        argument(count: Self.digits(n)) { Self.appendDecimal(n, to: &$0) }
+        argument(count: ASCIINumbers.digits(n)) { ASCIINumbers.appendDecimal(n, to: &$0) }
     }
 
     /// An argument of `count` bytes, which `write` appends.
@@ -100,9 +102,9 @@ struct RedisPipeline {
 
     /// `prefix` followed by `n` in decimal (numbers: offsets, TTLs, epochs).
     mutating func argument(_ prefix: [UInt8], decimal n: UInt64) {
-        argument(count: prefix.count + Self.digits(n)) {
+        argument(count: prefix.count + ASCIINumbers.digits(n)) {
             $0.append(contentsOf: prefix)
-            Self.appendDecimal(n, to: &$0)
+            ASCIINumbers.appendDecimal(n, to: &$0)
         }
     }
 
@@ -110,36 +112,11 @@ struct RedisPipeline {
     mutating func argument(_ prefix: [UInt8], hex v: UInt64, _ suffix: UInt8) {
         argument(count: prefix.count + 17) {
             $0.append(contentsOf: prefix)
-            Self.appendHex(v, to: &$0)
+            ASCIINumbers.appendHex(v, to: &$0)
             $0.append(suffix)
         }
     }
 
-    /// `v` as 16 lowercase hex digits, written in place and appended at once.
-    static func appendHex(_ v: UInt64, to out: inout [UInt8]) {
-        var digits: (UInt64, UInt64) = (0, 0)
-        withUnsafeMutableBytes(of: &digits) { d in
-            for k in 0..<16 {
-                let x = UInt8((v >> UInt64(60 - 4 * k)) & 0xF)
-                d[k] = x < 10 ? UInt8(ascii: "0") + x : UInt8(ascii: "a") + x - 10
-            }
-        }
-        withUnsafeBytes(of: &digits) { out.append(contentsOf: $0) }
-    }
+    private mutating func decimal(_ n: UInt64) { ASCIINumbers.appendDecimal(n, to: &bytes) }
 
-    private mutating func decimal(_ n: UInt64) { Self.appendDecimal(n, to: &bytes) }
-
-    static func digits(_ n: UInt64) -> Int {
-        var d = 1, x = n
-        while x >= 10 {
-            x /= 10
-            d += 1
-        }
-        return d
-    }
-
-    static func appendDecimal(_ n: UInt64, to out: inout [UInt8]) {
-        if n >= 10 { appendDecimal(n / 10, to: &out) }
-        out.append(UInt8(ascii: "0") + UInt8(n % 10))
-    }
 }

@@ -157,12 +157,12 @@ public final class RedisVelocityStore: VelocityStore {
     /// Writes `s`'s log key of `epoch` as the next argument: `P:x:{E:H}:epoch`.
     func logKey(_ s: EntitySlot, _ epoch: UInt64, into p: inout RedisPipeline) {
         let prefix = logKeyPrefixes[s.entity]
-        p.argument(count: prefix.count + 18 + RedisPipeline.digits(epoch)) {
+        p.argument(count: prefix.count + 18 + ASCIINumbers.digits(epoch)) {
             $0.append(contentsOf: prefix)
-            RedisPipeline.appendHex(s.key, to: &$0)
+            ASCIINumbers.appendHex(s.key, to: &$0)
             $0.append(UInt8(ascii: "}"))
             $0.append(UInt8(ascii: ":"))
-            RedisPipeline.appendDecimal(epoch, to: &$0)
+            ASCIINumbers.appendDecimal(epoch, to: &$0)
         }
     }
 

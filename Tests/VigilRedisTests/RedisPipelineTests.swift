@@ -53,13 +53,4 @@ import Testing
         #expect(joined.count == 6)
         #expect(String(decoding: joined.key(4), as: UTF8.self) == "b")
     }
-
-    @Test func countsDigits() {
-        for n: UInt64 in [0, 9, 10, 99, 100, 12_345, UInt64.max] {
-            var out: [UInt8] = []
-            RedisPipeline.appendDecimal(n, to: &out)
-            #expect(String(decoding: out, as: UTF8.self) == String(n))
-            #expect(RedisPipeline.digits(n) == String(n).count)
-        }
-    }
 }
