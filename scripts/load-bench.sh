@@ -45,8 +45,8 @@ $bin/vigil bench --seconds 1 --warm-up-days 1 | tee "$results/scorer.txt" >&2
 python3 - "$results" $STORES <<'PY'
 import json, sys, re, os
 results, stores = sys.argv[1], sys.argv[2:]
-print("| store | target tx/s | sustained tx/s | verdicts | missing | p50 ms | p99 ms | p99.9 ms |")
-print("|---|---|---|---|---|---|---|---|")
+print("| store | target tx/s | sustained tx/s | verdicts | missing | p50 ms | p99 ms | p99.9 ms | p99 to verdict produced, ms |")
+print("|---|---|---|---|---|---|---|---|---|")
 unthrottled = {}
 for store in stores:
     files = sorted((f for f in os.listdir(results) if f.startswith(store + "-")), key=lambda f: (int(f.split("-")[-1][:-5]) or 10**9))
@@ -55,7 +55,7 @@ for store in stores:
         except Exception: continue
         target = "unthrottled" if s["target_rate"] == 0 else f"{int(s['target_rate']):,}"
         if s["target_rate"] == 0: unthrottled[store] = s["verdict_rate"]
-        print(f"| {store} | {target} | {s['verdict_rate']:,.0f} | {s['verdicts']} | {s['missing']} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['p999_ms']:.2f} |")
+        print(f"| {store} | {target} | {s['verdict_rate']:,.0f} | {s['verdicts']} | {s['missing']} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['p999_ms']:.2f} | {s.get('produced_p99_ms', 0):.0f} |")
 try:
     ceiling = open(os.path.join(results, "ceiling.txt")).read()
     cp = int(re.search(r"consume\+produce\+commit: \d+ in [\d.]+ s = (\d+)", ceiling).group(1))

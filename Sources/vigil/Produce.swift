@@ -233,19 +233,26 @@ final class VerdictTracker: @unchecked Sendable {
     struct Stats {
         var received = 0
         var latencies: [Int64] = []
+        /// From the transaction sent to its verdict produced (the verdict's Kafka timestamp, in
+        /// whole milliseconds): the rest of ``latencies`` is the verdict's way back (vigild's
+        /// linger, the broker, this driver's own fetch).
+        var toProduced: [Int64] = []
         var mix: [Action: Int] = [:]
         var degraded = 0
 
-        mutating func add(latency ns: Int64, action: Action, degraded: Bool) {
+        mutating func add(latency ns: Int64, toProduced produced: Int64?, action: Action, degraded: Bool) {
             received += 1
             latencies.append(ns)
+            if let produced { toProduced.append(produced) }
             mix[action, default: 0] += 1
             if degraded { self.degraded += 1 }
         }
 
-        func percentile(_ p: Double) -> Int64 {
-            guard !latencies.isEmpty else { return 0 }
-            let s = latencies.sorted()
+        func percentile(_ p: Double) -> Int64 { Self.percentile(p, of: latencies) }
+
+        static func percentile(_ p: Double, of values: [Int64]) -> Int64 {
+            guard !values.isEmpty else { return 0 }
+            let s = values.sorted()
             return s[min(s.count - 1, Int(Double(s.count) * p))]
         }
     }
@@ -264,7 +271,9 @@ final class VerdictTracker: @unchecked Sendable {
     }
 
     struct State {
-        var sentAt: [String: ContinuousClock.Instant] = [:]
+        /// When each transaction was sent, and the wall clock then (ms) to compare with the
+        /// verdict's Kafka timestamp.
+        var sentAt: [String: (at: ContinuousClock.Instant, wallMs: Int64)] = [:]
         /// The first verdict of each transaction, as a hash of everything but its latency.
         var first: [String: Int] = [:]
         var duplicates = 0
@@ -320,6 +329,7 @@ final class VerdictTracker: @unchecked Sendable {
             s.sentAt.reserveCapacity(count)
             s.first.reserveCapacity(count)
             s.total.latencies.reserveCapacity(count)
+            s.total.toProduced.reserveCapacity(count)
         }
     }
 
@@ -330,8 +340,8 @@ final class VerdictTracker: @unchecked Sendable {
 
     func sent(_ id: String?) {
         guard let id else { return }
-        let now = ContinuousClock.now
-        state.withLock { $0.sentAt[id] = now }
+        let now = ContinuousClock.now, wall = Int64(Date().timeIntervalSince1970 * 1000)
+        state.withLock { $0.sentAt[id] = (now, wall) }
     }
 
     private func loop() {
@@ -353,18 +363,19 @@ final class VerdictTracker: @unchecked Sendable {
                     }
                     s.first[id] = decision.hashValue
                     s.lastVerdict = now
-                    let latency = sentAt.duration(to: now)
+                    let latency = sentAt.at.duration(to: now)
+                    let produced = m.timestamp.map { max(0, $0 - sentAt.wallMs) * 1_000_000 }
                     let ns = latency.components.seconds * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000
                     let action = Action.allCases.first { decision.contains("\"action\":\"\($0.rawValue)\"") } ?? .review
                     let degraded = decision.contains("\"degraded\":true")
                     // In place: a copy of `total` per verdict made the driver quadratic in the run's length.
-                    s.interval.add(latency: ns, action: action, degraded: degraded)
+                    s.interval.add(latency: ns, toProduced: produced, action: action, degraded: degraded)
                     if let started = s.startedAt {
                         let minute = max(0, Int(started.duration(to: now).components.seconds / 60))
                         while s.byMinute.count <= minute { s.byMinute.append([]) }
                         s.byMinute[minute].append(ns)
                     }
-                    s.total.add(latency: ns, action: action, degraded: degraded)
+                    s.total.add(latency: ns, toProduced: produced, action: action, degraded: degraded)
                 }
             }
         }
@@ -412,6 +423,9 @@ struct Summary {
             s += "\nverdicts: \(t.unique) of \(t.expected) transactions (missing \(t.missing)), duplicates \(t.duplicates) (differing \(t.differing))"
             if let v = verdictSeconds { s += "; last verdict after \(String(format: "%.1f", v)) s (\(Int(Double(t.unique) / max(v, 1e-9))) verdicts/s)" }
             s += "\nproduce-to-verdict latency ms: p50 \(Produce.ms(t.total.percentile(0.5)))  p99 \(Produce.ms(t.total.percentile(0.99)))  p99.9 \(Produce.ms(t.total.percentile(0.999)))  max \(Produce.ms(t.total.latencies.max() ?? 0))"
+            if !t.total.toProduced.isEmpty {
+                s += "\n  of which sent-to-verdict-produced (the verdict's Kafka timestamp, whole ms): p50 \(Produce.ms(VerdictTracker.Stats.percentile(0.5, of: t.total.toProduced)))  p99 \(Produce.ms(VerdictTracker.Stats.percentile(0.99, of: t.total.toProduced)))"
+            }
             s += "\nverdict mix: " + Action.allCases.map { a in
                 let n = t.total.mix[a] ?? 0
                 return "\(a.rawValue) \(n) (\(String(format: "%.2f", 100 * Double(n) / Double(max(t.unique, 1))))%)"
@@ -441,6 +455,8 @@ struct Summary {
                 w.field("p50_ms", Double(t.total.percentile(0.5)) / 1e6)
                 w.field("p99_ms", Double(t.total.percentile(0.99)) / 1e6)
                 w.field("p999_ms", Double(t.total.percentile(0.999)) / 1e6)
+                w.field("produced_p50_ms", Double(VerdictTracker.Stats.percentile(0.5, of: t.total.toProduced)) / 1e6)
+                w.field("produced_p99_ms", Double(VerdictTracker.Stats.percentile(0.99, of: t.total.toProduced)) / 1e6)
                 w.key("p99_ms_by_minute")
                 w.array { w in for p in t.p99ByMinute { w.element(Double(p) / 1e6) } }
                 w.key("mix")
