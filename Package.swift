@@ -118,7 +118,7 @@ let package = Package(
         .testTarget(name: "VigilRulesTests", dependencies: ["VigilRules"], swiftSettings: strict),
         .testTarget(name: "VigilModelsTests", dependencies: ["VigilModels"], swiftSettings: strict),
         .testTarget(name: "VigilDecisionTests", dependencies: ["VigilDecision"], swiftSettings: strict),
-        .target(name: "VigilTestSupport", path: "Tests/VigilTestSupport", swiftSettings: strict),
+        .target(name: "VigilTestSupport", dependencies: ["VigilRedis"], path: "Tests/VigilTestSupport", swiftSettings: strict),
         .testTarget(name: "VigilRedisTests", dependencies: ["VigilRedis", "Vigil", "VigilSimulator", "VigilTestSupport"], swiftSettings: strict),
         .testTarget(name: "VigilBacktestTests", dependencies: ["VigilBacktest", "VigilSimulator"], swiftSettings: strict),
         .testTarget(name: "VigilTests", dependencies: ["Vigil", "VigilSimulator", "VigilBacktest"],

@@ -135,26 +135,28 @@ final class ModelMonitor: @unchecked Sendable {
             metrics.shadowTransactions(s.challenger).increment(by: Int64(s.verdicts.count))
             let actions = Action.allCases
             var agreement = [Int64](repeating: 0, count: actions.count * actions.count)
-            // The batch's lines in one buffer, written whole before any message takes its slice
-            // (a slice shares the storage: appending after would copy it).
-            var json: [UInt8] = []
-            json.reserveCapacity(s.verdicts.count * 200)
-            var ends: [Int] = []
+            // The batch's lines and keys in one buffer, written whole before any message takes
+            // its slices (a slice shares the storage: appending after would copy it).
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(s.verdicts.count * 240)
+            var ends: [(json: Int, key: Int)] = []
             ends.reserveCapacity(s.verdicts.count)
             for v in s.verdicts {
                 agreement[v.champion.action.severity * actions.count + v.challenger.action.severity] += 1
-                v.encodeJSON(into: &json)
-                ends.append(json.count)
+                v.encodeJSON(into: &bytes)
+                let json = bytes.count
+                bytes += v.transactionID.utf8
+                ends.append((json, bytes.count))
             }
             var from = 0
-            for (v, end) in zip(s.verdicts, ends) {
+            for end in ends {
                 sent += 1
                 do {
-                    try producer?.send(OutgoingMessage(topic: configuration.topic, key: Array(v.transactionID.utf8), value: json[from..<end]), token: sent)
+                    try producer?.send(OutgoingMessage(topic: configuration.topic, key: bytes[end.json..<end.key], value: bytes[from..<end.json], headers: []), token: sent)
                 } catch {
                     metrics.deliveryFailures.increment()
                 }
-                from = end
+                from = end.key
             }
             for a in actions {
                 for b in actions where agreement[a.severity * actions.count + b.severity] > 0 {

@@ -308,9 +308,10 @@ final class Pipeline: @unchecked Sendable {
         metrics.deadLetter(reason: category).increment()
         logger.debug("dead letter", metadata: ["reason": "\(reason)", "partition": "\(m.partition)", "offset": "\(m.offset)"])
         var bytes = Array(reason.utf8)
+        let reasonEnd = bytes.count
         bytes += category.utf8
         let provenance = Provenance(of: m, hasher: hasher, into: &bytes)
-        var headers = [OutgoingHeader("vigil-reason", bytes[..<reason.utf8.count]), OutgoingHeader("vigil-reason-code", bytes[reason.utf8.count..<provenance.source.lowerBound])]
+        var headers = [OutgoingHeader("vigil-reason", bytes[..<reasonEnd]), OutgoingHeader("vigil-reason-code", bytes[reasonEnd..<provenance.source.lowerBound])]
         provenance.headers(in: bytes, into: &headers)
         return OutgoingMessage(topic: configuration.kafka.topics.deadLetters, key: m.key?[...], value: m.value[...], headers: headers[...])
     }

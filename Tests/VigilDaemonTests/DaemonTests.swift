@@ -123,10 +123,22 @@ struct DaemonEndToEndTests {
         }
         try stack.publish(messages)
 
-        let verdicts = VerdictSet(try stack.read("verdicts", count: txs.count))
+        let verdictMessages = try stack.read("verdicts", count: txs.count)
+        let verdicts = VerdictSet(verdictMessages)
         #expect(verdicts.missing(txs.map(\.id)).isEmpty)
         #expect(verdicts.byID.count == txs.count)
         #expect(verdicts.duplicates == 0)
+        // Each verdict names its source (topic/partition/offset) and carries the source's key only
+        // as its keyed hash, in hex.
+        let hasher = try KeyedHasher(secret: Array(Stack.hashSecret.utf8))
+        func keyHash(_ key: [UInt8]) -> String { String(hasher.hash(key, domain: 0xFF), radix: 16) }
+        let cards = Dictionary(txs.map { ($0.id, $0.cardID) }, uniquingKeysWith: { a, _ in a })
+        for m in verdictMessages {
+            let id = String(decoding: m.key ?? [], as: UTF8.self)
+            let source = m.header("vigil-source")?.split(separator: "/") ?? []
+            #expect(source.count == 3 && source[0] == "transactions" && Int32(source[1]) != nil && Int64(source[2]) != nil, "\(source)")
+            #expect(m.header("vigil-partition-key-hash") == cards[id]?.flatMap { $0 }.map { keyHash(Array($0.utf8)) })
+        }
 
         let dead = try stack.read("transactions.dlq", count: bad.count, timeout: .seconds(20))
         #expect(dead.count == bad.count)
@@ -135,6 +147,8 @@ struct DaemonEndToEndTests {
             #expect(d.value == Array(b.0.utf8), "original bytes kept")
             #expect(d.header("vigil-reason")?.contains(b.1) == true, "\(d.header("vigil-reason") ?? "no reason") should mention \(b.1)")
             #expect(d.header("vigil-source")?.hasPrefix("transactions/") == true)
+            #expect(d.header("vigil-reason-code")?.isEmpty == false)
+            #expect(d.header("vigil-partition-key-hash") == keyHash(Array("bad\(i)".utf8)))
         }
         #expect(try daemon.metric("vigil_dead_letters_total{reason=\"malformed_json\"}") == 2)
         #expect(try daemon.metric("vigil_transactions_total") == Double(txs.count + bad.count))

@@ -12,7 +12,7 @@ struct MultiInstanceTests {
     /// The order of every entity's log in Redis, merged into one order of the stream that keeps
     /// each of them (smallest publish position first among the candidates); nil if none exists.
     static func logOrder(_ stack: Stack, _ txs: [Transaction], hasher: KeyedHasher) throws -> [Int]? {
-        let store = RedisVelocityStore(plan: try FeaturePlan(spec: .default), configuration: RedisConfiguration(url: try RedisURL(stack.redis!.url)))
+        let store = RedisVelocityStore(plan: try FeaturePlan(spec: .default), configuration: try RedisConfiguration.forTests(stack.redis!.url))
         var position: [UInt64: Int] = [:]
         for (i, tx) in txs.enumerated() where position[hasher.hash(tx.id) | 1] == nil { position[hasher.hash(tx.id) | 1] = i }
         var after = [[Int]](repeating: [], count: txs.count)

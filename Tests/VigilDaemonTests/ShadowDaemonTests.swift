@@ -64,6 +64,7 @@ import VigilTestSupport
         var shadowByID: [String: Line] = [:]
         for m in shadow {
             let line = try JSONDecoder().decode(Line.self, from: Data(m.value))
+            #expect(String(decoding: m.key ?? [], as: UTF8.self) == line.id, "a shadow verdict is keyed by its transaction id")
             shadowByID[line.id] = line
         }
         var differing = 0, wrongShadow = 0

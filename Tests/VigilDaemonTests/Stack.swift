@@ -94,7 +94,7 @@ final class Stack: @unchecked Sendable {
     /// The distinct events and fraud labels in the entity logs matching `pattern` (default feature spec).
     func streamContents(_ pattern: String) throws -> (events: Int, fraud: Int) {
         guard let redis else { return (0, 0) }
-        let store = RedisVelocityStore(plan: try FeaturePlan(spec: .default), configuration: RedisConfiguration(url: try RedisURL(redis.url)))
+        let store = RedisVelocityStore(plan: try FeaturePlan(spec: .default), configuration: try RedisConfiguration.forTests(redis.url))
         var events = 0, fraud = 0
         for key in try entityLogs(pattern) {
             let c = try store.streamContents(key)

@@ -126,7 +126,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     @Test(arguments: [1, 17, 256])
     func parityWithTheInMemoryStore(batch: Int) throws {
         let server = try RedisServer()
-        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let redis = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests(server.url))
         let txs = hostileStream(count: 2500, seed: UInt64(batch))
         let (a, b) = try runBoth(txs, redis: redis, batch: batch, labelsEvery: 5)
         expectIdentical(a, b)
@@ -146,7 +146,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     @Test(arguments: [false, true])
     func instancesSharingRedisSeeOneLog(expiring: Bool) throws {
         let server = try RedisServer()
-        var configuration = RedisConfiguration(url: try RedisURL(server.url))
+        var configuration = try RedisConfiguration.forTests(server.url)
         configuration.compactionBytes = 256
         if expiring { configuration.staleAfter = .zero }
         var tiny = configuration
@@ -178,7 +178,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     /// gives the same features as the instance that built it.
     @Test func longLogReadColdInPieces() throws {
         let server = try RedisServer()
-        var configuration = RedisConfiguration(url: try RedisURL(server.url))
+        var configuration = try RedisConfiguration.forTests(server.url)
         configuration.readChunkBytes = 8 << 10
         let warm = RedisVelocityStore(plan: plan, configuration: configuration)
         let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
@@ -202,7 +202,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     /// An entity that stays cached costs one append per batch and reads nothing back.
     @Test func cachedEntitiesReadNothing() throws {
         let server = try RedisServer()
-        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let redis = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests(server.url))
         var seen = Set<String>()
         let txs = hostileStream(count: 3000, seed: 12).filter { seen.insert($0.id).inserted }
         let (a, b) = try runBoth(Array(txs[..<1000]), redis: redis, batch: 100)
@@ -219,7 +219,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     @Test(arguments: [64, 500])
     func parityBeyondTheAllowedLateness(batch: Int) throws {
         let server = try RedisServer()
-        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let redis = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests(server.url))
         let (a, b) = try runBoth(hostileStream(count: 6000, seed: 77), redis: redis, batch: batch)
         expectIdentical(a, b)
     }
@@ -228,7 +228,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     /// and only when a log has a dead prefix: a stream within the retention runs none.
     @Test func usesNoScriptsOnTheBatchPath() throws {
         let server = try RedisServer()
-        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let redis = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests(server.url))
         let (a, b) = try runBoth(hostileStream(count: 1200, seed: 5), redis: redis, batch: 50, labelsEvery: 4)
         expectIdentical(a, b)
         guard case .string(let stats) = try redis.command(["INFO", "commandstats"]) else { Issue.record("INFO"); return }
@@ -240,7 +240,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
 
     @Test func redeliveryIsIdempotent() throws {
         let server = try RedisServer()
-        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let redis = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests(server.url))
         let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
         // In event-time order: a late event arriving between the two deliveries would rightly
         // change the features (it happened before), in either store.
@@ -259,7 +259,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     /// the stream goes on with features identical to an in-memory store that saw all of it.
     @Test func streamsMigrateToTheCurrentLayout() throws {
         let server = try RedisServer()
-        var configuration = RedisConfiguration(url: try RedisURL(server.url))
+        var configuration = try RedisConfiguration.forTests(server.url)
         configuration.compactionBytes = .max
         let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
         var seen = Set<String>()
@@ -302,7 +302,7 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
 
     @Test func keysAreHashedTaggedAndExpire() throws {
         let server = try RedisServer()
-        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let redis = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests(server.url))
         let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
         let txs = hostileStream(count: 200, seed: 4)
         _ = try engine.features(txs, store: redis)
@@ -357,10 +357,8 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         let port = RedisServer.freePort()
         var server: RedisServer? = try RedisServer(extra: ["--appendonly", "yes", "--appendfsync", "always"], port: port)
         let dir = server!.directory
-        var configuration = RedisConfiguration(url: try RedisURL("redis://127.0.0.1:\(port)"))
-        // fsync on every write, beside the rest of the suite running in parallel: a round trip
-        // can exceed the 50 ms default, and this test is about persistence, not deadlines.
-        configuration.readTimeout = .seconds(5)
+        // fsync on every write, beside the rest of the suite running in parallel.
+        let configuration = try RedisConfiguration.forTests("redis://127.0.0.1:\(port)")
         let redis = RedisVelocityStore(plan: plan, configuration: configuration)
         let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
         let memory = InMemoryVelocityStore(plan: plan)
@@ -390,13 +388,13 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
     /// A Redis that may evict keys under memory pressure is reported, so vigild can warn at start.
     @Test func evictionIsReported() throws {
         let server = try RedisServer(extra: ["--user", "limited", "on", ">pw-for-test", "~vigil:*", "+@all", "-config"])
-        let redis = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL(server.url)))
+        let redis = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests(server.url))
         #expect(try redis.evictionCheck() == .safe)
         _ = try redis.command(["CONFIG", "SET", "maxmemory", "100mb"])
         #expect(try redis.evictionCheck() == .safe, "noeviction refuses writes instead")
         _ = try redis.command(["CONFIG", "SET", "maxmemory-policy", "volatile-lru"])
         #expect(try redis.evictionCheck() == .evicts(policy: "volatile-lru", maxmemory: 100 << 20))
-        let limited = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL("redis://limited:pw-for-test@127.0.0.1:\(server.port)")))
+        let limited = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests("redis://limited:pw-for-test@127.0.0.1:\(server.port)"))
         guard case .unknown(let why) = try limited.evictionCheck() else { Issue.record("CONFIG is not allowed to this user"); return }
         #expect(why.contains("NOPERM"), "\(why)")
     }
@@ -409,9 +407,9 @@ struct SystemRandomNumberGeneratorStub: RandomNumberGenerator {
         #expect(throws: StoreError.self) { try RedisURL("http://x") }
         // An ACL user with a password.
         let server = try RedisServer(extra: ["--user", "vigil", "on", ">pw-for-test", "~vigil:*", "+@all", "--user", "default", "off"])
-        let ok = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL("redis://vigil:pw-for-test@127.0.0.1:\(server.port)")))
+        let ok = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests("redis://vigil:pw-for-test@127.0.0.1:\(server.port)"))
         #expect(try ok.command(["PING"]) == .status("PONG"))
-        let bad = RedisVelocityStore(plan: plan, configuration: RedisConfiguration(url: try RedisURL("redis://vigil:wrong@127.0.0.1:\(server.port)")))
+        let bad = RedisVelocityStore(plan: plan, configuration: try RedisConfiguration.forTests("redis://vigil:wrong@127.0.0.1:\(server.port)"))
         #expect { try bad.command(["PING"]) } throws: { e in "\(e)".contains("AUTH") && !"\(e)".contains("wrong") }
     }
 }
@@ -435,7 +433,7 @@ func await_(milliseconds: Int) throws { usleep(UInt32(milliseconds * 1000)) }
     @Test("parity on a three-master cluster, with a slot migration during the stream")
     func parityWithMigration() throws {
         let cluster = try RedisClusterFixture()
-        var configuration = RedisConfiguration(url: try RedisURL(cluster.seedURL))
+        var configuration = try RedisConfiguration.forTests(cluster.seedURL)
         configuration.readTimeout = .seconds(2)  // routing is under test here, not latency (three servers and a reshard on two cores)
         let store = RedisVelocityStore(plan: plan, configuration: configuration)
         let txs = hostileStream(count: 6000, seed: 77)
