@@ -117,6 +117,30 @@ public enum TransactionField: String, CaseIterable, Sendable, Hashable {
 
     public enum Kind: Sendable { case string, number, timestamp, label }
 
+    /// The field's position in ``allCases``, without searching it.
+    @inlinable
+    public var ordinal: Int {
+        switch self {
+        case .id: 0
+        case .timestamp: 1
+        case .amount: 2
+        case .currency: 3
+        case .cardID: 4
+        case .customerID: 5
+        case .merchantID: 6
+        case .terminalID: 7
+        case .deviceID: 8
+        case .ip: 9
+        case .email: 10
+        case .country: 11
+        case .mcc: 12
+        case .channel: 13
+        case .lat: 14
+        case .lon: 15
+        case .label: 16
+        }
+    }
+
     public var kind: Kind {
         switch self {
         case .timestamp: .timestamp

@@ -529,29 +529,6 @@ extension TransactionField {
     static let all = TransactionField.allCases
     static let names: [[UInt8]] = all.map { Array($0.rawValue.utf8) }
 
-    /// Position in `allCases`.
-    var ordinal: Int {
-        switch self {
-        case .id: 0
-        case .timestamp: 1
-        case .amount: 2
-        case .currency: 3
-        case .cardID: 4
-        case .customerID: 5
-        case .merchantID: 6
-        case .terminalID: 7
-        case .deviceID: 8
-        case .ip: 9
-        case .email: 10
-        case .country: 11
-        case .mcc: 12
-        case .channel: 13
-        case .lat: 14
-        case .lon: 15
-        case .label: 16
-        }
-    }
-
     /// The field whose JSON name is exactly these bytes.
     static func match(_ key: UnsafeBufferPointer<UInt8>) -> TransactionField? {
         for (k, name) in names.enumerated() where name.count == key.count {

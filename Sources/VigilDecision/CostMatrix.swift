@@ -162,17 +162,22 @@ public struct Decider: Sendable {
             let a = forced ?? max(costs.fallback, floor)
             return Decision(action: a, expectedCost: .nan, costOptimal: costs.fallback)
         }
-        let expected = costs.expectedCosts(probability: probability, transaction: tx)
-        var best = 0
-        for i in 1..<expected.count where expected[i] < expected[best] { best = i }
-        let optimal = costs.thresholds?.action(for: probability) ?? Action.allCases[best]
-        var action = forced ?? max(optimal, floor)
-        if forced == nil, action != optimal, costs.thresholds == nil {
-            // Under a floor, take the cheapest action at or above it.
-            var cheapest = floor.severity
-            for i in floor.severity..<expected.count where expected[i] < expected[cheapest] { cheapest = i }
-            action = Action.allCases[cheapest]
+        // One expected cost per action, on the stack: deciding a transaction allocates nothing.
+        return withUnsafeTemporaryAllocation(of: Double.self, capacity: costs.entries.count) { expected in
+            for (i, e) in costs.entries.enumerated() {
+                expected[i] = probability * e.fraudCost(tx) + (1 - probability) * e.legitCost(tx)
+            }
+            var best = 0
+            for i in 1..<expected.count where expected[i] < expected[best] { best = i }
+            let optimal = costs.thresholds?.action(for: probability) ?? Action.allCases[best]
+            var action = forced ?? max(optimal, floor)
+            if forced == nil, action != optimal, costs.thresholds == nil {
+                // Under a floor, take the cheapest action at or above it.
+                var cheapest = floor.severity
+                for i in floor.severity..<expected.count where expected[i] < expected[cheapest] { cheapest = i }
+                action = Action.allCases[cheapest]
+            }
+            return Decision(action: action, expectedCost: expected[action.severity], costOptimal: optimal)
         }
-        return Decision(action: action, expectedCost: expected[action.severity], costOptimal: optimal)
     }
 }

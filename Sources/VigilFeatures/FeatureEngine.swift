@@ -20,47 +20,54 @@ public struct FeatureEngine: Sendable {
     /// Hashes identifiers and evaluates filters: what the store records of each transaction.
     public func events(for transactions: [Transaction]) -> EventBatch {
         var b = EventBatch(plan: plan, capacity: transactions.count)
-        var scratch = HashScratch()
-        // Each transaction is passed borrowed, through a buffer pointer (whose elements are
-        // addressed in place): binding one to a local, or the array's subscript here, copies it
-        // (a retain and release of every one of its strings).
-        transactions.withUnsafeBufferPointer { t in
-            for i in t.indices { append(t[i], to: &b, scratch: &scratch) }
+        // A field is often both a key and a tracked value (device_id: the device's key, and
+        // tracked by card and customer): each field is hashed once per transaction, remembered
+        // in scratch on the stack (a batch of one allocates none of it).
+        let fields = TransactionField.allCases.count
+        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: fields) { hashes in
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: fields) { hashedFor in
+                hashedFor.initialize(repeating: -1)
+                let scratch = HashScratch(hashes: hashes.baseAddress!, hashedFor: hashedFor.baseAddress!)
+                // Each transaction is passed borrowed, through a buffer pointer (whose elements are
+                // addressed in place): binding one to a local, or the array's subscript here, copies it
+                // (a retain and release of every one of its strings).
+                transactions.withUnsafeBufferPointer { t in
+                    for i in t.indices { append(t.baseAddress! + i, number: i, to: &b, scratch) }
+                }
+            }
         }
         return b
     }
 
-    /// A field is often both a key and a tracked value (device_id: the device's key, and tracked
-    /// by card and customer): each field is hashed once per transaction.
+    /// Each field's hash (`hashes`), valid where `hashedFor` holds the number of the transaction
+    /// being appended.
     struct HashScratch {
-        var hashes = [UInt64](repeating: 0, count: TransactionField.allCases.count)
-        var done = [Bool](repeating: false, count: TransactionField.allCases.count)
+        let hashes: UnsafeMutablePointer<UInt64>
+        let hashedFor: UnsafeMutablePointer<Int>
     }
 
-    private func append(_ tx: borrowing Transaction, to b: inout EventBatch, scratch s: inout HashScratch) {
-        for k in s.done.indices { s.done[k] = false }
-        b.ids.append(idHash(tx.id))
-        b.times.append(tx.timestamp)
-        b.amounts.append(tx.amount)
-        b.lats.append(tx.lat ?? .nan)
-        b.lons.append(tx.lon ?? .nan)
+    private func append(_ tx: UnsafePointer<Transaction>, number: Int, to b: inout EventBatch, _ s: HashScratch) {
+        b.ids.append(idHash(tx.pointee.id))
+        b.times.append(tx.pointee.timestamp)
+        b.amounts.append(tx.pointee.amount)
+        b.lats.append(tx.pointee.lat ?? .nan)
+        b.lons.append(tx.pointee.lon ?? .nan)
         for e in plan.entities {
-            b.keys.append(hashed(e.field, of: tx, &s))
+            b.keys.append(hashed(e.field, of: tx, number: number, s))
             var bits: UInt8 = 0
-            for (k, f) in e.filters.enumerated() where f(tx) { bits |= 1 << UInt8(k) }
+            for (k, f) in e.filters.enumerated() where f(tx.pointee) { bits |= 1 << UInt8(k) }
             b.filterBits.append(bits)
-            for f in e.tracked { b.tracked.append(hashed(f, of: tx, &s)) }
+            for f in e.tracked { b.tracked.append(hashed(f, of: tx, number: number, s)) }
         }
     }
 
-    /// A field's keyed hash, once per transaction. A function of its own taking the transaction
-    /// borrowed: a nested function capturing it copied the transaction (all its strings) first.
-    private func hashed(_ f: TransactionField, of tx: borrowing Transaction, _ s: inout HashScratch) -> UInt64 {
-        let k = TransactionField.allCases.firstIndex(of: f)!
-        if !s.done[k] {
-            // 0 means absent, so a real hash is never 0.
-            s.hashes[k] = tx.string(f).map { hasher.hash($0) | 1 } ?? 0
-            s.done[k] = true
+    /// A field's keyed hash, once per transaction; 0 when the field is absent (a real hash is
+    /// never 0). The transaction is read in place: only the field's string is retained.
+    private func hashed(_ f: TransactionField, of tx: UnsafePointer<Transaction>, number: Int, _ s: HashScratch) -> UInt64 {
+        let k = f.ordinal
+        if s.hashedFor[k] != number {
+            s.hashes[k] = Transaction.string(f, at: tx).map { hasher.hash($0) | 1 } ?? 0
+            s.hashedFor[k] = number
         }
         return s.hashes[k]
     }
