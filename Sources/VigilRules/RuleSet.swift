@@ -53,9 +53,12 @@ public struct ValueList: Sendable, Hashable {
 }
 
 /// Rules read the transaction, its features and the lists.
+/// What a rule reads, for one evaluation: nothing in it is reference counted, so handing it to
+/// each rule's compiled closure retains nothing.
 struct RuleContext: ExpressionContext {
     let row: RowContext
-    let lists: [ValueList]
+    /// The rule set's lists, valid while the evaluation runs.
+    let lists: UnsafeBufferPointer<ValueList>
     func number(_ slot: Int) -> Double { row.number(slot) }
     func string(_ slot: Int) -> String? { row.string(slot) }
     func list(_ slot: Int, contains value: String) -> Bool { lists[slot].values.contains(value) }
@@ -163,16 +166,23 @@ public struct RuleSet: Sendable {
     func evaluate(_ tx: UnsafePointer<Transaction>, row: UnsafeBufferPointer<Float>) -> RuleOutcome {
         var out = RuleOutcome()
         guard !rules.isEmpty else { return out }
-        let ctx = RuleContext(row: RowContext(transaction: tx, row: row), lists: lists)
         var allow = false
-        for rule in rules where rule.evaluate(ctx) {
-            out.hits.append(RuleHit(id: rule.id, action: rule.action, reason: rule.reason))
-            switch rule.action {
-            case .block: out.forced = .block
-            case .allow: allow = true
-            case .challenge: out.floor = max(out.floor, .challenge)
-            case .review: out.floor = max(out.floor, .review)
-            case .tag: break
+        // Rules and lists are read in place: iterating `rules` copied each rule, a retain and
+        // release of its three strings and its closure, per rule and transaction.
+        lists.withUnsafeBufferPointer { lists in
+            rules.withUnsafeBufferPointer { rules in
+                let ctx = RuleContext(row: RowContext(transaction: tx, row: row), lists: lists)
+                for i in rules.indices where rules[i].evaluate(ctx) {
+                    let action = rules[i].action
+                    out.hits.append(RuleHit(id: rules[i].id, action: action, reason: rules[i].reason))
+                    switch action {
+                    case .block: out.forced = .block
+                    case .allow: allow = true
+                    case .challenge: out.floor = max(out.floor, .challenge)
+                    case .review: out.floor = max(out.floor, .review)
+                    case .tag: break
+                    }
+                }
             }
         }
         if out.forced == nil, allow { out.forced = .approve }
