@@ -135,7 +135,13 @@ public struct CostMatrix: Sendable {
 
     /// Expected cost of each action (by severity) at fraud probability `p`.
     public func expectedCosts(probability p: Double, transaction tx: Transaction) -> [Double] {
-        entries.map { e in p * e.fraudCost(tx) + (1 - p) * e.legitCost(tx) }
+        entries.indices.map { expectedCost(of: $0, probability: p, transaction: tx) }
+    }
+
+    /// Expected cost of the action of severity `severity` at fraud probability `p`.
+    func expectedCost(of severity: Int, probability p: Double, transaction tx: borrowing Transaction) -> Double {
+        let e = entries[severity]
+        return p * e.fraudCost(tx) + (1 - p) * e.legitCost(tx)
     }
 }
 
@@ -164,9 +170,7 @@ public struct Decider: Sendable {
         }
         // One expected cost per action, on the stack: deciding a transaction allocates nothing.
         return withUnsafeTemporaryAllocation(of: Double.self, capacity: costs.entries.count) { expected in
-            for (i, e) in costs.entries.enumerated() {
-                expected[i] = probability * e.fraudCost(tx) + (1 - probability) * e.legitCost(tx)
-            }
+            for i in expected.indices { expected[i] = costs.expectedCost(of: i, probability: probability, transaction: tx) }
             var best = 0
             for i in 1..<expected.count where expected[i] < expected[best] { best = i }
             let optimal = costs.thresholds?.action(for: probability) ?? Action.allCases[best]

@@ -52,9 +52,8 @@ public struct ValueList: Sendable, Hashable {
     }
 }
 
-/// Rules read the transaction, its features and the lists.
-/// What a rule reads, for one evaluation: nothing in it is reference counted, so handing it to
-/// each rule's compiled closure retains nothing.
+/// What a rule reads for one evaluation: the transaction, its features and the lists. Nothing in
+/// it is reference counted, so handing it to each rule's compiled closure retains nothing.
 struct RuleContext: ExpressionContext {
     let row: RowContext
     /// The rule set's lists, valid while the evaluation runs.
