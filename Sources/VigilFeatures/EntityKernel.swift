@@ -20,20 +20,31 @@ public struct EntityEvent: Sendable, Equatable {
 /// Stored as rows, not columns: adding an event to a window or taking it out reads its time,
 /// amount, filter bits, label and location together, which is one or two cache lines here where
 /// parallel columns cost one miss per column for an entity that is not in cache (most are, in a
-/// stream over many cards). The tracked fields' hashed values sit in one more buffer, `trackedCount`
-/// per event, so an entity's events are two allocations whatever its spec.
+/// stream over many cards). Each event's other per-event values sit in one more buffer, `stride`
+/// slots per event: its tracked fields' hashed values, then the working values its entity's
+/// windows keep per event (the sliding maxima's running maxima, see ``WindowState``). So an
+/// entity's events are two allocations whatever its spec.
 ///
 /// Both stores keep (or rebuild) exactly this layout and call the same ``EntityKernel``, which is
 /// what makes their features identical bit for bit.
 public struct EntityEvents: Sendable {
     public private(set) var rows: [EntityEvent] = []
-    /// Event `i`'s value of tracked field `k` is at `i * trackedCount + k`; 0 when absent.
-    private var trackedValues: [UInt64] = []
+    /// Event `i`'s value of tracked field `k` is at `i * stride + k` (0 when absent); its working
+    /// value `m` at `i * stride + trackedCount + m`.
+    private var slots: [UInt64] = []
     public let trackedCount: Int
+    /// Slots per event: `trackedCount` plus the working values.
+    let stride: Int
     /// Events trimmed from the front so far: `dropped + i` is event `i`'s position for good.
     public private(set) var dropped = 0
 
-    public init(trackedCount: Int) { self.trackedCount = trackedCount }
+    public init(trackedCount: Int) { self.init(trackedCount: trackedCount, workCount: 0) }
+
+    /// Events with `workCount` working slots each, for an entity's windows to use.
+    init(trackedCount: Int, workCount: Int) {
+        self.trackedCount = trackedCount
+        stride = trackedCount + workCount
+    }
 
     public var count: Int { rows.count }
 
@@ -46,7 +57,11 @@ public struct EntityEvents: Sendable {
 
     /// The hashed value of tracked field `k` for event `i`, 0 when absent.
     @inline(__always)
-    public func tracked(_ k: Int, _ i: Int) -> UInt64 { trackedValues[i &* trackedCount &+ k] }
+    public func tracked(_ k: Int, _ i: Int) -> UInt64 { slots[i &* stride &+ k] }
+
+    /// Slot `k` of event `i`: tracked values first, then working values.
+    @inline(__always)
+    func slot(_ k: Int, _ i: Int) -> UInt64 { slots[i &* stride &+ k] }
 
     public var newestTime: Int64? { rows.last?.time }
     public var oldestTime: Int64? { rows.first?.time }
@@ -75,15 +90,17 @@ public struct EntityEvents: Sendable {
     }
 
     /// Inserts an event at `i` (from ``insertionIndex(time:id:)``) with its tracked values
-    /// (`trackedCount` of them).
+    /// (`trackedCount` of them); its working values start at 0.
     public mutating func insert(_ event: EntityEvent, tracked values: UnsafeBufferPointer<UInt64>, at i: Int) {
+        let own = values.prefix(trackedCount)
         if i == rows.count {
             rows.append(event)
-            trackedValues.append(contentsOf: values.prefix(trackedCount))
+            slots.append(contentsOf: own)
         } else {
             rows.insert(event, at: i)
-            trackedValues.insert(contentsOf: values.prefix(trackedCount), at: i * trackedCount)
+            slots.insert(contentsOf: own, at: i * stride)
         }
+        if stride > trackedCount { slots.insert(contentsOf: repeatElement(0, count: stride - trackedCount), at: i * stride + trackedCount) }
     }
 
     /// Sets the label of event `i` (0 unknown, 1 legitimate, 2 fraud).
@@ -92,9 +109,9 @@ public struct EntityEvents: Sendable {
     /// The events of `self` selected by `keep`, in order (for the reference kernel).
     public func filter(_ keep: (Int) -> Bool) -> EntityEvents {
         var out = EntityEvents(trackedCount: trackedCount)
-        trackedValues.withUnsafeBufferPointer { t in
+        slots.withUnsafeBufferPointer { t in
             for i in 0..<count where keep(i) {
-                out.insert(rows[i], tracked: UnsafeBufferPointer(rebasing: t[(i * trackedCount)..<((i + 1) * trackedCount)]), at: out.count)
+                out.insert(rows[i], tracked: UnsafeBufferPointer(rebasing: t[(i * stride)..<(i * stride + trackedCount)]), at: out.count)
             }
         }
         return out
@@ -105,12 +122,18 @@ public struct EntityEvents: Sendable {
         let n = lowerBound(time: cutoff)
         guard n > 0 else { return }
         rows.removeFirst(n)
-        trackedValues.removeFirst(n * trackedCount)
+        slots.removeFirst(n * stride)
         dropped += n
     }
 
+    /// The rows, and the slots to read and write in place, for one window operation.
+    @inline(__always)
+    mutating func withBuffers<R>(_ body: (UnsafeBufferPointer<EntityEvent>, UnsafeMutableBufferPointer<UInt64>) -> R) -> R {
+        rows.withUnsafeBufferPointer { r in slots.withUnsafeMutableBufferPointer { s in body(r, s) } }
+    }
+
     /// Heap bytes of the two buffers (see ``HeapBytes``).
-    var approximateBytes: Int { HeapBytes.of(rows) + HeapBytes.of(trackedValues) }
+    var approximateBytes: Int { HeapBytes.of(rows) + HeapBytes.of(slots) }
 }
 
 /// What the kernel needs to know about the transaction being scored.

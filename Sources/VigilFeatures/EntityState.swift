@@ -1,5 +1,3 @@
-import DequeModule
-
 /// An entity's events together with its windows kept up to date incrementally.
 ///
 /// Each lane's window is the index range `[head, tail)` of the entity's sorted events: the events
@@ -22,7 +20,7 @@ public struct EntityState: Sendable {
     private var latestLateArrival: UInt64?
 
     public init(plan: EntityPlan) {
-        events = EntityEvents(trackedCount: plan.tracked.count)
+        events = EntityEvents(trackedCount: plan.tracked.count, workCount: plan.maxCells.count)
         windows = WindowState(plan: plan)
     }
 
@@ -30,7 +28,7 @@ public struct EntityState: Sendable {
     /// `row`. `scratch` (made for `plan`) is working memory, reused across calls and entities:
     /// what is read off the windows at evaluation time is not kept per entity.
     public mutating func evaluate(plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>, scratch: inout WindowAggregates) {
-        windows.move(to: c.time, events, plan)
+        windows.move(to: c.time, &events, plan)
         windows.fill(&scratch, plan: plan, current: c, events: events)
         EntityKernel.write(scratch, plan: plan, current: c, row: row)
         // The scratch shared the windows' cells; let go so the next update does not copy them.
@@ -64,7 +62,7 @@ public struct EntityState: Sendable {
         if i < events.count, events[i].time == time, events[i].id == id { return false }
         // An event earlier than the windows' end: move the windows back to its time first, so it
         // lands outside every window (they hold events strictly before their time).
-        if i < windows.tail { windows.move(to: time, events, plan) }
+        if i < windows.tail { windows.move(to: time, &events, plan) }
         if i < events.count { latestLateArrival = nextArrival }
         let event = EntityEvent(time: time, id: id, amount: amount, lat: lat, lon: lon, arrival: nextArrival, filterBits: filterBits, label: label)
         events.insert(event, tracked: tracked, at: i)
@@ -76,7 +74,7 @@ public struct EntityState: Sendable {
     public mutating func trim(plan: EntityPlan, before cutoff: Int64) {
         let n = events.lowerBound(time: cutoff)
         guard n > 0 else { return }
-        windows.dropFront(n, events, plan)
+        windows.dropFront(n, &events, plan)
         events.trim(before: cutoff)
     }
 
@@ -85,7 +83,7 @@ public struct EntityState: Sendable {
     public mutating func setLabel(_ label: UInt8, at i: Int, plan: EntityPlan) {
         let was = events[i].label == 2, now = label == 2
         if was != now {
-            for l in 0..<plan.laneCount where windows.heads[l] <= i && i < windows.tail {
+            for l in 0..<plan.laneCount where windows.marks[l] <= i && i < windows.tail {
                 windows.cells[l].fraud += now ? 1 : -1
             }
         }
@@ -109,200 +107,256 @@ public struct EntityState: Sendable {
     }
 }
 
-/// The incremental window state of one entity (see ``EntityState``).
+/// The incremental window state of one entity (see ``EntityState``), in three buffers whatever
+/// the spec: ``marks``, ``cells`` and ``refs``, plus working slots in the events' own buffer.
+///
+/// A card of the default spec used to hold about twenty buffers (a sliding maximum was two
+/// stacks, each distinct count and first-seen field a dictionary, the located and countried
+/// events two queues), and an entity out of cache paid a miss for each one it touched: most of
+/// the store's time. Now:
+/// - **Sliding maxima** keep no stacks. Each one splits its window `[head, tail)` at a point
+///   `mid` (in ``marks``): every event in `[head, mid)` holds, in its working slot, the maximum
+///   from it to `mid`; every event in `[mid, tail)` the maximum from `mid` to it. The window's
+///   maximum is the larger of the first event's and the last one's. An event entering at either
+///   end extends its side; one leaving needs nothing, unless its side is empty, when the window
+///   is split again in the middle (amortised O(1), as two stacks are).
+/// - **Distinct counts and first-seen fields** share one open-addressing table of reference
+///   counts (``RefTable``), keyed by the already hashed value and the request.
+/// - **The latest located and the earliest countried event** of the history lane are two
+///   indices kept as events enter and leave it.
 struct WindowState: Sendable {
     /// The time the windows were last moved to; `.min` before the first evaluation.
     var time: Int64 = .min
     var tail = 0
-    var heads: [Int]
+    /// Each lane's head (`laneCount`), then each sliding maximum's split point
+    /// (``EntityPlan/maxCells``), then each distinct request's count of values.
+    var marks: [Int]
     /// Per filter group and lane, at ``EntityPlan/cell(_:_:)``.
     var cells: [WindowCell]
-    /// One per ``EntityPlan/maxCells`` entry.
-    var maxima: [SlidingMax]
-    /// Reference counts of the tracked values in each distinct request's lane.
-    var distinctRefs: [[UInt64: Int32]]
-    /// Reference counts of each first-seen field's values in the history lane.
-    var seenRefs: [[UInt64: Int32]]
-    /// Positions (``EntityEvents/dropped`` + index) of the history lane's events that have a
-    /// location, and of those that have a country, in order.
-    var located: Deque<Int> = []
-    var countried: Deque<Int> = []
+    /// Reference counts of the tracked values in each distinct request's lane (tag `r`) and of
+    /// each first-seen field's values in the history lane (tag `distinct.count + k`).
+    var refs = RefTable()
+    /// The history lane's latest event with a location and earliest one with a country; -1 for none.
+    var lastLocated = -1
+    var firstCountried = -1
 
     init(plan: EntityPlan) {
-        heads = Array(repeating: 0, count: plan.laneCount)
+        marks = Array(repeating: 0, count: plan.laneCount + plan.maxCells.count + plan.distinct.count)
         cells = Array(repeating: WindowCell(), count: plan.cellCount)
-        maxima = Array(repeating: SlidingMax(), count: plan.maxCells.count)
-        distinctRefs = Array(repeating: [:], count: plan.distinct.count)
-        seenRefs = Array(repeating: [:], count: plan.firstSeen.count)
     }
 
-    var approximateBytes: Int {
-        var b = HeapBytes.of(heads) + HeapBytes.of(cells) + HeapBytes.of(maxima)
-        for k in maxima.indices { b += maxima[k].approximateBytes }
-        b += HeapBytes.of(distinctRefs) + HeapBytes.of(seenRefs)
-        for k in distinctRefs.indices { b += HeapBytes.of(distinctRefs[k]) }
-        for k in seenRefs.indices { b += HeapBytes.of(seenRefs[k]) }
-        return b + HeapBytes.of(located) + HeapBytes.of(countried)
-    }
+    var approximateBytes: Int { HeapBytes.of(marks) + HeapBytes.of(cells) + refs.approximateBytes }
 
-    /// Runs `body` with ``cells`` taken out into a buffer: updating them then costs no
-    /// uniqueness check per event (the array is put back after).
+    /// Runs `body` with the entity's buffers open in place: updating them then costs no
+    /// uniqueness check or retain per event (the arrays are put back after).
     @inline(__always)
-    mutating func withCells<R>(_ body: (inout WindowState, UnsafeMutableBufferPointer<WindowCell>) -> R) -> R {
-        var cells = self.cells
+    mutating func withFrame<R>(_ ev: inout EntityEvents, _ plan: EntityPlan, _ body: (inout WindowState, WindowFrame) -> R) -> R {
+        var cells = self.cells, marks = self.marks
         self.cells = []
-        defer { self.cells = cells }
-        return cells.withUnsafeMutableBufferPointer { body(&self, $0) }
+        self.marks = []
+        defer {
+            self.cells = cells
+            self.marks = marks
+        }
+        let tracked = ev.trackedCount, stride = ev.stride
+        return cells.withUnsafeMutableBufferPointer { c in
+            marks.withUnsafeMutableBufferPointer { m in
+                ev.withBuffers { rows, slots in
+                    body(&self, WindowFrame(plan: plan, rows: rows, slots: slots, stride: stride, trackedCount: tracked, cells: c, marks: m))
+                }
+            }
+        }
     }
 
     /// Moves every lane to `[t − w, t)`, stepping each end over the events that enter or leave.
-    mutating func move(to t: Int64, _ ev: EntityEvents, _ plan: EntityPlan) {
+    mutating func move(to t: Int64, _ ev: inout EntityEvents, _ plan: EntityPlan) {
         guard t != time else { return }
-        withCells { w, cells in w.move(to: t, ev, plan, cells) }
+        withFrame(&ev, plan) { w, f in w.move(to: t, f) }
     }
 
-    private mutating func move(to t: Int64, _ ev: EntityEvents, _ plan: EntityPlan, _ cells: UnsafeMutableBufferPointer<WindowCell>) {
+    private mutating func move(to t: Int64, _ f: WindowFrame) {
+        let rows = f.rows, plan = f.plan
         var newTail = tail
-        while newTail < ev.count && ev.time(newTail) < t { newTail += 1 }
-        while newTail > 0 && ev.time(newTail - 1) >= t { newTail -= 1 }
+        while newTail < rows.count && rows[newTail].time < t { newTail += 1 }
+        while newTail > 0 && rows[newTail - 1].time >= t { newTail -= 1 }
         for l in 0..<plan.laneCount {
             let start = t - Int64(plan.lanes[l])
-            let h = heads[l]
+            let h = f.marks[l]
             var nh = h
-            while nh < ev.count && ev.time(nh) < start { nh += 1 }
-            while nh > 0 && ev.time(nh - 1) >= start { nh -= 1 }
+            while nh < rows.count && rows[nh].time < start { nh += 1 }
+            while nh > 0 && rows[nh - 1].time >= start { nh -= 1 }
             if nh == h && newTail == tail { continue }
             if newTail <= h || nh >= tail {
-                // No overlap with the old window: start the lane afresh. An empty lane is clear
-                // already (every structure is kept exact), which is the common case of an entity
-                // seen again after longer than the window.
-                if h < tail { clear(lane: l, plan, cells) }
-                for i in nh..<newTail { add(i, lane: l, front: false, ev, plan, cells) }
+                // No overlap with the old window: empty the lane (each event leaves as it would
+                // one at a time, which costs what adding it did), then fill it from its new start.
+                for i in h..<tail { removeFront(i, lane: l, end: tail, f) }
+                for k in f.plan.maxCells.indices where plan.maxCells[k] % plan.laneCount == l { f.marks[f.midOffset + k] = nh }
+                for i in nh..<newTail { addBack(i, lane: l, f) }
             } else {
-                // Adds before removals, so the sliding maxima never pop an empty side.
-                if newTail > tail { for i in tail..<newTail { add(i, lane: l, front: false, ev, plan, cells) } }
-                if nh < h { for i in stride(from: h - 1, through: nh, by: -1) { add(i, lane: l, front: true, ev, plan, cells) } }
-                if nh > h { for i in h..<nh { remove(i, lane: l, front: true, ev, plan, cells) } }
-                if newTail < tail { for i in stride(from: tail - 1, through: newTail, by: -1) { remove(i, lane: l, front: false, ev, plan, cells) } }
+                // Grows to `[min(h, nh), max(tail, newTail))` first, then shrinks: every step
+                // keeps the window one contiguous range.
+                if newTail > tail { for i in tail..<newTail { addBack(i, lane: l, f) } }
+                if nh < h { for i in Swift.stride(from: h - 1, through: nh, by: -1) { addFront(i, lane: l, f) } }
+                let end = max(tail, newTail)
+                if nh > h { for i in h..<nh { removeFront(i, lane: l, end: end, f) } }
+                if newTail < tail { for i in Swift.stride(from: tail - 1, through: newTail, by: -1) { removeBack(i, lane: l, start: nh, f) } }
             }
-            heads[l] = nh
+            f.marks[l] = nh
         }
         tail = newTail
         time = t
     }
 
     /// The first `n` events are about to be dropped: take them out of the windows, shift indices.
-    mutating func dropFront(_ n: Int, _ ev: EntityEvents, _ plan: EntityPlan) {
-        withCells { w, cells in
-            for l in 0..<plan.laneCount {
-                let end = min(n, w.tail)
-                if w.heads[l] < end {
-                    for i in w.heads[l]..<end { w.remove(i, lane: l, front: true, ev, plan, cells) }
-                    w.heads[l] = end
-                }
-                w.heads[l] = max(w.heads[l], n) - n
+    mutating func dropFront(_ n: Int, _ ev: inout EntityEvents, _ plan: EntityPlan) {
+        withFrame(&ev, plan) { w, f in
+            let end = min(n, w.tail)
+            for l in 0..<plan.laneCount where f.marks[l] < end {
+                for i in f.marks[l]..<end { w.removeFront(i, lane: l, end: w.tail, f) }
+                f.marks[l] = end
             }
+            // Heads and split points (every one within its window), then the tail and the history markers.
+            for k in 0..<f.distinctOffset { f.marks[k] = max(f.marks[k], n) - n }
             w.tail = max(w.tail, n) - n
+            if w.lastLocated >= 0 { w.lastLocated -= n }
+            if w.firstCountried >= 0 { w.firstCountried -= n }
         }
     }
 
+    // MARK: Events entering and leaving one lane
+
+    /// Event `i` enters lane `l` at its end: the window `[head, i)` becomes `[head, i + 1)`.
     @inline(__always)
-    mutating func add(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan, _ cells: UnsafeMutableBufferPointer<WindowCell>) {
-        let x = ev[i]
+    mutating func addBack(_ i: Int, lane l: Int, _ f: WindowFrame) {
+        add(i, lane: l, f) { m, v in
+            let mid = f.marks[f.midOffset + m]
+            f.setRunning(m, i, i > mid ? max(v, f.running(m, i - 1)) : v)
+        }
+        if l == f.plan.historyLane {
+            if f.located(i) { lastLocated = i }
+            if firstCountried < 0, f.countried(i) { firstCountried = i }
+        }
+    }
+
+    /// Event `i` enters lane `l` at its start: `[i + 1, end)` becomes `[i, end)`.
+    @inline(__always)
+    mutating func addFront(_ i: Int, lane l: Int, _ f: WindowFrame) {
+        add(i, lane: l, f) { m, v in
+            let mid = f.marks[f.midOffset + m]
+            f.setRunning(m, i, i + 1 < mid ? max(v, f.running(m, i + 1)) : v)
+        }
+        if l == f.plan.historyLane {
+            if lastLocated < 0, f.located(i) { lastLocated = i }
+            if f.countried(i) { firstCountried = i }
+        }
+    }
+
+    /// Event `i` leaves lane `l` at its start: `[i, end)` becomes `[i + 1, end)`.
+    @inline(__always)
+    mutating func removeFront(_ i: Int, lane l: Int, end: Int, _ f: WindowFrame) {
+        remove(i, lane: l, f) { m in
+            // The start side is empty: split the window, giving the start side its first half.
+            if f.marks[f.midOffset + m] == i { f.split(m, start: i, end: end, at: i + (end - i + 1) / 2) }
+        }
+        if l == f.plan.historyLane {
+            // The latest located event was the first one: no other is left.
+            if lastLocated == i { lastLocated = -1 }
+            if firstCountried == i {
+                var j = i + 1
+                while j < end && !f.countried(j) { j += 1 }
+                firstCountried = j < end ? j : -1
+            }
+        }
+    }
+
+    /// Event `i` leaves lane `l` at its end: `[start, i + 1)` becomes `[start, i)`.
+    @inline(__always)
+    mutating func removeBack(_ i: Int, lane l: Int, start: Int, _ f: WindowFrame) {
+        remove(i, lane: l, f) { m in
+            if f.marks[f.midOffset + m] == i + 1 { f.split(m, start: start, end: i + 1, at: start + (i + 1 - start) / 2) }
+        }
+        if l == f.plan.historyLane {
+            if firstCountried == i { firstCountried = -1 }
+            if lastLocated == i {
+                var j = i - 1
+                while j >= start && !f.located(j) { j -= 1 }
+                lastLocated = j >= start ? j : -1
+            }
+        }
+    }
+
+    /// What entering lane `l` does to the cells and reference counts; `maximum(m, v)` updates
+    /// sliding maximum `m` of the lane with the event's value for it (−∞ if its filter fails).
+    @inline(__always)
+    private mutating func add(_ i: Int, lane l: Int, _ f: WindowFrame, maximum: (Int, Double) -> Void) {
+        let x = f.rows[i], plan = f.plan
         let a = x.amount
         let u = Int128(FixedAmount.units(a))
         let bits = x.filterBits
-        for g in 0...plan.filterCount where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
-            let cell = plan.cell(g, l)
-            cells[cell].add(u)
-            let m = plan.maxSlot[cell]
-            if m >= 0 { if front { maxima[m].pushFront(a) } else { maxima[m].pushBack(a) } }
-        }
-        if x.label == 2 { cells[l].fraud += 1 }
-        for (r, req) in plan.distinct.enumerated() where req.lane == l {
-            let h = ev.tracked(req.tracked, i)
-            if h != 0 { distinctRefs[r][h, default: 0] += 1 }
-        }
-        if l == plan.historyLane {
-            for (k, tr) in plan.firstSeen.enumerated() {
-                let h = ev.tracked(tr, i)
-                if h != 0 { seenRefs[k][h, default: 0] += 1 }
-            }
-            let position = ev.dropped + i
-            if !x.lat.isNaN, !x.lon.isNaN {
-                if front { located.prepend(position) } else { located.append(position) }
-            }
-            if let ct = plan.countryTracked, ev.tracked(ct, i) != 0 {
-                if front { countried.prepend(position) } else { countried.append(position) }
-            }
-        }
-    }
-
-    @inline(__always)
-    mutating func remove(_ i: Int, lane l: Int, front: Bool, _ ev: EntityEvents, _ plan: EntityPlan, _ cells: UnsafeMutableBufferPointer<WindowCell>) {
-        let x = ev[i]
-        let a = x.amount
-        let u = Int128(FixedAmount.units(a))
-        let bits = x.filterBits
-        for g in 0...plan.filterCount where g == 0 || bits & (1 << UInt8(g - 1)) != 0 {
-            let cell = plan.cell(g, l)
-            cells[cell].remove(u)
-            let m = plan.maxSlot[cell]
-            if m >= 0 { if front { maxima[m].popFront() } else { maxima[m].popBack() } }
-        }
-        if x.label == 2 { cells[l].fraud -= 1 }
-        for (r, req) in plan.distinct.enumerated() where req.lane == l {
-            let h = ev.tracked(req.tracked, i)
-            if h != 0 { Self.release(h, in: &distinctRefs[r]) }
-        }
-        if l == plan.historyLane {
-            for (k, tr) in plan.firstSeen.enumerated() {
-                let h = ev.tracked(tr, i)
-                if h != 0 { Self.release(h, in: &seenRefs[k]) }
-            }
-            if !x.lat.isNaN, !x.lon.isNaN {
-                if front { located.removeFirst() } else { located.removeLast() }
-            }
-            if let ct = plan.countryTracked, ev.tracked(ct, i) != 0 {
-                if front { countried.removeFirst() } else { countried.removeLast() }
-            }
-        }
-    }
-
-    @inline(__always)
-    static func release(_ h: UInt64, in refs: inout [UInt64: Int32]) {
-        guard let n = refs[h] else { return }
-        if n <= 1 { refs.removeValue(forKey: h) } else { refs[h] = n - 1 }
-    }
-
-    mutating func clear(lane l: Int, _ plan: EntityPlan, _ cells: UnsafeMutableBufferPointer<WindowCell>) {
         for g in 0...plan.filterCount {
             let cell = plan.cell(g, l)
-            cells[cell] = WindowCell()  // the unfiltered cell's fraud count too
+            let passes = g == 0 || bits & (1 << UInt8(g - 1)) != 0
+            if passes { f.cells[cell].add(u) }
             let m = plan.maxSlot[cell]
-            if m >= 0 { maxima[m].removeAll() }
+            if m >= 0 { maximum(m, passes ? a : -.infinity) }
         }
-        for (r, req) in plan.distinct.enumerated() where req.lane == l { distinctRefs[r].removeAll(keepingCapacity: true) }
+        if x.label == 2 { f.cells[l].fraud += 1 }
+        for (r, req) in plan.distinct.enumerated() where req.lane == l {
+            let h = f.tracked(req.tracked, i)
+            if h != 0, refs.increment(h, tag: r) { f.marks[f.distinctOffset + r] += 1 }
+        }
         if l == plan.historyLane {
-            for k in seenRefs.indices { seenRefs[k].removeAll(keepingCapacity: true) }
-            located.removeAll(keepingCapacity: true)
-            countried.removeAll(keepingCapacity: true)
+            for (k, tr) in plan.firstSeen.enumerated() {
+                let h = f.tracked(tr, i)
+                if h != 0 { refs.increment(h, tag: plan.distinct.count + k) }
+            }
+        }
+    }
+
+    /// What leaving lane `l` does; `maximum(m)` runs for each sliding maximum of the lane first.
+    @inline(__always)
+    private mutating func remove(_ i: Int, lane l: Int, _ f: WindowFrame, maximum: (Int) -> Void) {
+        let x = f.rows[i], plan = f.plan
+        let u = Int128(FixedAmount.units(x.amount))
+        let bits = x.filterBits
+        for g in 0...plan.filterCount {
+            let cell = plan.cell(g, l)
+            if g == 0 || bits & (1 << UInt8(g - 1)) != 0 { f.cells[cell].remove(u) }
+            let m = plan.maxSlot[cell]
+            if m >= 0 { maximum(m) }
+        }
+        if x.label == 2 { f.cells[l].fraud -= 1 }
+        for (r, req) in plan.distinct.enumerated() where req.lane == l {
+            let h = f.tracked(req.tracked, i)
+            if h != 0, refs.decrement(h, tag: r) { f.marks[f.distinctOffset + r] -= 1 }
+        }
+        if l == plan.historyLane {
+            for (k, tr) in plan.firstSeen.enumerated() {
+                let h = f.tracked(tr, i)
+                if h != 0 { refs.decrement(h, tag: plan.distinct.count + k) }
+            }
         }
     }
 
     /// Fills `aggregates` for an evaluation: the cells, and what is read off the window structures.
     func fill(_ aggregates: inout WindowAggregates, plan: EntityPlan, current c: CurrentEvent, events ev: EntityEvents) {
         aggregates.cells = cells
-        for (k, cell) in plan.maxCells.enumerated() { aggregates.maxv[cell] = maxima[k].value }
-        for r in distinctRefs.indices { aggregates.distinct[r] = distinctRefs[r].count }
+        let work = ev.trackedCount, midOffset = plan.laneCount
+        for (m, cell) in plan.maxCells.enumerated() {
+            let head = marks[cell % plan.laneCount], mid = marks[midOffset + m]
+            let start = head < mid ? Double(bitPattern: ev.slot(work + m, head)) : -.infinity
+            let end = mid < tail ? Double(bitPattern: ev.slot(work + m, tail - 1)) : -.infinity
+            aggregates.maxv[cell] = max(start, end)
+        }
+        for r in plan.distinct.indices { aggregates.distinct[r] = marks[midOffset + plan.maxCells.count + r] }
         guard let h = plan.historyLane else { return }
         for (k, tr) in plan.firstSeen.enumerated() {
             let v = c.tracked[tr]
-            aggregates.seen[k] = v != 0 && seenRefs[k][v] != nil
+            aggregates.seen[k] = v != 0 && refs.contains(v, tag: plan.distinct.count + k)
         }
-        aggregates.lastTime = tail > heads[h] ? ev.time(tail - 1) : nil
-        if let p = located.last {
-            let x = ev[p - ev.dropped]
+        aggregates.lastTime = tail > marks[h] ? ev.time(tail - 1) : nil
+        if lastLocated >= 0 {
+            let x = ev[lastLocated]
             aggregates.lastLat = x.lat
             aggregates.lastLon = x.lon
             aggregates.lastLocTime = x.time
@@ -311,67 +365,167 @@ struct WindowState: Sendable {
             aggregates.lastLon = .nan
             aggregates.lastLocTime = 0
         }
-        if let p = countried.first, let ct = plan.countryTracked {
-            aggregates.homeCountry = ev.tracked(ct, p - ev.dropped)
+        if firstCountried >= 0, let ct = plan.countryTracked {
+            aggregates.homeCountry = ev.tracked(ct, firstCountried)
         } else {
             aggregates.homeCountry = 0
         }
     }
 }
 
-/// The maximum of a window that grows and shrinks at both ends.
-///
-/// Two stacks, each entry remembering its stack's running maximum: the front stack's top is the
-/// window's first value, the back stack's top its last. A pop from an empty side first splits the
-/// other side in half, which keeps every operation amortised O(1) (a maximum cannot be
-/// "subtracted" like a sum).
-struct SlidingMax: Sendable {
-    struct Entry: Sendable {
-        var value: Double
-        var runningMax: Double
-    }
-    private var front: [Entry] = []
-    private var back: [Entry] = []
+/// An entity's buffers opened in place for one window operation (``WindowState/withFrame(_:_:_:)``).
+struct WindowFrame {
+    let plan: EntityPlan
+    let rows: UnsafeBufferPointer<EntityEvent>
+    /// The events' slots (``EntityEvents``): tracked values, then working values.
+    let slots: UnsafeMutableBufferPointer<UInt64>
+    let stride: Int
+    let trackedCount: Int
+    let cells: UnsafeMutableBufferPointer<WindowCell>
+    let marks: UnsafeMutableBufferPointer<Int>
 
-    var count: Int { front.count + back.count }
-    var value: Double { max(front.last?.runningMax ?? -.infinity, back.last?.runningMax ?? -.infinity) }
-    var approximateBytes: Int { HeapBytes.of(front) + HeapBytes.of(back) }
+    /// Where the split points and the distinct counts start in ``WindowState/marks``.
+    var midOffset: Int { plan.laneCount }
+    var distinctOffset: Int { plan.laneCount + plan.maxCells.count }
 
-    mutating func pushBack(_ v: Double) { back.append(Entry(value: v, runningMax: max(v, back.last?.runningMax ?? -.infinity))) }
+    @inline(__always)
+    func tracked(_ k: Int, _ i: Int) -> UInt64 { slots[i &* stride &+ k] }
 
-    mutating func pushFront(_ v: Double) { front.append(Entry(value: v, runningMax: max(v, front.last?.runningMax ?? -.infinity))) }
+    @inline(__always)
+    func located(_ i: Int) -> Bool { !rows[i].lat.isNaN && !rows[i].lon.isNaN }
 
-    mutating func popFront() {
-        if front.isEmpty { split(frontCount: (back.count + 1) / 2) }
-        front.removeLast()
-    }
-
-    mutating func popBack() {
-        if back.isEmpty { split(frontCount: front.count / 2) }
-        back.removeLast()
+    @inline(__always)
+    func countried(_ i: Int) -> Bool {
+        guard let ct = plan.countryTracked else { return false }
+        return tracked(ct, i) != 0
     }
 
-    mutating func removeAll() {
-        front.removeAll(keepingCapacity: true)
-        back.removeAll(keepingCapacity: true)
+    /// Event `i`'s running maximum for sliding maximum `m` (see ``WindowState``).
+    @inline(__always)
+    func running(_ m: Int, _ i: Int) -> Double { Double(bitPattern: slots[i &* stride &+ trackedCount &+ m]) }
+
+    @inline(__always)
+    func setRunning(_ m: Int, _ i: Int, _ v: Double) { slots[i &* stride &+ trackedCount &+ m] = v.bitPattern }
+
+    /// Event `i`'s value for sliding maximum `m`: its amount if it passes the maximum's filter, else −∞.
+    @inline(__always)
+    func value(_ m: Int, _ i: Int) -> Double {
+        let g = plan.maxCells[m] / plan.laneCount
+        return g == 0 || rows[i].filterBits & (1 << UInt8(g - 1)) != 0 ? rows[i].amount : -.infinity
     }
 
-    /// Redistributes the window so the front stack holds its first `k` values.
-    private mutating func split(frontCount k: Int) {
-        let window = front.reversed().map(\.value) + back.map(\.value)
-        front = Self.stack(window[..<k].reversed())
-        back = Self.stack(window[k...])
-    }
-
-    private static func stack(_ values: some Collection<Double>) -> [Entry] {
-        var out: [Entry] = []
-        out.reserveCapacity(values.count)
-        var m = -Double.infinity
-        for v in values {
-            m = max(m, v)
-            out.append(Entry(value: v, runningMax: m))
+    /// Splits sliding maximum `m`'s window `[start, end)` at `mid`: recomputes both sides' running maxima.
+    func split(_ m: Int, start: Int, end: Int, at mid: Int) {
+        marks[midOffset + m] = mid
+        var run = -Double.infinity
+        for j in Swift.stride(from: mid - 1, through: start, by: -1) {
+            run = max(value(m, j), run)
+            setRunning(m, j, run)
         }
-        return out
+        run = -.infinity
+        for j in mid..<end {
+            run = max(value(m, j), run)
+            setRunning(m, j, run)
+        }
+    }
+}
+
+/// Reference counts of hashed values under small integer tags, in one open-addressing table with
+/// linear probing: all of an entity's distinct-count requests and first-seen fields in a single
+/// buffer. The values are keyed hashes already, so a multiply spreads them (no SipHash, as a
+/// `Dictionary` would run); 0 marks an empty slot (tracked values are never 0). Deletion shifts
+/// the probe run back (no tombstones), and the table shrinks when mostly empty, so its size
+/// follows the windows' contents.
+struct RefTable: Sendable {
+    struct Slot: Sendable {
+        var key: UInt64 = 0
+        var tag: UInt32 = 0
+        var count: UInt32 = 0
+    }
+    private(set) var slots: [Slot] = []
+    private(set) var count = 0
+
+    var approximateBytes: Int { HeapBytes.of(slots) }
+
+    @inline(__always)
+    private static func home(_ key: UInt64, _ tag: Int, _ mask: Int) -> Int {
+        Int(truncatingIfNeeded: ((key ^ (UInt64(tag) &* 0x9E37_79B9_7F4A_7C15)) &* 0xBF58_476D_1CE4_E5B9) >> 32) & mask
+    }
+
+    /// The slot holding `(key, tag)`, or the empty slot where its probe run ends.
+    @inline(__always)
+    private static func find(_ key: UInt64, _ tag: Int, in s: UnsafeBufferPointer<Slot>) -> Int {
+        let mask = s.count - 1
+        var i = home(key, tag, mask)
+        while s[i].key != 0 && (s[i].key != key || s[i].tag != UInt32(tag)) { i = (i + 1) & mask }
+        return i
+    }
+
+    @inline(__always)
+    private static func find(_ key: UInt64, _ tag: Int, in s: UnsafeMutableBufferPointer<Slot>) -> Int {
+        find(key, tag, in: UnsafeBufferPointer(s))
+    }
+
+    func contains(_ key: UInt64, tag: Int) -> Bool {
+        slots.withUnsafeBufferPointer { s in !s.isEmpty && s[Self.find(key, tag, in: s)].key != 0 }
+    }
+
+    /// Counts one more `key` under `tag`; returns whether it is new.
+    @discardableResult
+    mutating func increment(_ key: UInt64, tag: Int) -> Bool {
+        if (count + 1) * 2 > slots.count { resize(to: max(8, slots.count * 2)) }
+        let new = slots.withUnsafeMutableBufferPointer { s in
+            let i = Self.find(key, tag, in: s)
+            if s[i].key != 0 {
+                s[i].count += 1
+                return false
+            }
+            s[i] = Slot(key: key, tag: UInt32(tag), count: 1)
+            return true
+        }
+        if new { count += 1 }
+        return new
+    }
+
+    /// Counts one `key` under `tag` less; returns whether it is gone.
+    @discardableResult
+    mutating func decrement(_ key: UInt64, tag: Int) -> Bool {
+        guard !slots.isEmpty else { return false }
+        let gone = slots.withUnsafeMutableBufferPointer { s in
+            var hole = Self.find(key, tag, in: s)
+            guard s[hole].key != 0 else { return false }
+            if s[hole].count > 1 {
+                s[hole].count -= 1
+                return false
+            }
+            // Backward-shift deletion: an entry later in the run moves into the hole unless its
+            // home lies cyclically after the hole (it would become unreachable).
+            let mask = s.count - 1
+            var j = (hole + 1) & mask
+            while s[j].key != 0 {
+                let home = Self.home(s[j].key, Int(s[j].tag), mask)
+                if (j &- home) & mask >= (j &- hole) & mask {
+                    s[hole] = s[j]
+                    hole = j
+                }
+                j = (j + 1) & mask
+            }
+            s[hole] = Slot()
+            return true
+        }
+        if gone {
+            count -= 1
+            if slots.count > 16 && count * 8 < slots.count { resize(to: slots.count / 4) }
+        }
+        return gone
+    }
+
+    private mutating func resize(to capacity: Int) {
+        let old = slots
+        slots = Array(repeating: Slot(), count: capacity)
+        slots.withUnsafeMutableBufferPointer { s in
+            for e in old where e.key != 0 { s[Self.find(e.key, Int(e.tag), in: s)] = e }
+        }
     }
 }
 
@@ -381,8 +535,4 @@ public enum HeapBytes {
     public static let perAllocation = 48
 
     public static func of<T>(_ a: [T]) -> Int { a.capacity == 0 ? 0 : perAllocation + a.capacity * MemoryLayout<T>.stride }
-    static func of<T>(_ d: Deque<T>) -> Int { d.isEmpty ? 0 : perAllocation + d.count * MemoryLayout<T>.stride * 3 / 2 }
-    static func of<K, V>(_ d: [K: V]) -> Int {
-        d.capacity == 0 ? 0 : perAllocation + d.capacity * 4 / 3 * (MemoryLayout<K>.stride + MemoryLayout<V>.stride) + d.capacity / 6
-    }
 }

@@ -48,12 +48,13 @@ import Testing
             delay: 30m
         """
 
-    static func stream(count: Int, seed: UInt64, entities: Int) -> [Transaction] {
+    /// `sparse`: few events with a location or a country, far apart (most windows have none).
+    static func stream(count: Int, seed: UInt64, entities: Int, sparse: Bool = false) -> [Transaction] {
         var rng = TestRNG(state: seed)
         var t: Int64 = 1_767_225_600_000
         var out: [Transaction] = []
         for i in 0..<count {
-            t += Int64.random(in: 0...20_000, using: &rng)
+            t += Int64.random(in: 0...(sparse ? 1_200_000 : 20_000), using: &rng)
             var ts = t
             switch Int.random(in: 0..<100, using: &rng) {
             case 0..<12: ts -= Int64.random(in: 0...600_000, using: &rng)  // out of order, minutes
@@ -65,13 +66,13 @@ import Testing
                 out.append(old)  // a redelivery
                 continue
             }
-            let hasLoc = Int.random(in: 0..<3, using: &rng) > 0
+            let hasLoc = Int.random(in: 0..<6, using: &rng) >= (sparse ? 5 : 2)
             out.append(Transaction(
                 id: "t\(i)", timestamp: ts, amount: Double(Int.random(in: 0...20_000, using: &rng)) / 100,
                 currency: "EUR", cardID: "c\(Int.random(in: 0..<entities, using: &rng))",
                 merchantID: Int.random(in: 0..<8, using: &rng) == 0 ? nil : "m\(Int.random(in: 0..<entities, using: &rng))",
                 deviceID: Bool.random(using: &rng) ? "d\(Int.random(in: 0..<5, using: &rng))" : nil,
-                country: Int.random(in: 0..<4, using: &rng) == 0 ? nil : ["FR", "DE", "US"].randomElement(using: &rng),
+                country: Int.random(in: 0..<8, using: &rng) < (sparse ? 7 : 2) ? nil : ["FR", "DE", "US"].randomElement(using: &rng),
                 channel: Bool.random(using: &rng) ? "ecom" : "pos",
                 lat: hasLoc ? Double.random(in: -60...60, using: &rng) : nil, lon: hasLoc ? Double.random(in: -100...100, using: &rng) : nil))
         }
@@ -129,21 +130,84 @@ import Testing
         #expect(compared > 50_000)
     }
 
-    @Test func slidingMaxUnderDequeOperations() {
-        var rng = TestRNG(state: 42)
-        var m = SlidingMax()
-        var window: [Double] = []
-        for _ in 0..<20_000 {
-            let v = Double(Int.random(in: 0...1000, using: &rng))
-            switch Int.random(in: 0..<4, using: &rng) {
-            case 0: m.pushBack(v); window.append(v)
-            case 1: m.pushFront(v); window.insert(v, at: 0)
-            case 2: if !window.isEmpty { m.popFront(); window.removeFirst() }
-            default: if !window.isEmpty { m.popBack(); window.removeLast() }
+    /// Windows moved back and forth at random, far more than late events move them: every split
+    /// of the sliding maxima from either side, lanes emptied and refilled, the history lane's
+    /// location and country markers scanning both ways. Each evaluation equals the reference.
+    @Test(arguments: [(UInt64(7), false), (8, false), (9, true), (10, true)])
+    func windowsMovedBackAndForth(seed: UInt64, sparse: Bool) throws {
+        let plan = try FeaturePlan(spec: FeatureSpec.parse(Self.spec))
+        let engine = FeatureEngine(plan: plan, hasher: .insecureDevelopmentKey)
+        let txs = Self.stream(count: 600, seed: seed, entities: 1, sparse: sparse)
+        let batch = engine.events(for: txs)
+        var rng = TestRNG(state: seed)
+        let e = 0, ep = plan.entities[e]
+        var state = EntityState(plan: ep)
+        batch.tracked.withUnsafeBufferPointer { tracked in
+            func own(_ i: Int) -> UnsafeBufferPointer<UInt64> {
+                let base = i * batch.trackedTotal + batch.trackedOffsets[e]
+                return UnsafeBufferPointer(rebasing: tracked[base..<(base + ep.tracked.count)])
             }
-            #expect(m.count == window.count)
-            #expect(m.value == (window.max() ?? -.infinity))
+            // Events recorded in random order (as a store catching up on another instance's
+            // log records them), evaluations at random times in between.
+            var order = Array(0..<batch.count).shuffled(using: &rng)
+            let first = batch.times.min()!, last = batch.times.max()!
+            var incremental = [Float](repeating: .nan, count: plan.schema.count), reference = incremental
+            var scratch = WindowAggregates(plan: ep)
+            var t = first
+            for step in 0..<3_000 {
+                for _ in 0..<Int.random(in: 0...2, using: &rng) {
+                    guard let i = order.popLast() else { break }
+                    state.insert(plan: ep, time: batch.times[i], id: batch.ids[i], amount: batch.amounts[i], lat: batch.lats[i],
+                                 lon: batch.lons[i], filterBits: batch.filterBits[i * batch.entityCount + e], tracked: own(i))
+                }
+                // Now and then the oldest events are dropped, from inside the windows too.
+                if Int.random(in: 0..<40, using: &rng) == 0, let newest = state.events.newestTime {
+                    state.trim(plan: ep, before: newest - Int64.random(in: 0...(3 * ep.retention), using: &rng))
+                }
+                // Mostly short steps either way, sometimes a jump past every window.
+                t = Int.random(in: 0..<10, using: &rng) == 0
+                    ? Int64.random(in: first...(last + 3_600_000), using: &rng)
+                    : min(max(first, t + Int64.random(in: -900_000...900_000, using: &rng)), last + 3_600_000)
+                let i = Int.random(in: 0..<batch.count, using: &rng)
+                // Always located, so that distance and speed show the window's latest location.
+                let c = CurrentEvent(time: t, amount: batch.amounts[i], lat: 48.85, lon: 2.35, tracked: own(i))
+                incremental.withUnsafeMutableBufferPointer { state.evaluate(plan: ep, current: c, row: $0.baseAddress!, scratch: &scratch) }
+                reference.withUnsafeMutableBufferPointer { EntityKernel.evaluate(state.events, plan: ep, current: c, row: $0.baseAddress!) }
+                for o in ep.outputs where incremental[o.column].bitPattern != reference[o.column].bitPattern {
+                    Issue.record("step \(step) at \(t): \(plan.schema.names[o.column]) incremental \(incremental[o.column]) reference \(reference[o.column])")
+                }
+            }
         }
+    }
+
+    /// The reference-count table against a dictionary: colliding keys under several tags,
+    /// growing and shrinking through backward-shift deletions.
+    @Test func refTableMatchesDictionary() {
+        var rng = TestRNG(state: 5)
+        var table = RefTable()
+        var model: [Pair: Int] = [:]
+        for step in 0..<200_000 {
+            // Few distinct keys (collisions and long probe runs), sometimes a burst of new ones.
+            let key = UInt64.random(in: 1...(step % 20_000 < 10_000 ? 64 : 5_000), using: &rng)
+            let tag = Int.random(in: 0..<3, using: &rng)
+            let p = Pair(key: key, tag: tag)
+            if Int.random(in: 0..<100, using: &rng) < (step % 20_000 < 10_000 ? 55 : 45) {
+                #expect(table.increment(key, tag: tag) == (model[p] == nil))
+                model[p, default: 0] += 1
+            } else if model[p] != nil {
+                #expect(table.decrement(key, tag: tag) == (model[p] == 1))
+                model[p] = model[p]! > 1 ? model[p]! - 1 : nil
+            }
+            #expect(table.contains(key, tag: tag) == (model[p] != nil))
+            #expect(table.count == model.count)
+        }
+        for (p, n) in model { for _ in 0..<n { table.decrement(p.key, tag: p.tag) } }
+        #expect(table.count == 0 && table.slots.count <= 16)
+    }
+
+    struct Pair: Hashable {
+        var key: UInt64
+        var tag: Int
     }
 
     /// Exactness that floating-point running sums would lose: adding and removing 0.1 a million
