@@ -100,7 +100,7 @@ struct Bench: ParsableCommand {
     /// Single-transaction calls, timed one by one: their median and 99th percentile, and a line
     /// comparing what the calls around the median and the slowest 1% spend per stage (from each
     /// verdict's own stage timings), and how many of each were not approved (those are explained).
-    typealias Call = (micros: Double, stages: StageLatency, approved: Bool)
+    typealias Call = (micros: Double, stages: StageLatency, approved: Bool, faults: Int)
 
     func singleTransactions(_ scorer: Scorer, next: () -> Transaction) -> (single: (p50: Double, p99: Double), stages: String) {
         for _ in 0..<3 { _ = scorer.score(next()) }
@@ -109,9 +109,11 @@ struct Bench: ParsableCommand {
         let deadline = clock.now.advanced(by: .milliseconds(Int(seconds * 1000)))
         while clock.now < deadline || calls.count < 1000 {
             let transaction = next()
+            let f0 = Self.pageFaults()
             let t0 = clock.now
             let verdict = scorer.score(transaction)
-            calls.append(((clock.now - t0).microseconds, verdict.latency, verdict.action == .approve))
+            let micros = (clock.now - t0).microseconds
+            calls.append((micros, verdict.latency, verdict.action == .approve, Self.pageFaults() - f0))
         }
         calls.sort { $0.micros < $1.micros }
         // Medians, not means: a few calls take milliseconds (a dictionary growing), and a mean
@@ -129,7 +131,16 @@ struct Bench: ParsableCommand {
             slice.filter { !$0.approved }.count * 100 / slice.count
         }
         line += "; not approved \(notApproved(middle))% → \(notApproved(slowest))%"
+        func faulted(_ slice: ArraySlice<Call>) -> Int { slice.filter { $0.faults > 0 }.count * 100 / slice.count }
+        line += "; with a page fault \(faulted(middle))% → \(faulted(slowest))%"
         return ((calls[calls.count / 2].micros, calls[min(calls.count - 1, calls.count * 99 / 100)].micros), line)
+    }
+
+    /// Page faults the process has taken so far (minor and major).
+    static func pageFaults() -> Int {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        return usage.ru_minflt + usage.ru_majflt
     }
 
     /// The machine's own tail at the single transaction's time scale: a fixed computation (no
