@@ -92,15 +92,17 @@ public struct EntityEvents: Sendable {
     /// Inserts an event at `i` (from ``insertionIndex(time:id:)``) with its tracked values
     /// (`trackedCount` of them); its working values start at 0.
     public mutating func insert(_ event: EntityEvent, tracked values: UnsafeBufferPointer<UInt64>, at i: Int) {
-        let own = values.prefix(trackedCount)
         if i == rows.count {
+            // The common case, an event in time order: appended slot by slot (the generic
+            // collection appends and inserts cost several hundred instructions per event).
             rows.append(event)
-            slots.append(contentsOf: own)
+            for k in 0..<trackedCount { slots.append(values[k]) }
+            for _ in trackedCount..<stride { slots.append(0) }
         } else {
             rows.insert(event, at: i)
-            slots.insert(contentsOf: own, at: i * stride)
+            slots.insert(contentsOf: repeatElement(0, count: stride), at: i * stride)
+            for k in 0..<trackedCount { slots[i * stride + k] = values[k] }
         }
-        if stride > trackedCount { slots.insert(contentsOf: repeatElement(0, count: stride - trackedCount), at: i * stride + trackedCount) }
     }
 
     /// Sets the label of event `i` (0 unknown, 1 legitimate, 2 fraud).
