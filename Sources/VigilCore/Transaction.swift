@@ -84,12 +84,19 @@ public struct Transaction: Sendable, Hashable {
     /// The value of a numeric canonical field, NaN when absent.
     @inlinable
     public func number(_ field: TransactionField) -> Double {
+        withUnsafePointer(to: self) { Self.number(field, at: $0) }
+    }
+
+    /// The value of a numeric canonical field of the transaction at `t`, read in place (see
+    /// ``string(_:at:)``: calling ``number(_:)`` on `t.pointee` copied the transaction).
+    @inlinable
+    public static func number(_ field: TransactionField, at t: UnsafePointer<Transaction>) -> Double {
         switch field {
-        case .timestamp: Double(timestamp)
-        case .amount: amount
-        case .lat: lat ?? .nan
-        case .lon: lon ?? .nan
-        case .label: label.map(Double.init) ?? .nan
+        case .timestamp: Double(t.pointee.timestamp)
+        case .amount: t.pointee.amount
+        case .lat: t.pointee.lat ?? .nan
+        case .lon: t.pointee.lon ?? .nan
+        case .label: t.pointee.label.map(Double.init) ?? .nan
         default: .nan
         }
     }

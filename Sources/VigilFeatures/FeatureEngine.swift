@@ -55,7 +55,10 @@ public struct FeatureEngine: Sendable {
         for e in plan.entities {
             b.keys.append(hashed(e.field, of: tx, number: number, s))
             var bits: UInt8 = 0
-            for (k, f) in e.filters.enumerated() where f(tx.pointee) { bits |= 1 << UInt8(k) }
+            // Through a pointer: `tx.pointee` handed to a filter copied the transaction (a retain
+            // and release of each of its strings) per filter.
+            let context = RowContext(transaction: tx, row: UnsafeBufferPointer(start: nil, count: 0))
+            for (k, f) in e.filters.enumerated() where f(context) { bits |= 1 << UInt8(k) }
             b.filterBits.append(bits)
             for f in e.tracked { b.tracked.append(hashed(f, of: tx, number: number, s)) }
         }
@@ -95,7 +98,7 @@ public struct FeatureEngine: Sendable {
     }
 
     private func fill(row: UnsafeMutablePointer<Float>, columns: Int, from transaction: UnsafePointer<Transaction>) {
-        for (f, col) in plan.fieldColumns { row[col] = Float(transaction.pointee.number(f)) }
+        for (f, col) in plan.fieldColumns { row[col] = Float(Transaction.number(f, at: transaction)) }
         if !plan.calendarColumns.isEmpty {
             let cal = Timestamp.calendar(transaction.pointee.timestamp)
             for (c, col) in plan.calendarColumns {

@@ -89,7 +89,8 @@ public final class EntityPlan: Sendable {
     public let lanes: SIMD8<Double>
     public let laneCount: Int
     /// Filters, compiled over the transaction; bit `i` of an event's filter mask is filter `i`.
-    let filters: [@Sendable (borrowing Transaction) -> Bool]
+    /// Compiled over a ``RowContext`` with no row, which reads the transaction in place.
+    let filters: [@Sendable (RowContext) -> Bool]
     public let filterCount: Int
     /// Fields whose hashed values are kept per event (distinct counts, first-seen, home country).
     public let tracked: [TransactionField]
@@ -153,7 +154,7 @@ public final class EntityPlan: Sendable {
             tracked.append(f)
             return tracked.count - 1
         }
-        var filters: [@Sendable (borrowing Transaction) -> Bool] = []
+        var filters: [@Sendable (RowContext) -> Bool] = []
         var outputs: [Output] = []
         var distinct: [(Int, Int)] = []
         for agg in spec.aggregates where agg.entity == entity.name {
@@ -163,7 +164,7 @@ public final class EntityPlan: Sendable {
                     throw ConfigurationError(file: nil, line: agg.line, message: "entity '\(entity.name)' has more than 8 filters")
                 }
                 do {
-                    filters.append(try Expression.parse(text).compilePredicate(in: Transaction.scope, for: Transaction.self))
+                    filters.append(try Expression.parse(text).compilePredicate(in: RowContext.scope(features: []), for: RowContext.self))
                 } catch {
                     throw ConfigurationError(file: nil, line: agg.line, message: "filter '\(text)': \(error)")
                 }
@@ -293,7 +294,7 @@ public struct RowContext: ExpressionContext {
 
     @inline(__always)
     public func number(_ slot: Int) -> Double {
-        slot >= 0 ? Double(row[slot]) : transaction.pointee.number(Transaction.allFields[-1 - slot])
+        slot >= 0 ? Double(row[slot]) : Transaction.number(Transaction.allFields[-1 - slot], at: transaction)
     }
     public func string(_ slot: Int) -> String? { Transaction.string(Transaction.allFields[slot], at: transaction) }
     public func list(_ slot: Int, contains value: String) -> Bool { false }
