@@ -140,8 +140,14 @@ struct WindowState: Sendable {
     var lastLocated = -1
     var firstCountried = -1
 
+    /// Where the split points and the distinct counts start in ``marks``.
+    @inline(__always)
+    static func midOffset(_ plan: EntityPlan) -> Int { plan.laneCount }
+    @inline(__always)
+    static func distinctOffset(_ plan: EntityPlan) -> Int { plan.laneCount + plan.maxCells.count }
+
     init(plan: EntityPlan) {
-        marks = Array(repeating: 0, count: plan.laneCount + plan.maxCells.count + plan.distinct.count)
+        marks = Array(repeating: 0, count: Self.distinctOffset(plan) + plan.distinct.count)
         cells = Array(repeating: WindowCell(), count: plan.cellCount)
     }
 
@@ -341,14 +347,14 @@ struct WindowState: Sendable {
     /// Fills `aggregates` for an evaluation: the cells, and what is read off the window structures.
     func fill(_ aggregates: inout WindowAggregates, plan: EntityPlan, current c: CurrentEvent, events ev: EntityEvents) {
         aggregates.cells = cells
-        let work = ev.trackedCount, midOffset = plan.laneCount
+        let work = ev.trackedCount, midOffset = Self.midOffset(plan), distinctOffset = Self.distinctOffset(plan)
         for (m, cell) in plan.maxCells.enumerated() {
             let head = marks[cell % plan.laneCount], mid = marks[midOffset + m]
             let start = head < mid ? Double(bitPattern: ev.slot(work + m, head)) : -.infinity
             let end = mid < tail ? Double(bitPattern: ev.slot(work + m, tail - 1)) : -.infinity
             aggregates.maxv[cell] = max(start, end)
         }
-        for r in plan.distinct.indices { aggregates.distinct[r] = marks[midOffset + plan.maxCells.count + r] }
+        for r in plan.distinct.indices { aggregates.distinct[r] = marks[distinctOffset + r] }
         guard let h = plan.historyLane else { return }
         for (k, tr) in plan.firstSeen.enumerated() {
             let v = c.tracked[tr]
@@ -384,9 +390,8 @@ struct WindowFrame {
     let cells: UnsafeMutableBufferPointer<WindowCell>
     let marks: UnsafeMutableBufferPointer<Int>
 
-    /// Where the split points and the distinct counts start in ``WindowState/marks``.
-    var midOffset: Int { plan.laneCount }
-    var distinctOffset: Int { plan.laneCount + plan.maxCells.count }
+    var midOffset: Int { WindowState.midOffset(plan) }
+    var distinctOffset: Int { WindowState.distinctOffset(plan) }
 
     @inline(__always)
     func tracked(_ k: Int, _ i: Int) -> UInt64 { slots[i &* stride &+ k] }
