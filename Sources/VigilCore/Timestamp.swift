@@ -88,8 +88,51 @@ public enum Timestamp {
 
     /// ``formatISO8601(_:)`` written straight into a byte buffer.
     public static func appendISO8601(_ ms: Int64, to out: inout [UInt8]) {
+        withISO8601(ms) { out.append(contentsOf: $0) }
+    }
+
+    /// ``formatISO8601(_:)``'s bytes, written on the stack for years 0–9999 (the 24 bytes of
+    /// `YYYY-MM-DDThh:mm:ss.sssZ`).
+    public static func withISO8601<R>(_ ms: Int64, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
         let (days, msOfDay) = floorDivMod(ms, 86_400_000)
         let (y, m, d) = civilFromDays(Int(days))
+        guard (0...9999).contains(y) else {
+            var bytes: [UInt8] = []
+            appendISO8601(y, m, d, msOfDay: msOfDay, to: &bytes)
+            return bytes.withUnsafeBufferPointer(body)
+        }
+        // 24 bytes, bound as bytes (so the buffer below may be typed as them).
+        var text: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                   UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return withUnsafeMutableBytes(of: &text) { raw in
+            func put(_ v: Int, _ width: Int, at i: Int) {
+                var v = v
+                for k in Swift.stride(from: i + width - 1, through: i, by: -1) {
+                    raw[k] = UInt8(ascii: "0") + UInt8(v % 10)
+                    v /= 10
+                }
+            }
+            put(y, 4, at: 0)
+            raw[4] = UInt8(ascii: "-")
+            put(m, 2, at: 5)
+            raw[7] = UInt8(ascii: "-")
+            put(d, 2, at: 8)
+            raw[10] = UInt8(ascii: "T")
+            put(Int(msOfDay / 3_600_000), 2, at: 11)
+            raw[13] = UInt8(ascii: ":")
+            put(Int(msOfDay / 60_000 % 60), 2, at: 14)
+            raw[16] = UInt8(ascii: ":")
+            put(Int(msOfDay / 1000 % 60), 2, at: 17)
+            raw[19] = UInt8(ascii: ".")
+            put(Int(msOfDay % 1000), 3, at: 20)
+            raw[23] = UInt8(ascii: "Z")
+            return body(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: 24))
+        }
+    }
+
+    /// Any year, signed and padded to four digits.
+    private static func appendISO8601(_ y: Int, _ m: Int, _ d: Int, msOfDay: Int64, to out: inout [UInt8]) {
         appendPadded(y, 4, to: &out)
         out.append(UInt8(ascii: "-"))
         appendPadded(m, 2, to: &out)

@@ -122,6 +122,14 @@ struct JSONScanner {
     mutating func transaction() throws -> Transaction {
         var assembler = TransactionAssembler(limits: limits)
         try object { field, scanner in
+            // The common timestamp, an RFC 3339 string, read where it lies (the generic path makes
+            // it a `String` first); anything unusual, or out of range, takes the generic path,
+            // which reports it.
+            if field == .timestamp, !assembler.present.contains(.timestamp) {
+                let start = scanner.i
+                if let ms = scanner.timestampInPlace(), assembler.accept(timestamp: ms) { return }
+                scanner.i = start
+            }
             let v = try scanner.value(depth: 1)
             guard let field else { return }  // unknown keys are ignored
             if assembler.present.contains(field) {
@@ -278,8 +286,41 @@ struct JSONScanner {
             while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
         }
         guard i - start <= 64 else { throw fail("number longer than 64 characters") }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
-        return .number(Double(text) ?? .nan, text: text)
+        let raw = UnsafeBufferPointer(rebasing: b[start..<i])
+        let text = String(decoding: raw, as: UTF8.self)
+        return .number(Self.exactDouble(raw) ?? Double(text) ?? .nan, text: text)
+    }
+
+    /// Powers of ten that are exact in a `Double`.
+    private static let exactPowersOfTen: [Double] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+        1e20, 1e21, 1e22,
+    ]
+
+    /// A valid JSON number without exponent, at most 15 significant digits and 22 decimals, read
+    /// without `strtod`: its digits are then an exact `Double`, and so is the power of ten, so one
+    /// IEEE division rounds the quotient once, correctly, to what `strtod` gives (Clinger's fast
+    /// path). Nil for anything else (the caller then parses the text).
+    static func exactDouble(_ raw: UnsafeBufferPointer<UInt8>) -> Double? {
+        var k = 0
+        let negative = raw[0] == 45
+        if negative { k = 1 }
+        var digits: UInt64 = 0, significant = 0, decimals = 0, point = false
+        while k < raw.count {
+            let c = raw[k]
+            k += 1
+            if c == 46 {
+                point = true
+                continue
+            }
+            guard c >= 48, c <= 57 else { return nil }  // an exponent
+            if significant > 0 || c != 48 { significant += 1 }
+            digits = digits &* 10 &+ UInt64(c &- 48)
+            if point { decimals += 1 }
+        }
+        guard significant <= 15, decimals < exactPowersOfTen.count else { return nil }
+        let v = Double(digits) / exactPowersOfTen[decimals]
+        return negative ? -v : v
     }
 
     /// Reads a key and matches it against the canonical field names without making a String.
@@ -294,6 +335,18 @@ struct JSONScanner {
         guard plain, j < b.count else { return TransactionField(rawValue: try string()) }
         i = j + 1
         return TransactionField.match(UnsafeBufferPointer(rebasing: b[start..<j]))
+    }
+
+    /// At a string value holding a valid timestamp without escapes: its time, having read past
+    /// it; otherwise nil.
+    mutating func timestampInPlace() -> Int64? {
+        skipSpace()
+        guard i < b.count, b[i] == 34 else { return nil }
+        var j = i + 1
+        while j < b.count, b[j] != 34, b[j] != 92 { j += 1 }
+        guard j < b.count, b[j] == 34, let ms = Timestamp.parseISO8601(bytes: UnsafeBufferPointer(rebasing: b[(i + 1)..<j])) else { return nil }
+        i = j + 1
+        return ms
     }
 
     mutating func string() throws -> String {
@@ -462,9 +515,11 @@ struct TransactionAssembler {
         }
     }
 
+    private static let required: [TransactionField] = [.id, .timestamp, .amount]
+
     /// The transaction, or nil when a problem was found (then `problems` says what).
     mutating func finish() -> Transaction? {
-        for required in [TransactionField.id, .timestamp, .amount] where !present.contains(required) {
+        for required in Self.required where !present.contains(required) {
             problem(required.rawValue, nil, "required field missing")
         }
         return problems.isEmpty ? tx : nil
@@ -516,6 +571,14 @@ struct TransactionAssembler {
         }
         return ms
     }
+
+    /// Takes a timestamp read in place if it is within the limits (else the caller reports it).
+    mutating func accept(timestamp ms: Int64) -> Bool {
+        guard ms >= limits.minTimestamp, ms < limits.maxTimestamp else { return false }
+        present.insert(.timestamp)
+        tx.timestamp = ms
+        return true
+    }
 }
 
 /// A set of canonical fields as a bit mask (the decoder's hot path).
@@ -526,15 +589,49 @@ struct FieldSet {
 }
 
 extension TransactionField {
-    static let all = TransactionField.allCases
-    static let names: [[UInt8]] = all.map { Array($0.rawValue.utf8) }
+    private static let all = allCases
 
-    /// The field whose JSON name is exactly these bytes.
-    static func match(_ key: UnsafeBufferPointer<UInt8>) -> TransactionField? {
-        for (k, name) in names.enumerated() where name.count == key.count {
-            if name.withUnsafeBufferPointer({ memcmp($0.baseAddress!, key.baseAddress!, key.count) == 0 }) { return all[k] }
+    /// A name's length and bytes as two little-endian words; nil past 16 bytes (no name is).
+    private static func packed(_ key: UnsafeBufferPointer<UInt8>) -> (count: Int, low: UInt64, high: UInt64)? {
+        guard key.count <= 16 else { return nil }
+        var low: UInt64 = 0, high: UInt64 = 0
+        if key.count >= 8 {
+            low = UInt64(littleEndian: UnsafeRawPointer(key.baseAddress!).loadUnaligned(as: UInt64.self))
+            for k in 8..<key.count { high |= UInt64(key[k]) << (8 * (k - 8)) }
+        } else {
+            for k in 0..<key.count { low |= UInt64(key[k]) << (8 * k) }
         }
-        return nil
+        return (key.count, low, high)
+    }
+
+    private static func slot(_ p: (count: Int, low: UInt64, high: UInt64)) -> Int {
+        Int(truncatingIfNeeded: ((p.low ^ p.high &* 31 ^ UInt64(p.count)) &* 0x9E37_79B9_7F4A_7C15) >> 58)
+    }
+
+    /// The names in an open-addressing table of 64 slots (ordinal + 1; 0 empty).
+    private static let table: [(count: Int, low: UInt64, high: UInt64, field: Int)] = {
+        var t = Array(repeating: (count: 0, low: UInt64(0), high: UInt64(0), field: 0), count: 64)
+        for (k, f) in all.enumerated() {
+            let p = Array(f.rawValue.utf8).withUnsafeBufferPointer { packed($0)! }
+            var i = slot(p)
+            while t[i].field != 0 { i = (i + 1) & 63 }
+            t[i] = (p.count, p.low, p.high, k + 1)
+        }
+        return t
+    }()
+
+    /// The field whose JSON name is exactly these bytes: one hashed probe, where comparing with
+    /// each name cost a `memcmp` per name of the same length.
+    static func match(_ key: UnsafeBufferPointer<UInt8>) -> TransactionField? {
+        guard let p = packed(key) else { return nil }
+        return table.withUnsafeBufferPointer { t in
+            var i = slot(p)
+            while t[i].field != 0 {
+                if t[i].count == p.count, t[i].low == p.low, t[i].high == p.high { return all[t[i].field - 1] }
+                i = (i + 1) & 63
+            }
+            return nil
+        }
     }
 }
 

@@ -27,6 +27,34 @@ import Testing
         #expect(tx.mcc == "5411" && tx.channel == "ecom" && tx.lat == 48.8 && tx.lon == 2.3 && tx.label == 1)
     }
 
+    @Test func numbersReadWithoutStrtodEqualItsResult() throws {
+        var state: UInt64 = 11
+        func next() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state ^ (state >> 29)
+        }
+        var texts = ["0", "-0", "0.0", "1", "12.5", "0.1", "0.30000000000000004", "123456789012345", "1234567890123456",
+                     "0.000000000000000000001", "0.0000000000000000000001", "9007199254740993", "1e3", "-2.5E-3", "99.999999999999999"]
+        for _ in 0..<100_000 {
+            let digits = String(next() % 10_000_000_000_000_000)
+            let point = Int(next() % UInt64(digits.count + 1))
+            var t = point == digits.count ? digits : String(digits.prefix(point).isEmpty ? "0" : digits.prefix(point)) + "." + digits.dropFirst(point)
+            if next() % 2 == 0 { t = "-" + t }
+            texts.append(t)
+        }
+        var fast = 0
+        for t in texts {
+            guard let v = Array(t.utf8).withUnsafeBufferPointer({ JSONScanner.exactDouble($0) }) else { continue }
+            #expect(v.bitPattern == Double(t)!.bitPattern, "\(t)")
+            fast += 1
+        }
+        #expect(fast > 10_000)  // the fast path was taken, not only strtod
+        // And the decoder reads its numbers so, falling back to the text for the rest.
+        for t in ["12.5", "0.30000000000000004", "1e3", "999999999.99"] {
+            #expect(try decoder.decode(#"{"id":"t","timestamp":1700000000000,"amount":\#(t)}"#).amount == Double(t)!)
+        }
+    }
+
     @Test func timestampForms() throws {
         let utc = try #require(Timestamp.parseISO8601("2026-03-01T12:00:00Z"))
         #expect(Timestamp.parseISO8601("2026-03-01 12:00:00") == utc)  // no zone = UTC, space separator

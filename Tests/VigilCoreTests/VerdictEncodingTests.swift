@@ -86,6 +86,33 @@ struct VerdictEncodingTests {
         }
     }
 
+    @Test("numbers written as thousandths are exactly Swift's shortest form, and others are left to it")
+    func thousandthsMatchDescription() {
+        func written(_ v: Double) -> String {
+            var w = JSONWriter()
+            w.array { $0.element(v) }
+            return String(w.text.dropFirst().dropLast())
+        }
+        var rng = Lehmer(state: 7)
+        var values: [Double] = []
+        for n in 1...20_000 { values += [Double(n) / 1000, -Double(n) / 1000] }
+        for _ in 0..<200_000 {
+            let n = Int64(rng.next() % 10_000_000_000)  // below 10⁷ once divided
+            values.append(Double(n) / 1000)
+            values.append(Double(n % 1_000_000) / 1000 + 0.0005)  // halfway: not thousandths
+            values.append(Double(bitPattern: rng.next()))  // any double at all
+        }
+        values += [0.001, 0.0009999999, 9_999_999.999, 10_000_000, 1e7 - 0.0005, 0.1 + 0.2, 315.849, 1, 100, -0.0, 0, 5e-324]
+        var checked = 0, fast = 0
+        for v in values where v.isFinite {
+            if JSONWriter.thousandths(v) != nil { fast += 1 }
+            #expect(written(v) == v.description, "\(v.description)")
+            checked += 1
+        }
+        #expect(fast > 200_000)  // the fast path was taken, not only the fallback
+        #expect(checked > 600_000)
+    }
+
     @Test("encoding into a reused buffer gives the same bytes as a fresh one")
     func reusedBuffer() {
         var buffer: [UInt8] = []
