@@ -66,15 +66,15 @@ extension Scorer {
             }
             var verdicts: [ShadowVerdict] = []
             verdicts.reserveCapacity(batch.count)
-            for (i, tx) in batch.enumerated() {
+            for i in batch.indices {
                 let outcome = decided.ruleOutcomes.isEmpty ? RuleOutcome() : decided.ruleOutcomes[i]
-                var d = c.decider.decide(probability: scores.probabilities[i], transaction: tx, forced: outcome.forced, floor: outcome.floor)
+                var d = c.decider.decide(probability: scores.probabilities[i], transaction: batch[i], forced: outcome.forced, floor: outcome.floor)
                 if decided.storeError != nil, c.configuration.degradation == .failClosed, outcome.forced == nil {
                     d.action = max(d.action, .review)
                 }
                 let champion = decided.verdicts[i]
                 verdicts.append(ShadowVerdict(
-                    transactionID: tx.id, timestamp: tx.timestamp,
+                    transactionID: batch[i].id, timestamp: batch[i].timestamp,
                     champion: .init(version: champion.modelVersion, action: champion.action, probability: champion.probability),
                     challenger: .init(version: challenger.version, action: d.action, probability: scores.probabilities[i])))
             }
@@ -155,10 +155,17 @@ public struct ModelOutcomes: Sendable {
         var costIfLegit: Float
     }
 
+    /// One transaction's decisions: the champion's held inline, so that remembering a
+    /// transaction allocates nothing when no challenger runs.
+    struct Decisions: Sendable {
+        var champion: Decision
+        var challengers: [Decision]
+    }
+
     public let capacity: Int
     public let halfLife: Int64
     private var models: [String] = []
-    private var pending: [UInt64: [Decision]] = [:]
+    private var pending: [UInt64: Decisions] = [:]
     private var order: [UInt64] = []
     private var head = 0
     /// Per model: labelled, fraud, flagged fraud (TP), flagged legit (FP), cost.
@@ -182,16 +189,15 @@ public struct ModelOutcomes: Sendable {
     public mutating func record(
         _ transactions: [Transaction], keys: [UInt64], champion: [Verdict], shadows: [[ShadowVerdict]], costs: CostMatrix
     ) {
-        for (i, tx) in transactions.enumerated() {
-            var decisions: [Decision] = []
-            func add(_ model: String, _ action: Action) {
-                decisions.append(Decision(
-                    model: index(of: model), flagged: action != .approve,
-                    costIfFraud: Float(costs.cost(of: action, fraud: true, transaction: tx)),
-                    costIfLegit: Float(costs.cost(of: action, fraud: false, transaction: tx))))
+        // Read in place (`transactions[i]`): binding each transaction to a local copied its strings.
+        for i in transactions.indices {
+            func decision(_ model: String, _ action: Action) -> Decision {
+                Decision(model: index(of: model), flagged: action != .approve,
+                         costIfFraud: Float(costs.cost(of: action, fraud: true, transaction: transactions[i])),
+                         costIfLegit: Float(costs.cost(of: action, fraud: false, transaction: transactions[i])))
             }
-            add(champion[i].modelVersion, champion[i].action)
-            for s in shadows where i < s.count { add(s[i].challenger.version, s[i].challenger.action) }
+            var decisions = Decisions(champion: decision(champion[i].modelVersion, champion[i].action), challengers: [])
+            for s in shadows where i < s.count { decisions.challengers.append(decision(s[i].challenger.version, s[i].challenger.action)) }
             if pending.updateValue(decisions, forKey: keys[i]) == nil { order.append(keys[i]) }
         }
         while pending.count > capacity, head < order.count {
@@ -208,13 +214,15 @@ public struct ModelOutcomes: Sendable {
     @discardableResult
     public mutating func label(_ key: UInt64, fraud: Bool, at now: Int64) -> Bool {
         guard let decisions = pending.removeValue(forKey: key) else { return false }
-        for d in decisions {
+        func count(_ d: Decision) {
             sums[d.model].advance(to: now)
             sums[d.model].values[0] += 1
             if fraud { sums[d.model].values[1] += 1 }
             if d.flagged { sums[d.model].values[fraud ? 2 : 3] += 1 }
             sums[d.model].values[4] += Double(fraud ? d.costIfFraud : d.costIfLegit)
         }
+        count(decisions.champion)
+        decisions.challengers.forEach(count)
         return true
     }
 

@@ -167,7 +167,7 @@ final class ModelMonitor: @unchecked Sendable {
             correlation[s.challenger, default: ScoreCorrelation()].add(s.verdicts, at: now)
         }
         let champion = result.verdicts.first?.modelVersion ?? ""
-        outcomes.record(txs, keys: txs.map { scorer.engine.idHash($0.id) }, champion: result.verdicts,
+        outcomes.record(txs, keys: txs.indices.map { scorer.engine.idHash(txs[$0].id) }, champion: result.verdicts,
                         shadows: shadows.map(\.verdicts), costs: scorer.costs)
         // Drift against the champion's own reference; a new champion (reload) starts afresh.
         if champion != driftModel {

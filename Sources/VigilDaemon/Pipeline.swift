@@ -257,12 +257,14 @@ final class Pipeline: @unchecked Sendable {
         bytes.reserveCapacity(batch.verdicts.count * 768)
         var layouts: [(json: Range<Int>, key: Range<Int>, provenance: Provenance)] = []
         layouts.reserveCapacity(batch.verdicts.count)
-        for (v, m) in zip(batch.verdicts, batch.sources) {
+        // Verdicts and messages read in place: iterating them (`zip`) copied each one, a retain
+        // and a release of every string and array it holds.
+        for i in batch.verdicts.indices {
             let start = bytes.count
-            v.encodeJSON(into: &bytes)
+            batch.verdicts[i].encodeJSON(into: &bytes)
             let json = start..<bytes.count
-            bytes.append(contentsOf: v.transactionID.utf8)
-            layouts.append((json, json.upperBound..<bytes.count, Provenance(of: m, hasher: hasher, into: &bytes)))
+            bytes.append(contentsOf: batch.verdicts[i].transactionID.utf8)
+            layouts.append((json, json.upperBound..<bytes.count, Provenance(of: batch.sources[i], hasher: hasher, into: &bytes)))
         }
         var headers: [OutgoingHeader] = []
         headers.reserveCapacity(layouts.count * 2)
@@ -292,8 +294,8 @@ final class Pipeline: @unchecked Sendable {
         timer.add(batch.encodeCPU, to: .encode)
         if !batch.verdicts.isEmpty {
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            for m in batch.sources {
-                if let ts = m.timestamp { metrics.age.recordNanoseconds(max(0, now - ts) * 1_000_000) }
+            for i in batch.sources.indices {
+                if let ts = batch.sources[i].timestamp { metrics.age.recordNanoseconds(max(0, now - ts) * 1_000_000) }
             }
             metrics.record(batch.verdicts)
         }
