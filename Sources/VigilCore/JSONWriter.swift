@@ -39,29 +39,22 @@ public struct JSONWriter {
         commas |= bit
     }
 
-    private mutating func open(_ bracket: UInt8) {
+    /// An object or array: `open`, what `body` writes, `close`.
+    private mutating func nested(_ open: UInt8, _ close: UInt8, _ body: (inout JSONWriter) -> Void) {
         separate()
-        out.append(bracket)
+        out.append(open)
         depth += 1
         precondition(depth < 64, "JSON nested deeper than 63 levels")
         commas &= ~(1 << UInt64(depth))
-    }
-
-    public mutating func object(_ body: (inout JSONWriter) -> Void) {
-        open(UInt8(ascii: "{"))
         body(&self)
         depth -= 1
         own()
-        out.append(UInt8(ascii: "}"))
+        out.append(close)
     }
 
-    public mutating func array(_ body: (inout JSONWriter) -> Void) {
-        open(UInt8(ascii: "["))
-        body(&self)
-        depth -= 1
-        own()
-        out.append(UInt8(ascii: "]"))
-    }
+    public mutating func object(_ body: (inout JSONWriter) -> Void) { nested(UInt8(ascii: "{"), UInt8(ascii: "}"), body) }
+
+    public mutating func array(_ body: (inout JSONWriter) -> Void) { nested(UInt8(ascii: "["), UInt8(ascii: "]"), body) }
 
     /// Writes a key; the next value written (object, array or element) is its value.
     public mutating func key(_ k: String) {
@@ -78,7 +71,7 @@ public struct JSONWriter {
         separate()
         out.reserve(k.utf8CodeUnitCount + 3)
         out.appendReserved(UInt8(ascii: "\""))
-        out.appendReserved(UnsafeBufferPointer(start: k.utf8Start, count: k.utf8CodeUnitCount))
+        out.appendReserved(k.bytes)
         out.appendReserved(UInt8(ascii: "\""))
         out.appendReserved(UInt8(ascii: ":"))
         commas &= ~(1 << UInt64(depth))
@@ -101,8 +94,7 @@ public struct JSONWriter {
 
     public mutating func element(_ v: Bool) {
         separate()
-        let word: StaticString = v ? "true" : "false"
-        out.append(UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount))
+        out.append((v ? "true" as StaticString : "false").bytes)
     }
 
     public mutating func element(_ v: String) {
@@ -120,8 +112,7 @@ public struct JSONWriter {
             var sink = ByteSink(out: out)
             v.write(to: &sink)
         } else {
-            let word: StaticString = "null"
-            out.append(UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount))
+            out.append(("null" as StaticString).bytes)
         }
     }
 
@@ -200,6 +191,11 @@ public struct JSONWriter {
             out.append(UInt8(ascii: "\""))
         }
     }
+}
+
+extension StaticString {
+    /// The literal's UTF-8 bytes, where the binary keeps them.
+    var bytes: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: utf8Start, count: utf8CodeUnitCount) }
 }
 
 /// The bytes a ``JSONWriter`` has written, in memory of its own.
