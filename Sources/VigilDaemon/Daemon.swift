@@ -174,9 +174,10 @@ public final class Daemon: Sendable {
         var configuration = ServiceGroupConfiguration(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        // Draining waits up to 30 s for acknowledgements; leaving the group can block while the
-        // broker is unreachable. Past these bounds the process exits anyway: whatever was not
-        // committed is redelivered, with the same verdicts.
+        // The pipeline bounds its own stop (`kafka.shutdown_timeout_ms`, at most 40 s: drain,
+        // commit, leave the group) and then returns, whatever the broker does; whatever was not
+        // committed is redelivered, with the same verdicts. The service group's limits are the
+        // backstop past that (it ends the process with a crash report).
         configuration.maximumGracefulShutdownDuration = .seconds(45)
         configuration.maximumCancellationDuration = .seconds(5)
         try await ServiceGroup(configuration: configuration).run()

@@ -28,6 +28,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
         /// How long the daemon waits before pausing its partitions when the broker does not
         /// acknowledge (ms). Default: 1000.
         public var pauseAfterMs = 1000
+        /// How long a stop may take in all: finishing and acknowledging what is in flight,
+        /// committing, leaving the group (ms). Past it the daemon exits anyway, and what it had not
+        /// committed is redelivered. Default: 20000.
+        public var shutdownTimeoutMs = 20_000
         public init() {}
     }
 
@@ -140,12 +144,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
         let r = Reader(file: file)
         let top = try r.section(root, "configuration", keys: ["kafka", "store", "scoring", "admin", "limits", "api", "shadow"])
         if let k = top["kafka"] {
-            let m = try r.section(k, "kafka", keys: ["brokers", "group", "topics", "properties", "batch_size", "max_in_flight", "pause_after_ms"])
+            let m = try r.section(k, "kafka", keys: ["brokers", "group", "topics", "properties", "batch_size", "max_in_flight", "pause_after_ms", "shutdown_timeout_ms"])
             try r.string(m["brokers"], "kafka.brokers", into: &c.kafka.brokers)
             try r.string(m["group"], "kafka.group", into: &c.kafka.group)
             try r.int(m["batch_size"], "kafka.batch_size", 1...100_000, into: &c.kafka.batchSize)
             try r.int(m["max_in_flight"], "kafka.max_in_flight", 1...1024, into: &c.kafka.maxInFlight)
             try r.int(m["pause_after_ms"], "kafka.pause_after_ms", 1...3_600_000, into: &c.kafka.pauseAfterMs)
+            // Below the service group's own limit (45 s), past which the process is crashed.
+            try r.int(m["shutdown_timeout_ms"], "kafka.shutdown_timeout_ms", 100...40_000, into: &c.kafka.shutdownTimeoutMs)
             if let t = m["topics"] {
                 let tm = try r.section(t, "kafka.topics", keys: ["transactions", "verdicts", "dead_letters", "labels"])
                 try r.string(tm["transactions"], "kafka.topics.transactions", into: &c.kafka.topics.transactions)

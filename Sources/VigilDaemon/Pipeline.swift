@@ -83,6 +83,8 @@ final class Pipeline: @unchecked Sendable {
     private var committed: [TopicPartition: Int64] = [:]
     private var paused = false
     private var lastGauges: ContinuousClock.Instant?
+    /// Set when a stop begins: no wait of the shutdown (a revocation's drain included) goes past it.
+    private var shutdownDeadline: ContinuousClock.Instant?
     /// The loop thread's CPU by stage, flushed to `vigil_cpu_seconds_total` with the gauges.
     private var timer = StageTimer()
     /// Decisions on their own thread (`scoring.threads` 2), or nil: decided inline.
@@ -180,11 +182,19 @@ final class Pipeline: @unchecked Sendable {
             }
         }
 
+        // One deadline for all of it: finishing, committing and leaving the group. A broker that
+        // does not answer would otherwise hold each step for its own timeout (the commit waits
+        // for a coordinator without a limit), past what an orchestrator allows before SIGKILL.
         logger.info("stopping: finishing batches in flight")
+        let deadline = clock.now + .milliseconds(k.shutdownTimeoutMs)
+        shutdownDeadline = deadline
         retryLabels(force: true)
-        drain(timeout: .seconds(30))
+        drain(timeout: deadline - clock.now)
         state.withLock { $0.running = false }
-        consumer.close()
+        if !consumer.close(timeout: max(deadline - clock.now, .milliseconds(1))) {
+            logger.warning("leaving the group timed out; exiting without it (the group expires this member, and what was not committed is redelivered)",
+                           metadata: ["shutdown_timeout_ms": "\(k.shutdownTimeoutMs)"])
+        }
         flushCPU()
         metrics.ready.set(to: 0)
         logger.info("stopped", metadata: ["uncommitted_batches": "\(inFlight.count)"])
@@ -425,7 +435,7 @@ final class Pipeline: @unchecked Sendable {
         guard !offsets.isEmpty else { return }
         committed.merge(offsets) { max($0, $1) }
         do {
-            try consumer?.commit(offsets, wait: false)
+            try consumer?.commit(offsets, wait: nil)
         } catch {
             metrics.commitFailures.increment()
             logger.warning("commit failed; the next one covers it", metadata: ["error": "\(error)"])
@@ -473,11 +483,11 @@ final class Pipeline: @unchecked Sendable {
         }
     }
 
-    /// Waits for every batch in flight to be acknowledged, up to `timeout`, then commits
-    /// synchronously.
+    /// Waits for every batch in flight to be acknowledged, up to `timeout` (and never past the
+    /// shutdown's deadline), then commits synchronously in what time is left.
     private func drain(timeout: Duration) {
         guard let producer else { return }
-        let deadline = clock.now + timeout
+        let deadline = min(clock.now + timeout, shutdownDeadline ?? .now + .seconds(86_400))
         while (decisions?.outstanding ?? 0) > 0, clock.now < deadline {
             collectDecided(waiting: .milliseconds(10))
         }
@@ -486,7 +496,7 @@ final class Pipeline: @unchecked Sendable {
         }
         guard !committed.isEmpty else { return }
         do {
-            try consumer?.commit(committed, wait: true)
+            try consumer?.commit(committed, wait: max(deadline - clock.now, .milliseconds(1)))
         } catch {
             metrics.commitFailures.increment()
             logger.warning("final commit failed; the uncommitted tail is redelivered", metadata: ["error": "\(error)"])

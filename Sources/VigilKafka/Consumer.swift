@@ -27,6 +27,8 @@ public final class KafkaConsumer: @unchecked Sendable {
     let queue: OpaquePointer
     public let topics: [String]
     private var closed = false
+    /// A close ran out of time (see ``close(timeout:)``).
+    private var abandoned = false
 
     /// - Parameters:
     ///   - properties: passed through; `group.id` and `bootstrap.servers` are required.
@@ -73,7 +75,11 @@ public final class KafkaConsumer: @unchecked Sendable {
     deinit {
         close()
         rd_kafka_queue_destroy(queue)
-        rd_kafka_destroy(handle)
+        // After a close that ran out of time, librdkafka's own close may still be waiting for the
+        // broker, and destroying the handle would join its threads without a limit (measured:
+        // minutes, even with RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE). Such a handle is left to the
+        // process's exit; the owner is shutting down.
+        if isClosed { rd_kafka_destroy(handle) }
     }
 
     /// Up to `max` messages: waits up to `timeout` for the first, then takes what is already
@@ -114,15 +120,32 @@ public final class KafkaConsumer: @unchecked Sendable {
         return out
     }
 
-    /// Commits `offsets` (the next offset to read, per partition). `wait: false` returns at once;
+    /// Commits `offsets` (the next offset to read, per partition). `wait: nil` returns at once;
     /// a failed asynchronous commit is reported through `onError` and the next commit covers it.
-    public func commit(_ offsets: [TopicPartition: Int64], wait: Bool) throws(KafkaError) {
+    /// With a duration, waits that long at most for the broker's answer (with no coordinator,
+    /// librdkafka's own synchronous commit waits for one without a limit) and throws
+    /// `RD_KAFKA_RESP_ERR__TIMED_OUT` past it.
+    public func commit(_ offsets: [TopicPartition: Int64], wait: Duration?) throws(KafkaError) {
         guard !offsets.isEmpty else { return }
         let keys = Array(offsets.keys)
         let list = keys.cList(offsets: keys.map { offsets[$0]! })
         defer { rd_kafka_topic_partition_list_destroy(list) }
-        let err = rd_kafka_commit(handle, list, wait ? 0 : 1)
+        guard let wait else {
+            let err = rd_kafka_commit(handle, list, 1)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, "commit") }
+            return
+        }
+        // The answer comes back on a queue of its own, as an event.
+        let replies = rd_kafka_queue_new(handle)
+        defer { rd_kafka_queue_destroy(replies) }
+        let err = rd_kafka_commit_queue(handle, list, replies, nil, nil)
         if err != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(err, "commit") }
+        guard let event = rd_kafka_queue_poll(replies, wait.librdkafkaMilliseconds) else {
+            throw KafkaError(RD_KAFKA_RESP_ERR__TIMED_OUT, "commit")
+        }
+        defer { rd_kafka_event_destroy(event) }
+        let answer = rd_kafka_event_error(event)
+        if answer != RD_KAFKA_RESP_ERR_NO_ERROR { throw KafkaError(answer, "commit") }
     }
 
     /// The partitions currently assigned to this member.
@@ -165,10 +188,34 @@ public final class KafkaConsumer: @unchecked Sendable {
         return total
     }
 
-    /// Leaves the group (revoking partitions through `onRebalance`) and closes. Idempotent.
-    public func close() {
-        guard !closed else { return }
+    /// Whether the consumer has left the group and closed (also after ``close(timeout:)`` gave
+    /// up, once the broker answered).
+    public var isClosed: Bool { closed && (!abandoned || rd_kafka_consumer_closed(handle) != 0) }
+
+    /// Leaves the group (revoking partitions through `onRebalance`) and closes, waiting up to
+    /// `timeout`. Returns false when that ran out (a broker that does not answer; the group
+    /// expires the member itself after `session.timeout.ms`): the handle is then never destroyed,
+    /// so call it when the process is about to exit. Idempotent.
+    @discardableResult
+    public func close(timeout: Duration = .seconds(30)) -> Bool {
+        guard !closed else { return !abandoned }
         closed = true
-        rd_kafka_consumer_close(handle)
+        // Served here, on the caller's thread: the rebalance callback runs where it always does.
+        let events = rd_kafka_queue_new(handle)
+        defer { rd_kafka_queue_destroy(events) }
+        if let error = rd_kafka_consumer_close_queue(handle, events) {
+            callbacks.onError(KafkaError(rd_kafka_error_code(error), "close"))
+            rd_kafka_error_destroy(error)
+        }
+        let deadline = ContinuousClock.now + timeout
+        while rd_kafka_consumer_closed(handle) == 0 {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else {
+                abandoned = true
+                return false
+            }
+            _ = rd_kafka_queue_poll_callback(events, min(left, .milliseconds(100)).librdkafkaMilliseconds)
+        }
+        return true
     }
 }

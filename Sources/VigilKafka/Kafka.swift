@@ -10,6 +10,9 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
         self.message = message
     }
 
+    /// A local timeout (`RD_KAFKA_RESP_ERR__TIMED_OUT`): the broker did not answer in time.
+    public var isTimeout: Bool { code == RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue }
+
     init(_ err: rd_kafka_resp_err_t, _ context: String) {
         code = err.rawValue
         message = "\(context): \(String(cString: rd_kafka_err2str(err)))"

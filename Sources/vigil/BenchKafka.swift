@@ -67,7 +67,7 @@ struct BenchKafka: ParsableCommand {
                 }
                 done += batch.count
                 while acked < done - 4 * batchSize { acked += producer.poll(timeout: .milliseconds(1)).count }
-                try consumer.commit(offsets, wait: false)
+                try consumer.commit(offsets, wait: nil)
             }
             _ = producer.flush(timeout: .seconds(60))
             _ = producer.poll()

@@ -118,6 +118,35 @@ struct FaultTests {
         daemon.process.wait()
     }
 
+    @Test("SIGTERM while the broker is down: the daemon exits 0 within its shutdown timeout; the next instance scores what it had not committed, nothing lost, every duplicate equal")
+    func stopWhileBrokerDown() throws {
+        let stack = try Stack()
+        // The journal carries the history to the next instance, so a redelivered transaction
+        // gets the verdict it got before.
+        let config = "kafka:\n  shutdown_timeout_ms: 3000\nstore:\n  journal: \(stack.directory)/journal\nscoring:\n  deadline_ms: 60000\n  model: \(BuiltProduct.packageRoot)/models/default\n  rules: \(BuiltProduct.packageRoot)/rules/default.yaml\n"
+        let first = try stack.startDaemon(config: config)
+        try first.waitReady()
+        let txs = Stack.transactions(3000, seed: 81)
+        let publisher = publishInBackground(stack, txs, rate: 1000)
+        Thread.sleep(forTimeInterval: 1.0)
+        stack.broker.signal(SIGUSR1)
+        Thread.sleep(forTimeInterval: 0.5)
+        first.process.signal(SIGTERM)
+        // Without a bound, the final commit waited for a coordinator and leaving the group for
+        // the broker, until the service group crashed the process after 50 s.
+        let status = first.process.wait(timeout: .seconds(20))
+        #expect(status.map { ($0 & 0x7f) == 0 && (($0 >> 8) & 0xff) == 0 } == true,
+                "vigild did not exit 0 within 20 s of SIGTERM (status \(status.map(String.init) ?? "none: still running")): \(first.log.suffix(1500))")
+        #expect(first.log.contains("leaving the group timed out"))
+        stack.broker.signal(SIGUSR2)
+        let next = try stack.startDaemon(config: config)
+        try next.waitReady(timeout: .seconds(60))
+        while !publisher.isFinished { Thread.sleep(forTimeInterval: 0.1) }
+        check("sigterm_broker_down", txs, VerdictSet(try stack.read("verdicts", count: txs.count, timeout: .seconds(120))))
+        next.process.signal(SIGTERM)
+        #expect(next.process.wait() != nil)
+    }
+
     @Test("SIGKILL at random points, twenty times in one stream under load: nothing lost, every duplicate equal",
           arguments: ["redis", "memory"])
     func repeatedKillNine(store: String) throws {

@@ -49,7 +49,7 @@ struct KafkaTests {
                 let inPartition = first.filter { $0.partition == p }.map(\.offset).sorted()
                 offsets[TopicPartition("t", p)] = inPartition[inPartition.count / 2]
             }
-            try consumer.commit(offsets, wait: true)
+            try consumer.commit(offsets, wait: .seconds(10))
             consumer.close()
         }
         let again = try KafkaConsumer(properties: group, topics: ["t"])
@@ -57,6 +57,38 @@ struct KafkaTests {
         #expect(rest.count == 50)
         #expect(rest.allSatisfy { m in first.contains { $0.partition == m.partition && $0.offset == m.offset } })
         again.close()
+    }
+
+    @Test("with the broker down, a waiting commit times out and a close gives up when told to")
+    func boundedCommitAndClose() throws {
+        let broker = try DevBroker()
+        try broker.createTopic("t", partitions: 1)
+        let props: KafkaProperties = ["bootstrap.servers": broker.bootstrapServers]
+        let producer = try KafkaProducer(properties: props)
+        try producer.send(OutgoingMessage(topic: "t", key: nil, value: Array("v".utf8), headers: []), token: 1)
+        #expect(producer.flush(timeout: .seconds(10)))
+        var group = props
+        group["group.id"] = "bounded"
+        group["session.timeout.ms"] = "6000"
+        let consumer = try KafkaConsumer(properties: group, topics: ["t"])
+        let got = consumeAll(consumer, count: 1)
+        #expect(got.count == 1)
+        #expect(broker.setDown(true).isEmpty)
+        let offsets = [TopicPartition("t", 0): got[0].offset + 1]
+        #expect {
+            try consumer.commit(offsets, wait: .milliseconds(500))
+        } throws: { error in
+            (error as? KafkaError)?.isTimeout == true
+        }
+        #expect(consumer.close(timeout: .milliseconds(500)) == false)
+        #expect(!consumer.isClosed)
+        // Idempotent, and says the same.
+        #expect(consumer.close() == false)
+        // Once the broker answers, librdkafka's close finishes on its own (and the handle can go).
+        broker.setDown(false)
+        let clock = ContinuousClock(), deadline = clock.now + .seconds(30)
+        while !consumer.isClosed, clock.now < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(consumer.isClosed)
     }
 
     @Test("a bad librdkafka property fails with its name")
