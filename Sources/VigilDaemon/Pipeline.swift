@@ -487,7 +487,8 @@ final class Pipeline: @unchecked Sendable {
     /// shutdown's deadline), then commits synchronously in what time is left.
     private func drain(timeout: Duration) {
         guard let producer else { return }
-        let deadline = min(clock.now + timeout, shutdownDeadline ?? .now + .seconds(86_400))
+        var deadline = clock.now + timeout
+        if let shutdownDeadline { deadline = min(deadline, shutdownDeadline) }
         while (decisions?.outstanding ?? 0) > 0, clock.now < deadline {
             collectDecided(waiting: .milliseconds(10))
         }

@@ -248,13 +248,15 @@ public final class InMemoryVelocityStore: VelocityStore {
         var steps = steps
         defer { s.expirySteps += initial - steps }
         let cutoff = s.newest - plan.retention - allowedLateness, seq = s.recorded - remembered
+        let newest = s.newest
+        func entityCutoff(_ e: Int) -> Int64 { newest - plan.entities[e].retention - allowedLateness }
         while steps > 0, let f = s.transactionQueue.first, f.time < cutoff, f.seq < seq {
             s.transactionQueue.removeFirst()
             s.transactions.removeValue(forKey: f.id)
             steps -= 1
         }
-        for (e, ep) in plan.entities.enumerated() {
-            let cutoff = s.newest - ep.retention - allowedLateness
+        for e in plan.entities.indices {
+            let cutoff = entityCutoff(e)
             while steps > 0, let f = s.entityQueues[e].first, f.time < cutoff, f.seq < seq {
                 s.entityQueues[e].removeFirst()
                 steps -= 1
@@ -270,7 +272,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         if let f = s.transactionQueue.first, f.time < cutoff, f.seq < seq { return true }
         return plan.entities.indices.contains { e in
             guard let f = s.entityQueues[e].first else { return false }
-            return f.time < s.newest - plan.entities[e].retention - allowedLateness && f.seq < seq
+            return f.time < entityCutoff(e) && f.seq < seq
         }
     }
 
