@@ -48,15 +48,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         callbacks = Callbacks(onRebalance: onRebalance, onError: onError)
         rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
         rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
-            let callbacks = Unmanaged<KafkaConsumer.Callbacks>.fromOpaque(opaque!).takeUnretainedValue()
-            let list = [TopicPartition](partitions)
-            if err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-                rd_kafka_assign(rk, partitions)
-                callbacks.onRebalance(.assigned(list))
-            } else {
-                callbacks.onRebalance(.revoked(list))
-                rd_kafka_assign(rk, nil)
-            }
+            KafkaConsumer.rebalance(rk!, err, partitions, Unmanaged<KafkaConsumer.Callbacks>.fromOpaque(opaque!).takeUnretainedValue())
         }
         handle = try KafkaConf.handle(RD_KAFKA_CONSUMER, conf)
         rd_kafka_poll_set_consumer(handle)
@@ -69,6 +61,22 @@ public final class KafkaConsumer: @unchecked Sendable {
             rd_kafka_queue_destroy(queue)
             rd_kafka_destroy(handle)
             throw KafkaError(err, "subscribe \(topics)")
+        }
+    }
+
+    /// Takes or gives up `partitions` as the group decided, telling the owner (after taking them,
+    /// before giving them up).
+    static func rebalance(
+        _ rk: OpaquePointer, _ err: rd_kafka_resp_err_t, _ partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?,
+        _ callbacks: Callbacks
+    ) {
+        let list = [TopicPartition](partitions)
+        if err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            rd_kafka_assign(rk, partitions)
+            callbacks.onRebalance(.assigned(list))
+        } else {
+            callbacks.onRebalance(.revoked(list))
+            rd_kafka_assign(rk, nil)
         }
     }
 
@@ -200,7 +208,10 @@ public final class KafkaConsumer: @unchecked Sendable {
     public func close(timeout: Duration = .seconds(30)) -> Bool {
         guard !closed else { return !abandoned }
         closed = true
-        // Served here, on the caller's thread: the rebalance callback runs where it always does.
+        // Served here, on the caller's thread, as events: the revocation goes through the same
+        // rebalance path as ever, and whatever else librdkafka forwards here is dropped (served
+        // with `rd_kafka_queue_poll_callback` instead, the process aborted when another member
+        // was taking over: `twoDaemonsTakeOver`).
         let events = rd_kafka_queue_new(handle)
         defer { rd_kafka_queue_destroy(events) }
         if let error = rd_kafka_consumer_close_queue(handle, events) {
@@ -214,7 +225,11 @@ public final class KafkaConsumer: @unchecked Sendable {
                 abandoned = true
                 return false
             }
-            _ = rd_kafka_queue_poll_callback(events, min(left, .milliseconds(100)).librdkafkaMilliseconds)
+            guard let event = rd_kafka_queue_poll(events, min(left, .milliseconds(100)).librdkafkaMilliseconds) else { continue }
+            if rd_kafka_event_type(event) == RD_KAFKA_EVENT_REBALANCE {
+                Self.rebalance(handle, rd_kafka_event_error(event), rd_kafka_event_topic_partition_list(event), callbacks)
+            }
+            rd_kafka_event_destroy(event)
         }
         return true
     }
