@@ -137,7 +137,10 @@ struct FaultTests {
         let status = first.process.wait(timeout: .seconds(20))
         #expect(status.map { ($0 & 0x7f) == 0 && (($0 >> 8) & 0xff) == 0 } == true,
                 "vigild did not exit 0 within 20 s of SIGTERM (status \(status.map(String.init) ?? "none: still running")): \(first.log.suffix(1500))")
-        #expect(first.log.contains("leaving the group timed out"))
+        // The stop ran to its end. Whether leaving the group timed out or was skipped depends on
+        // whether librdkafka had noticed the coordinator gone (both happen here); the timeout
+        // itself is held by `boundedCommitAndClose`.
+        #expect(first.log.contains("\"msg\":\"stopped\""), "\(first.log.suffix(1500))")
         stack.broker.signal(SIGUSR2)
         let next = try stack.startDaemon(config: config)
         try next.waitReady(timeout: .seconds(60))
