@@ -39,13 +39,16 @@ let package = Package(
         .systemLibrary(name: "CRdKafka", path: "Sources/CRdKafka", pkgConfig: "rdkafka",
                        providers: [.apt(["librdkafka-dev"])]),
 
+        // A compiler hint with no Swift spelling (cache prefetch), not a library.
+        .target(name: "CPrefetch", path: "Sources/CPrefetch"),
+
         // The pipeline, in order.
         .target(name: "VigilCore", dependencies: [.product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
         .target(name: "VigilExpression", dependencies: ["VigilCore"], swiftSettings: strict),
         .target(name: "VigilFeatures",
                 dependencies: [
-                    "VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams"),
+                    "VigilCore", "VigilExpression", "CPrefetch", .product(name: "Yams", package: "Yams"),
                     .product(name: "DequeModule", package: "swift-collections"),
                 ],
                 swiftSettings: strict),

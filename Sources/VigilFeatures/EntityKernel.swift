@@ -1,3 +1,4 @@
+internal import CPrefetch
 import Foundation
 
 /// One recorded event of an entity: what its windows aggregate.
@@ -62,6 +63,28 @@ public struct EntityEvents: Sendable {
     /// Slot `k` of event `i`: tracked values first, then working values.
     @inline(__always)
     func slot(_ k: Int, _ i: Int) -> UInt64 { slots[i &* stride &+ k] }
+
+    func prefetchHeaders() {
+        Prefetch.header(of: rows)
+        Prefetch.header(of: slots)
+    }
+
+    /// Prefetches the events at `marks` (a window's end each) and at `tail` and the newest one.
+    func prefetch(at marks: UnsafeBufferPointer<Int>, tail: Int) {
+        rows.withUnsafeBufferPointer { r in
+            slots.withUnsafeBufferPointer { s in
+                guard let rb = r.baseAddress, let sb = s.baseAddress, r.count > 0 else { return }
+                func at(_ i: Int) {
+                    guard i >= 0 && i < r.count else { return }
+                    vigil_prefetch(rb + i)
+                    vigil_prefetch(sb + i &* stride)
+                }
+                for m in marks { at(m) }
+                at(tail)
+                at(r.count - 1)
+            }
+        }
+    }
 
     public var newestTime: Int64? { rows.last?.time }
     public var oldestTime: Int64? { rows.first?.time }
@@ -431,15 +454,25 @@ extension EventBatch {
     public func walk(
         plan: FeaturePlan, lateness: Int64, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool, evaluate: Bool = true,
         scratch: inout [WindowAggregates],
+        ahead: (_ entity: Int, _ key: UInt64, _ deep: Bool) -> Void = { _, _, _ in },
         withState: (_ entity: Int, _ key: UInt64, _ position: Int, _ body: (inout EntityState) -> Void) -> Void
     ) {
         precondition(scratch.count == plan.entities.count, "walk: scratch for \(scratch.count) entity types, plan has \(plan.entities.count)")
         let columns = matrix.columns
         matrix.values.withUnsafeMutableBufferPointer { values in
             tracked.withUnsafeBufferPointer { tracked in
+                // While one transaction is worked on, the store starts loading the entities of
+                // the next two (see ``EntityState/prefetch(deep:plan:)``): the one after next's
+                // headers, the next one's windows read off its headers, loaded by then.
+                func prefetch(_ i: Int, deep: Bool) {
+                    guard i < count else { return }
+                    for e in 0..<entityCount where keys[i * entityCount + e] != 0 { ahead(e, keys[i * entityCount + e], deep) }
+                }
                 for i in 0..<count {
                     let row = values.baseAddress! + i * columns
                     let seen = duplicate(i)
+                    prefetch(i + 2, deep: false)
+                    prefetch(i + 1, deep: true)
                     for (e, ep) in plan.entities.enumerated() {
                         let key = keys[i * entityCount + e]
                         guard key != 0 else {

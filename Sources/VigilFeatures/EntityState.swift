@@ -1,3 +1,5 @@
+internal import CPrefetch
+
 /// An entity's events together with its windows kept up to date incrementally.
 ///
 /// Each lane's window is the index range `[head, tail)` of the entity's sorted events: the events
@@ -95,6 +97,26 @@ public struct EntityState: Sendable {
     /// copied, which retains and releases each of its buffers: for an entity out of cache, a miss
     /// per buffer, where this reads one.
     mutating func newestTimeInPlace() -> Int64? { events.newestTime }
+
+    /// Starts loading what evaluating and recording an event will read, so that a batch can ask
+    /// for the entities of the transactions just ahead while it works on the current one (an
+    /// entity out of cache was most of the store's time, a miss for each buffer it touched).
+    /// Shallow: each buffer's header and first line, at addresses the state itself holds. Deep
+    /// (once a shallow call had time to land): the lines read off those headers, the newest
+    /// event and each window's ends. `mutating` only to be reached in place (see
+    /// ``newestTimeInPlace()``); nothing changes.
+    mutating func prefetch(deep: Bool, plan: EntityPlan) {
+        if deep {
+            windows.marks.withUnsafeBufferPointer { marks in
+                events.prefetch(at: UnsafeBufferPointer(rebasing: marks.prefix(WindowState.distinctOffset(plan))), tail: windows.tail)
+            }
+        } else {
+            events.prefetchHeaders()
+            Prefetch.header(of: windows.marks)
+            Prefetch.header(of: windows.cells)
+            windows.refs.prefetchHeader()
+        }
+    }
 
     /// Bytes held on the heap (events, window structures), for cache budgets: every buffer's
     /// capacity plus what an allocation costs beyond its payload, so that a budget bounds the
@@ -452,6 +474,8 @@ struct RefTable: Sendable {
 
     var approximateBytes: Int { HeapBytes.of(slots) }
 
+    func prefetchHeader() { Prefetch.header(of: slots) }
+
     @inline(__always)
     private static func home(_ key: UInt64, _ tag: Int, _ mask: Int) -> Int {
         Int(truncatingIfNeeded: ((key ^ (UInt64(tag) &* 0x9E37_79B9_7F4A_7C15)) &* 0xBF58_476D_1CE4_E5B9) >> 32) & mask
@@ -536,6 +560,20 @@ struct RefTable: Sendable {
 
 /// What a buffer costs on the heap: its capacity, plus the allocation's header and the
 /// allocator's rounding and bookkeeping (~48 bytes measured per small buffer on glibc).
+/// Cache prefetch hints (see ``EntityState/prefetch(deep:plan:)``).
+enum Prefetch {
+    /// An array buffer's header (its reference count, read before every write, and its count)
+    /// and its first elements.
+    @inline(__always)
+    static func header<T>(of a: [T]) {
+        a.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return }
+            vigil_prefetch(UnsafeRawPointer(base) - 32)
+            vigil_prefetch(UnsafeRawPointer(base) + 32)
+        }
+    }
+}
+
 public enum HeapBytes {
     public static let perAllocation = 48
 

@@ -209,7 +209,11 @@ public final class InMemoryVelocityStore: VelocityStore {
         }
         if batch.count > 1 { s.seenInBatch.removeAll(keepingCapacity: true) }
         batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate,
-                   scratch: &scratch) { e, key, position, body in
+                   scratch: &scratch,
+                   ahead: { e, key, deep in
+                       guard let i = s.entities[e].index(forKey: key) else { return }
+                       s.entities[e].values[i].prefetch(deep: deep, plan: plan.entities[e])
+                   }) { e, key, position, body in
             let known = s.entities[e].count
             body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
             // A new entity: queued at its first event's time, when it may first have gone idle;
