@@ -454,25 +454,25 @@ extension EventBatch {
     public func walk(
         plan: FeaturePlan, lateness: Int64, into matrix: inout FeatureMatrix, duplicate: (Int) -> Bool, evaluate: Bool = true,
         scratch: inout [WindowAggregates],
-        ahead: (_ entity: Int, _ key: UInt64, _ deep: Bool) -> Void = { _, _, _ in },
+        lookahead: Int = 0,
+        ahead: (_ entity: Int, _ key: UInt64, _ distance: Int) -> Void = { _, _, _ in },
         withState: (_ entity: Int, _ key: UInt64, _ position: Int, _ body: (inout EntityState) -> Void) -> Void
     ) {
         precondition(scratch.count == plan.entities.count, "walk: scratch for \(scratch.count) entity types, plan has \(plan.entities.count)")
         let columns = matrix.columns
         matrix.values.withUnsafeMutableBufferPointer { values in
             tracked.withUnsafeBufferPointer { tracked in
-                // While one transaction is worked on, the store starts loading the entities of
-                // the next two (see ``EntityState/prefetch(deep:plan:)``): the one after next's
-                // headers, the next one's windows read off its headers, loaded by then.
-                func prefetch(_ i: Int, deep: Bool) {
+                // While one transaction is worked on, the store may start loading the entities
+                // of the next `lookahead` ones, each a step further the closer it is (what the
+                // step before loaded tells where to look next).
+                func prefetch(_ i: Int, distance: Int) {
                     guard i < count else { return }
-                    for e in 0..<entityCount where keys[i * entityCount + e] != 0 { ahead(e, keys[i * entityCount + e], deep) }
+                    for e in 0..<entityCount where keys[i * entityCount + e] != 0 { ahead(e, keys[i * entityCount + e], distance) }
                 }
                 for i in 0..<count {
                     let row = values.baseAddress! + i * columns
                     let seen = duplicate(i)
-                    prefetch(i + 2, deep: false)
-                    prefetch(i + 1, deep: true)
+                    for d in Swift.stride(from: lookahead, through: 1, by: -1) { prefetch(i + d, distance: d) }
                     for (e, ep) in plan.entities.enumerated() {
                         let key = keys[i * entityCount + e]
                         guard key != 0 else {

@@ -560,20 +560,6 @@ struct RefTable: Sendable {
 
 /// What a buffer costs on the heap: its capacity, plus the allocation's header and the
 /// allocator's rounding and bookkeeping (~48 bytes measured per small buffer on glibc).
-/// Cache prefetch hints (see ``EntityState/prefetch(deep:plan:)``).
-enum Prefetch {
-    /// An array buffer's header (its reference count, read before every write, and its count)
-    /// and its first elements.
-    @inline(__always)
-    static func header<T>(of a: [T]) {
-        a.withUnsafeBufferPointer { b in
-            guard let base = b.baseAddress else { return }
-            vigil_prefetch(UnsafeRawPointer(base) - 32)
-            vigil_prefetch(UnsafeRawPointer(base) + 32)
-        }
-    }
-}
-
 public enum HeapBytes {
     public static let perAllocation = 48
 

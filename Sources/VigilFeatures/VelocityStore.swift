@@ -117,9 +117,9 @@ public final class InMemoryVelocityStore: VelocityStore {
     public let allowedLateness: Int64
 
     struct State: ~Copyable {
-        var entities: [[UInt64: EntityState]]
+        var entities: [HashedTable<EntityState>]
         /// Transaction id → (time, entity keys): idempotence and label lookup.
-        var transactions: [UInt64: (time: Int64, keys: EntityKeys)] = [:]
+        var transactions = HashedTable<(time: Int64, keys: EntityKeys)>()
         var newest: Int64 = .min
         /// Transactions recorded so far: the expiry queues' clock.
         var recorded = 0
@@ -154,7 +154,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         self.plan = plan
         self.allowedLateness = allowedLateness
         self.remembered = remembered
-        state = Mutex(State(entities: Array(repeating: [:], count: plan.entities.count), entityQueues: Array(repeating: [], count: plan.entities.count),
+        state = Mutex(State(entities: Array(repeating: HashedTable(), count: plan.entities.count), entityQueues: Array(repeating: [], count: plan.entities.count),
                             scratch: plan.entities.map { WindowAggregates(plan: $0) }))
     }
 
@@ -205,23 +205,33 @@ public final class InMemoryVelocityStore: VelocityStore {
         duplicates.removeAll(keepingCapacity: true)
         for i in 0..<batch.count {
             let id = batch.ids[i]
-            duplicates.append(s.transactions[id] != nil || (batch.count > 1 && !s.seenInBatch.insert(id).inserted))
+            if i + 8 < batch.count { s.transactions.prefetch(batch.ids[i + 8]) }
+            duplicates.append(s.transactions.position(of: id) != nil || (batch.count > 1 && !s.seenInBatch.insert(id).inserted))
         }
         if batch.count > 1 { s.seenInBatch.removeAll(keepingCapacity: true) }
         batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate,
-                   scratch: &scratch,
-                   ahead: { e, key, deep in
-                       guard let i = s.entities[e].index(forKey: key) else { return }
-                       s.entities[e].values[i].prefetch(deep: deep, plan: plan.entities[e])
+                   scratch: &scratch, lookahead: 4,
+                   ahead: { e, key, distance in
+                       // Four steps, each loading what the next one reads: the table's slot, the
+                       // entity's state, its buffers' headers, its windows' ends.
+                       if distance == 4 { return s.entities[e].prefetch(key) }
+                       guard let p = s.entities[e].position(of: key) else { return }
+                       if distance == 3 { return s.entities[e].prefetchValue(at: p) }
+                       s.entities[e].values[p].prefetch(deep: distance == 1, plan: plan.entities[e])
                    }) { e, key, position, body in
-            let known = s.entities[e].count
-            body(&s.entities[e][key, default: EntityState(plan: plan.entities[e])])
-            // A new entity: queued at its first event's time, when it may first have gone idle;
-            // its check then forgets it or re-queues it at its newest event.
-            if s.entities[e].count != known { s.entityQueues[e].append((batch.times[position / batch.entityCount], s.recorded, key)) }
+            let p: Int
+            if let known = s.entities[e].position(of: key) {
+                p = known
+            } else {
+                p = s.entities[e].insert(key, EntityState(plan: plan.entities[e]))
+                // A new entity: queued at its first event's time, when it may first have gone
+                // idle; its check then forgets it or re-queues it at its newest event.
+                s.entityQueues[e].append((batch.times[position / batch.entityCount], s.recorded, key))
+            }
+            body(&s.entities[e].values[p])
         }
         for i in 0..<batch.count where !duplicates[i] {
-            s.transactions[batch.ids[i]] = (batch.times[i], EntityKeys(batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)]))
+            s.transactions.insert(batch.ids[i], (batch.times[i], EntityKeys(batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)])))
             s.transactionQueue.append((batch.times[i], s.recorded, batch.ids[i]))
             s.recorded += 1
             s.newest = max(s.newest, batch.times[i])
@@ -264,7 +274,7 @@ public final class InMemoryVelocityStore: VelocityStore {
             while steps > 0, let f = s.entityQueues[e].first, f.time < cutoff, f.seq < seq {
                 s.entityQueues[e].removeFirst()
                 steps -= 1
-                guard let i = s.entities[e].index(forKey: f.key) else { continue }
+                guard let i = s.entities[e].position(of: f.key) else { continue }
                 guard let last = s.entities[e].values[i].newestTimeInPlace(), last >= cutoff else {
                     s.entities[e].remove(at: i)
                     continue
@@ -283,7 +293,7 @@ public final class InMemoryVelocityStore: VelocityStore {
     @discardableResult
     public func apply(labels: [(id: UInt64, fraud: Bool)]) throws(StoreError) -> Int {
         try state.withLock { (s: inout State) throws(StoreError) in
-            let matching = labels.filter { s.transactions[$0.id] != nil }
+            let matching = labels.filter { s.transactions.position(of: $0.id) != nil }
             if !matching.isEmpty { try s.journal?.append(labels: matching) }
             return label(matching, &s)
         }
@@ -297,8 +307,8 @@ public final class InMemoryVelocityStore: VelocityStore {
             for e in 0..<plan.entities.count {
                 let key = tx.keys[e]
                 guard key != 0 else { continue }
-                guard let i = s.entities[e][key]?.events.index(time: tx.time, id: l.id) else { continue }
-                s.entities[e][key]!.setLabel(l.fraud ? 2 : 1, at: i, plan: plan.entities[e])
+                guard let p = s.entities[e].position(of: key), let i = s.entities[e].values[p].events.index(time: tx.time, id: l.id) else { continue }
+                s.entities[e].values[p].setLabel(l.fraud ? 2 : 1, at: i, plan: plan.entities[e])
             }
         }
         return matched

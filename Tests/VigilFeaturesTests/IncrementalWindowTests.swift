@@ -205,6 +205,60 @@ import Testing
         #expect(table.count == 0 && table.slots.count <= 16)
     }
 
+    /// The store's entity and transaction table against a dictionary: inserts and removals by
+    /// key and by position (the last value moving into the hole), lookups of absent keys, growth,
+    /// and keys crowded into few slots (long probe runs, removals shifting them back, wrapping
+    /// round the end).
+    @Test func hashedTableMatchesDictionary() {
+        var rng = TestRNG(state: 9)
+        var table = HashedTable<Int>()
+        var model: [UInt64: Int] = [:]
+        // A pool of keys sharing their top bits after the multiplication would be contrived;
+        // random keys from a small pool collide often enough at 70% load, and the pool grows.
+        // `#expect` per step made the test take half a minute: the first difference is kept instead.
+        var firstDifference: String?
+        func check(_ ok: Bool, _ what: @autoclosure () -> String) { if !ok && firstDifference == nil { firstDifference = what() } }
+        var pool = (0..<64).map { _ in UInt64.random(in: 0...UInt64.max, using: &rng) }
+        for step in 0..<200_000 {
+            if step % 20_000 == 10_000 { pool += (0..<5_000).map { _ in UInt64.random(in: 0...UInt64.max, using: &rng) } }
+            let key = pool[Int.random(in: 0..<pool.count, using: &rng)]
+            switch Int.random(in: 0..<100, using: &rng) {
+            case 0..<50:
+                if model[key] == nil {
+                    let p = table.insert(key, step)
+                    check(table.keys[p] == key && table.values[p] == step, "step \(step): inserted at \(p), reads back otherwise")
+                    model[key] = step
+                } else {
+                    table.values[table.position(of: key)!] = step
+                    model[key] = step
+                }
+            case 50..<80:
+                let removed = table.removeValue(forKey: key), expected = model.removeValue(forKey: key)
+                check(removed == expected, "step \(step): removing a key gave \(String(describing: removed)), not \(String(describing: expected))")
+            default:
+                // By position, as expiry removes an entity it has looked up.
+                guard !model.isEmpty else { continue }
+                let p = Int.random(in: 0..<table.count, using: &rng)
+                let k = table.keys[p]
+                check(model.removeValue(forKey: k) == table.values[p], "step \(step): position \(p) holds another key's value")
+                table.remove(at: p)
+            }
+            check(table.count == model.count, "step \(step): \(table.count) values, the dictionary \(model.count)")
+            check(table[key] == model[key], "step \(step): lookup after the step differs")
+            if step % 10_000 == 0 {
+                check(Dictionary(uniqueKeysWithValues: zip(table.keys, table.values)) == model, "step \(step): keys and values differ")
+                for (k, v) in model { check(table[k] == v, "step \(step): a held key is not found") }
+            }
+        }
+        #expect(firstDifference == nil, "\(firstDifference ?? "")")
+        for k in Array(model.keys) {
+            table.removeValue(forKey: k)
+            model[k] = nil
+        }
+        #expect(table.count == 0 && table.keys.isEmpty && table.values.isEmpty)
+        #expect(pool.allSatisfy { table.position(of: $0) == nil })
+    }
+
     struct Pair: Hashable {
         var key: UInt64
         var tag: Int
