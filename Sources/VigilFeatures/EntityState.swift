@@ -103,12 +103,12 @@ public struct EntityState: Sendable {
     /// entity out of cache was most of the store's time, a miss for each buffer it touched).
     /// Shallow: each buffer's header and first line, at addresses the state itself holds. Deep
     /// (once a shallow call had time to land): the lines read off those headers, the newest
-    /// event and each window's ends. `mutating` only to be reached in place (see
-    /// ``newestTimeInPlace()``); nothing changes.
-    mutating func prefetch(deep: Bool, plan: EntityPlan) {
+    /// event and each window's ends (the first `windowEnds` marks: ``WindowState/distinctOffset(_:)``).
+    /// `mutating` only to be reached in place (see ``newestTimeInPlace()``); nothing changes.
+    mutating func prefetch(deep: Bool, windowEnds: Int) {
         if deep {
             windows.marks.withUnsafeBufferPointer { marks in
-                events.prefetch(at: UnsafeBufferPointer(rebasing: marks.prefix(WindowState.distinctOffset(plan))), tail: windows.tail)
+                events.prefetch(at: UnsafeBufferPointer(rebasing: marks.prefix(windowEnds)), tail: windows.tail)
             }
         } else {
             events.prefetchHeaders()
@@ -560,6 +560,19 @@ struct RefTable: Sendable {
 
 /// What a buffer costs on the heap: its capacity, plus the allocation's header and the
 /// allocator's rounding and bookkeeping (~48 bytes measured per small buffer on glibc).
+extension HashedTable<EntityState> {
+    /// Loads ahead what working on `key`'s entity `distance` steps from now (1...4) will read,
+    /// each step what the one before it loaded tells where to look: its slot (4), its state (3),
+    /// its buffers' headers (2), its windows' ends and newest event (1), so that a call at each
+    /// distance in turn finds every line in cache. `windowEnds`: ``WindowState/distinctOffset(_:)``.
+    mutating func prefetchEntity(_ key: UInt64, distance: Int, windowEnds: Int) {
+        if distance >= 4 { return prefetch(key) }
+        guard let p = position(of: key) else { return }
+        if distance == 3 { return prefetchValue(at: p) }
+        values[p].prefetch(deep: distance == 1, windowEnds: windowEnds)
+    }
+}
+
 public enum HeapBytes {
     public static let perAllocation = 48
 

@@ -140,6 +140,8 @@ public final class InMemoryVelocityStore: VelocityStore {
     }
 
     let state: Mutex<State>
+    /// Per entity type, how many of an entity's marks are window ends (to prefetch).
+    private let windowEnds: [Int]
 
     /// However old in event time, the last this many transactions' ids and entities are kept:
     /// a replay compresses days into seconds, where Redis's TTLs (wall-clock) forget nothing,
@@ -154,6 +156,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         self.plan = plan
         self.allowedLateness = allowedLateness
         self.remembered = remembered
+        windowEnds = plan.entities.map(WindowState.distinctOffset)
         state = Mutex(State(entities: Array(repeating: HashedTable(), count: plan.entities.count), entityQueues: Array(repeating: [], count: plan.entities.count),
                             scratch: plan.entities.map { WindowAggregates(plan: $0) }))
     }
@@ -209,16 +212,11 @@ public final class InMemoryVelocityStore: VelocityStore {
             duplicates.append(s.transactions.position(of: id) != nil || (batch.count > 1 && !s.seenInBatch.insert(id).inserted))
         }
         if batch.count > 1 { s.seenInBatch.removeAll(keepingCapacity: true) }
+        let windowEnds = self.windowEnds
         batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate,
-                   scratch: &scratch, lookahead: 4,
-                   ahead: { e, key, distance in
-                       // Four steps, each loading what the next one reads: the table's slot, the
-                       // entity's state, its buffers' headers, its windows' ends.
-                       if distance == 4 { return s.entities[e].prefetch(key) }
-                       guard let p = s.entities[e].position(of: key) else { return }
-                       if distance == 3 { return s.entities[e].prefetchValue(at: p) }
-                       s.entities[e].values[p].prefetch(deep: distance == 1, plan: plan.entities[e])
-                   }) { e, key, position, body in
+                   scratch: &scratch, lookahead: batch.count > 1 ? 4 : 0,
+                   ahead: { e, key, distance in s.entities[e].prefetchEntity(key, distance: distance, windowEnds: windowEnds[e]) }
+        ) { e, key, position, body in
             let p: Int
             if let known = s.entities[e].position(of: key) {
                 p = known
