@@ -469,6 +469,12 @@ extension EventBatch {
                     guard i < count else { return }
                     for e in 0..<entityCount where keys[i * entityCount + e] != 0 { ahead(e, keys[i * entityCount + e], distance) }
                 }
+                // Started as if the walk had begun `lookahead` transactions earlier, so the first
+                // ones' entities load together, several misses at once rather than one after
+                // another: a batch of one too.
+                for i in -lookahead..<0 {
+                    for d in Swift.stride(from: lookahead, through: 1, by: -1) where i + d >= 0 { prefetch(i + d, distance: d) }
+                }
                 for i in 0..<count {
                     let row = values.baseAddress! + i * columns
                     let seen = duplicate(i)

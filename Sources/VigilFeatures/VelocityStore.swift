@@ -214,7 +214,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         if batch.count > 1 { s.seenInBatch.removeAll(keepingCapacity: true) }
         let windowEnds = self.windowEnds
         batch.walk(plan: plan, lateness: allowedLateness, into: &matrix, duplicate: { duplicates[$0] }, evaluate: evaluate,
-                   scratch: &scratch, lookahead: batch.count > 1 ? 4 : 0,
+                   scratch: &scratch, lookahead: 4,
                    ahead: { e, key, distance in s.entities[e].prefetchEntity(key, distance: distance, windowEnds: windowEnds[e]) }
         ) { e, key, position, body in
             let p: Int
