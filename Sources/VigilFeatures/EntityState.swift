@@ -1,5 +1,3 @@
-internal import CPrefetch
-
 /// An entity's events together with its windows kept up to date incrementally.
 ///
 /// Each lane's window is the index range `[head, tail)` of the entity's sorted events: the events
@@ -558,8 +556,6 @@ struct RefTable: Sendable {
     }
 }
 
-/// What a buffer costs on the heap: its capacity, plus the allocation's header and the
-/// allocator's rounding and bookkeeping (~48 bytes measured per small buffer on glibc).
 extension HashedTable<EntityState> {
     /// Loads ahead what working on `key`'s entity `distance` steps from now (1...4) will read,
     /// each step what the one before it loaded tells where to look: its slot (4), its state (3),
@@ -573,6 +569,8 @@ extension HashedTable<EntityState> {
     }
 }
 
+/// What a buffer costs on the heap: its capacity, plus the allocation's header and the
+/// allocator's rounding and bookkeeping (~48 bytes measured per small buffer on glibc).
 public enum HeapBytes {
     public static let perAllocation = 48
 

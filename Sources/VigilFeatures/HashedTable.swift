@@ -135,9 +135,6 @@ struct HashedTable<Value> {
         shift = UInt64(64 - capacity.trailingZeroBitCount)
         for (p, k) in keys.enumerated() { slots[slot(of: k)] = Slot(key: k, position: p) }
     }
-
-    /// Bytes held on the heap beyond the values' own buffers.
-    var approximateBytes: Int { HeapBytes.of(slots) + HeapBytes.of(keys) + HeapBytes.of(values) }
 }
 
 extension HashedTable: Sendable where Value: Sendable {}
