@@ -212,13 +212,16 @@ public final class Scorer: Sendable {
 
         var decisions: [Decision] = []
         decisions.reserveCapacity(batch.count)
-        // Transactions are read in place (`batch[i]`): binding one to a local copies its strings.
-        for i in batch.indices {
-            var d = c.decider.decide(probability: scores.probabilities[i], transaction: batch[i], forced: outcomes[i].forced, floor: outcomes[i].floor)
-            if storeError != nil, c.configuration.degradation == .failClosed, outcomes[i].forced == nil {
-                d.action = max(d.action, .review)
+        // Transactions are read in place, through the buffer: binding one to a local, or passing
+        // `batch[i]`, copies its strings.
+        batch.withUnsafeBufferPointer { batch in
+            for i in batch.indices {
+                var d = c.decider.decide(probability: scores.probabilities[i], transaction: batch[i], forced: outcomes[i].forced, floor: outcomes[i].floor)
+                if storeError != nil, c.configuration.degradation == .failClosed, outcomes[i].forced == nil {
+                    d.action = max(d.action, .review)
+                }
+                decisions.append(d)
             }
-            decisions.append(d)
         }
         // Explanations only where someone will look: rows that are not approved.
         let explain = c.configuration.explainTop > 0 ? batch.indices.filter { decisions[$0].action != .approve } : []

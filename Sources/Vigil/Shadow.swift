@@ -189,16 +189,19 @@ public struct ModelOutcomes: Sendable {
     public mutating func record(
         _ transactions: [Transaction], keys: [UInt64], champion: [Verdict], shadows: [[ShadowVerdict]], costs: CostMatrix
     ) {
-        // Read in place (`transactions[i]`): binding each transaction to a local copied its strings.
-        for i in transactions.indices {
-            func decision(_ model: String, _ action: Action) -> Decision {
-                Decision(model: index(of: model), flagged: action != .approve,
-                         costIfFraud: Float(costs.cost(of: action, fraud: true, transaction: transactions[i])),
-                         costIfLegit: Float(costs.cost(of: action, fraud: false, transaction: transactions[i])))
+        // Read in place, through the buffer: binding a transaction to a local, or reading
+        // `transactions[i]` from the nested function, copied its strings.
+        transactions.withUnsafeBufferPointer { transactions in
+            for i in transactions.indices {
+                func decision(_ model: String, _ action: Action) -> Decision {
+                    Decision(model: index(of: model), flagged: action != .approve,
+                             costIfFraud: Float(costs.cost(of: action, fraud: true, transaction: transactions[i])),
+                             costIfLegit: Float(costs.cost(of: action, fraud: false, transaction: transactions[i])))
+                }
+                var decisions = Decisions(champion: decision(champion[i].modelVersion, champion[i].action), challengers: [])
+                for s in shadows where i < s.count { decisions.challengers.append(decision(s[i].challenger.version, s[i].challenger.action)) }
+                if pending.updateValue(decisions, forKey: keys[i]) == nil { order.append(keys[i]) }
             }
-            var decisions = Decisions(champion: decision(champion[i].modelVersion, champion[i].action), challengers: [])
-            for s in shadows where i < s.count { decisions.challengers.append(decision(s[i].challenger.version, s[i].challenger.action)) }
-            if pending.updateValue(decisions, forKey: keys[i]) == nil { order.append(keys[i]) }
         }
         while pending.count > capacity, head < order.count {
             pending.removeValue(forKey: order[head])

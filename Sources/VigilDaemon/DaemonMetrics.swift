@@ -92,10 +92,11 @@ public final class DaemonMetrics: Sendable {
         }
         var mix = [Int](repeating: 0, count: Action.allCases.count)
         var degradedCount = 0
-        for v in verdicts {
-            mix[v.action.severity] += 1
-            if v.degraded { degradedCount += 1 }
-            score.record(v.probability)
+        // Read in place: `for v in verdicts` copied each verdict (a retain and release of its strings and arrays).
+        for i in verdicts.indices {
+            mix[verdicts[i].action.severity] += 1
+            if verdicts[i].degraded { degradedCount += 1 }
+            score.record(verdicts[i].probability)
         }
         for a in Action.allCases where mix[a.severity] > 0 { verdictCounters[a]!.increment(by: Int64(mix[a.severity])) }
         if degradedCount > 0 { degraded.increment(by: Int64(degradedCount)) }

@@ -209,24 +209,28 @@ final class Pipeline: @unchecked Sendable {
         var labels: [PendingLabel] = []
         batch.transactions.reserveCapacity(messages.count)
 
-        for m in messages {
-            let tp = TopicPartition(m.topic, m.partition)
-            batch.offsets[tp] = max(batch.offsets[tp] ?? 0, m.offset + 1)
-            if m.topic == topics.labels {
-                do {
-                    let label = try m.value.withUnsafeBufferPointer { (b) throws(TransactionDecodingError) in try decodeLabel(b, limits: decoder.limits) }
-                    labels.append(PendingLabel(label: label, partition: tp, offset: m.offset))
-                } catch {
-                    batch.outputs.append(deadLetter(m, reason: "label: \(error)", category: "label"))
+        // Messages read in place, through the buffer: `for m in messages` copied each one (a
+        // retain and release of its key, value and headers).
+        messages.withUnsafeBufferPointer { messages in
+            for i in messages.indices {
+                let tp = TopicPartition(messages[i].topic, messages[i].partition)
+                batch.offsets[tp] = max(batch.offsets[tp] ?? 0, messages[i].offset + 1)
+                if messages[i].topic == topics.labels {
+                    do {
+                        let label = try messages[i].value.withUnsafeBufferPointer { (b) throws(TransactionDecodingError) in try decodeLabel(b, limits: decoder.limits) }
+                        labels.append(PendingLabel(label: label, partition: tp, offset: messages[i].offset))
+                    } catch {
+                        batch.outputs.append(deadLetter(messages[i], reason: "label: \(error)", category: "label"))
+                    }
+                    continue
                 }
-                continue
-            }
-            metrics.transactions.increment()
-            do {
-                batch.transactions.append(try decoder.decode(m.value))
-                batch.sources.append(m)
-            } catch {
-                batch.outputs.append(deadLetter(m, reason: error.description, category: Self.category(of: error)))
+                metrics.transactions.increment()
+                do throws(TransactionDecodingError) {
+                    batch.transactions.append(try decoder.decode(messages[i].value))
+                    batch.sources.append(messages[i])
+                } catch {
+                    batch.outputs.append(deadLetter(messages[i], reason: error.description, category: Self.category(of: error)))
+                }
             }
         }
         timer.lap(.decode)
@@ -267,14 +271,19 @@ final class Pipeline: @unchecked Sendable {
         bytes.reserveCapacity(batch.verdicts.count * 768)
         var layouts: [(json: Range<Int>, key: Range<Int>, provenance: Provenance)] = []
         layouts.reserveCapacity(batch.verdicts.count)
-        // Verdicts and messages read in place: iterating them (`zip`) copied each one, a retain
-        // and a release of every string and array it holds.
-        for i in batch.verdicts.indices {
-            let start = bytes.count
-            batch.verdicts[i].encodeJSON(into: &bytes)
-            let json = start..<bytes.count
-            bytes.append(contentsOf: batch.verdicts[i].transactionID.utf8)
-            layouts.append((json, json.upperBound..<bytes.count, Provenance(of: batch.sources[i], hasher: hasher, into: &bytes)))
+        // Verdicts and messages read in place, through their buffers: iterating them (`zip`), or
+        // passing `batch.sources[i]`, copied each one, a retain and a release of every string and
+        // array it holds.
+        batch.verdicts.withUnsafeBufferPointer { verdicts in
+            batch.sources.withUnsafeBufferPointer { sources in
+                for i in verdicts.indices {
+                    let start = bytes.count
+                    verdicts[i].encodeJSON(into: &bytes)
+                    let json = start..<bytes.count
+                    bytes.append(contentsOf: verdicts[i].transactionID.utf8)
+                    layouts.append((json, json.upperBound..<bytes.count, Provenance(of: sources[i], hasher: hasher, into: &bytes)))
+                }
+            }
         }
         var headers: [OutgoingHeader] = []
         headers.reserveCapacity(layouts.count * 2)
@@ -371,8 +380,8 @@ final class Pipeline: @unchecked Sendable {
 
     private func send(_ batch: InFlight) {
         inFlight.append(batch)
-        for (i, m) in batch.outputs.enumerated() {
-            sendOne(m, token: Self.token(batch.sequence, i))
+        batch.outputs.withUnsafeBufferPointer { outputs in
+            for i in outputs.indices { sendOne(outputs[i], token: Self.token(batch.sequence, i)) }
         }
         retire()
     }

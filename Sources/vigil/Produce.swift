@@ -29,12 +29,25 @@ struct Produce: ParsableCommand {
     @Option(help: "Send this many messages first, at the same rate, and leave them out of the figures (warm-up).") var warmup = 0
     @Option(help: "Write the summary as JSON to this file.") var summaryJSON: String?
     @Option(name: .customLong("property"), help: "A librdkafka property, name=value (repeatable).") var properties: [String] = []
+    @Option(name: .customLong("cpu-of"), help: "name=pid: report the CPU this local process used from the first message sent (after the warm-up) to the last verdict, per message (repeatable; Linux, with --await-verdicts).")
+    var cpuOf: [String] = []
 
     func validate() throws {
         guard (data == nil) != (simulate == nil) else { throw ValidationError("give exactly one of --data or --simulate") }
         guard rate >= 0 else { throw ValidationError("--rate must be ≥ 0") }
         guard corruptEvery >= 0 else { throw ValidationError("--corrupt-every must be ≥ 0") }
         if let simulate, !(1...50_000_000).contains(simulate) { throw ValidationError("--simulate must be 1…50000000") }
+        _ = try watchedProcesses()
+    }
+
+    /// The `--cpu-of` processes, by name.
+    func watchedProcesses() throws -> [(name: String, pid: Int32)] {
+        try cpuOf.map { kv in
+            guard let eq = kv.firstIndex(of: "="), let pid = Int32(kv[kv.index(after: eq)...]), pid > 0 else {
+                throw ValidationError("--cpu-of takes name=pid, not '\(kv)'")
+            }
+            return (String(kv[..<eq]), pid)
+        }
     }
 
     struct Outgoing {
@@ -119,6 +132,8 @@ struct Produce: ParsableCommand {
             _ = producer.poll()
             Thread.sleep(forTimeInterval: 2)  // let the daemon drain them
         }
+        let watched = try watchedProcesses()
+        let cpuBefore = watched.map { ProcessCPU.sample(pid: $0.pid) }
         let start = clock.now
         let startWall = Int64(Date().timeIntervalSince1970 * 1000)
         tracker?.start(since: startWall - 1000)
@@ -158,7 +173,7 @@ struct Produce: ParsableCommand {
         if let tracker {
             let deadline = clock.now + .seconds(timeout)
             while tracker.missing > 0, clock.now < deadline {
-                Thread.sleep(forTimeInterval: 0.25)
+                Thread.sleep(forTimeInterval: 0.01)
                 if clock.now - lastReport >= .seconds(1) {
                     report(sent: messages.count, rate: 0, tracker: tracker)
                     lastReport = clock.now
@@ -166,8 +181,13 @@ struct Produce: ParsableCommand {
             }
             tracker.stop()
         }
+        // The run's window: the watched processes' CPU from the first message to the last verdict.
+        let cpu = zip(watched, cpuBefore).compactMap { w, before -> (name: String, used: ProcessCPU)? in
+            guard let before, let after = ProcessCPU.sample(pid: w.pid) else { return nil }
+            return (w.name, after - before)
+        }
         let verdictSeconds = tracker?.snapshot().lastVerdict.map { (start.duration(to: $0)).seconds }
-        let summary = Summary(sent: messages.count, corrupt: messages.count { $0.id == nil }, sendSeconds: sendSeconds, verdictSeconds: verdictSeconds, targetRate: rate, tracker: tracker?.snapshot())
+        let summary = Summary(sent: messages.count, corrupt: messages.count { $0.id == nil }, sendSeconds: sendSeconds, verdictSeconds: verdictSeconds, targetRate: rate, tracker: tracker?.snapshot(), cpu: cpu)
         print(summary.text)
         if let path = summaryJSON {
             try openOutput(path).write(summary.json, to: path)
@@ -414,6 +434,8 @@ struct Summary {
     let verdictSeconds: Double?
     let targetRate: Double
     let tracker: VerdictTracker.Snapshot?
+    /// CPU of the `--cpu-of` processes over the run.
+    var cpu: [(name: String, used: ProcessCPU)] = []
 
     var text: String {
         var s = "produced \(sent) in \(String(format: "%.1f", sendSeconds)) s (\(Int(Double(sent) / max(sendSeconds, 1e-9))) msg/s"
@@ -431,6 +453,10 @@ struct Summary {
                 return "\(a.rawValue) \(n) (\(String(format: "%.2f", 100 * Double(n) / Double(max(t.unique, 1))))%)"
             }.joined(separator: ", ")
             s += "\ndegraded: \(t.total.degraded)"
+        }
+        for (name, used) in cpu {
+            s += String(format: "\nCPU of %@ from the first message to the last verdict: %.1f µs per message (librdkafka's threads %.1f)",
+                        name, used.seconds * 1e6 / Double(max(sent, 1)), used.librdkafkaSeconds * 1e6 / Double(max(sent, 1)))
         }
         return s
     }
@@ -461,6 +487,19 @@ struct Summary {
                 w.array { w in for p in t.p99ByMinute { w.element(Double(p) / 1e6) } }
                 w.key("mix")
                 w.object { w in for a in Action.allCases { w.field(a.rawValue, t.total.mix[a] ?? 0) } }
+            }
+            if !cpu.isEmpty {
+                // CPU seconds per watched process over the run (first message to last verdict).
+                w.key("cpu")
+                w.object { w in
+                    for (name, used) in cpu {
+                        w.key(name)
+                        w.object { w in
+                            w.field("seconds", used.seconds)
+                            w.field("librdkafka_seconds", used.librdkafkaSeconds)
+                        }
+                    }
+                }
             }
         }
         return w.text + "\n"

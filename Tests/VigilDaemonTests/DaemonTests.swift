@@ -384,7 +384,8 @@ struct DaemonEndToEndTests {
         try daemon.waitReady()
         let summary = stack.directory + "/summary.json"
         let p = try ChildProcess(BuiltProduct.path("vigil"), ["produce", "--brokers", stack.bootstrap, "--simulate", "800", "--rate", "400",
-                                                              "--await-verdicts", "verdicts", "--summary-json", summary],
+                                                              "--await-verdicts", "verdicts", "--summary-json", summary,
+                                                              "--cpu-of", "vigild=\(daemon.process.pid)"],
                                  directory: stack.directory, name: "produce")
         #expect(p.wait(timeout: .seconds(90)) == 0, "\(p.errorOutput.suffix(1000))")
         let json = try String(contentsOfFile: summary, encoding: .utf8)
@@ -398,6 +399,11 @@ struct DaemonEndToEndTests {
         let produced = fields["produced_p99_ms"] as? Double ?? -1, whole = fields["p99_ms"] as? Double ?? 0
         #expect(produced > 0 && produced <= whole + 1, "sent-to-produced p99 \(produced) ms, whole p99 \(whole) ms")
         #expect(p.errorOutput.contains("tx/s"), "live progress")
+        // vigild's own CPU over the run: some of it in librdkafka's threads, not all.
+        let cpu = (fields["cpu"] as? [String: Any])?["vigild"] as? [String: Double] ?? [:]
+        let seconds = cpu["seconds"] ?? 0, librdkafka = cpu["librdkafka_seconds"] ?? 0
+        #expect(seconds > 0 && librdkafka > 0 && librdkafka < seconds, "vigild CPU over the run: \(cpu)")
+        #expect(p.output.contains("CPU of vigild from the first message to the last verdict"))
         daemon.process.signal(SIGTERM)
         daemon.process.wait()
     }

@@ -56,10 +56,11 @@ metric() { curl -s "http://127.0.0.1:$admin_port/metrics" | awk -v m="$1" '$1 ==
 
 # cpu_snapshot: one JSON line of CPU seconds so far — vigild's whole process, its librdkafka
 # threads, each pipeline stage (vigil_cpu_seconds_total), the broker's — and the transactions
-# vigild consumed and the API requests it answered. Two snapshots around a run give CPU per transaction.
+# vigild consumed and the API requests it answered, and the wall clock. Two snapshots around a run
+# give CPU per transaction; two around an idle wait, what vigild and the broker spend doing nothing.
 cpu_snapshot() {
   python3 - "$vigild_pid" "$broker_pid" "$admin_port" <<'PY'
-import json, os, sys, urllib.request
+import json, os, sys, time, urllib.request
 pid, broker, port = sys.argv[1:4]
 hz = os.sysconf("SC_CLK_TCK")
 def seconds(stat):
@@ -78,6 +79,6 @@ for line in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().de
     elif line.startswith("vigil_api_requests_total{"):
         api += float(line.split()[-1])
 print(json.dumps({"vigild": seconds(f"/proc/{pid}/stat"), "librdkafka": rdk, "broker": seconds(f"/proc/{broker}/stat"),
-                  "stages": stages, "transactions": tx, "api_requests": api}))
+                  "stages": stages, "transactions": tx, "api_requests": api, "time": time.time()}))
 PY
 }
