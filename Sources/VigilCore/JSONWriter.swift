@@ -23,7 +23,21 @@ public struct JSONWriter {
     public static func append(to buffer: inout [UInt8], _ body: (inout JSONWriter) -> Void) {
         var w = JSONWriter()
         body(&w)
-        w.out.withBytes { buffer.append(contentsOf: $0) }
+        w.append(to: &buffer)
+    }
+
+    /// Appends what was written to `buffer`, in one copy.
+    public func append(to buffer: inout [UInt8]) {
+        out.withBytes { buffer.append(contentsOf: $0) }
+    }
+
+    /// Empties the writer and keeps its memory, for the next document (a batch's verdicts share
+    /// one writer: none allocates its own).
+    public mutating func reset() {
+        own()
+        out.removeAll()
+        commas = 0
+        depth = 0
     }
 
     /// Makes the buffer this writer's own before a write (a copied writer shares it until then).
@@ -41,12 +55,21 @@ public struct JSONWriter {
 
     /// An object or array: `open`, what `body` writes, `close`.
     private mutating func nested(_ open: UInt8, _ close: UInt8, _ body: (inout JSONWriter) -> Void) {
+        begin(open)
+        body(&self)
+        end(close)
+    }
+
+    private mutating func begin(_ open: UInt8) {
         separate()
         out.append(open)
         depth += 1
         precondition(depth < 64, "JSON nested deeper than 63 levels")
         commas &= ~(1 << UInt64(depth))
-        body(&self)
+    }
+
+    private mutating func end(_ close: UInt8) {
+        precondition(depth > 0, "JSON closed more than opened")
         depth -= 1
         own()
         out.append(close)
@@ -55,6 +78,13 @@ public struct JSONWriter {
     public mutating func object(_ body: (inout JSONWriter) -> Void) { nested(UInt8(ascii: "{"), UInt8(ascii: "}"), body) }
 
     public mutating func array(_ body: (inout JSONWriter) -> Void) { nested(UInt8(ascii: "["), UInt8(ascii: "]"), body) }
+
+    /// ``object(_:)`` in two calls, for a hot encoder: a closure that reads a value copies the
+    /// value into its context first (a retain and release of each of its strings and arrays).
+    public mutating func beginObject() { begin(UInt8(ascii: "{")) }
+    public mutating func endObject() { end(UInt8(ascii: "}")) }
+    public mutating func beginArray() { begin(UInt8(ascii: "[")) }
+    public mutating func endArray() { end(UInt8(ascii: "]")) }
 
     /// Writes a key; the next value written (object, array or element) is its value.
     public mutating func key(_ k: String) {
@@ -210,6 +240,8 @@ final class ByteBuffer {
     }
 
     deinit { base.deallocate() }
+
+    func removeAll() { count = 0 }
 
     func copy() -> ByteBuffer {
         let c = ByteBuffer(capacity: capacity)

@@ -115,45 +115,56 @@ public struct Verdict: Sendable, Hashable {
         return a == b
     }
 
-    /// Appends ``json()``'s bytes to `buffer`, with no intermediate strings: the daemon encodes
-    /// each batch's verdicts into one reused buffer.
+    /// Appends ``json()``'s bytes to `buffer`, with no intermediate strings.
     public func encodeJSON(into buffer: inout [UInt8]) {
-        JSONWriter.append(to: &buffer) { w in
-        w.object { w in
-            w.field(literal: "id", transactionID)
-            w.field(literal: "action", action.rawValue)
-            w.field(literal: "probability", probability)
-            w.key(literal: "timestamp")
-            w.timestamp(timestamp)
-            w.key(literal: "members")
-            w.object { w in for m in memberScores { w.field(m.name, m.probability) } }
-            w.key(literal: "reasons")
-            w.array { w in
-                for r in reasons {
-                    w.object { w in
-                        w.field(literal: "kind", r.kind.rawValue)
-                        w.field(literal: "code", r.code)
-                        if let d = r.detail { w.field(literal: "detail", d) }
-                        if let v = r.value { w.field(literal: "value", v) }
-                    }
-                }
-            }
-            if !tags.isEmpty {
-                w.key(literal: "tags")
-                w.array { w in for t in tags { w.element(t) } }
-            }
-            w.field(literal: "model", modelVersion)
-            w.field(literal: "rules", rulesVersion)
-            w.field(literal: "degraded", degraded)
-            w.key(literal: "latency_us")
-            w.object { w in
-                w.field(literal: "features", latency.features)
-                w.field(literal: "rules", latency.rules)
-                w.field(literal: "model", latency.model)
-                w.field(literal: "decide", latency.decide)
-            }
+        var w = JSONWriter()
+        encodeJSON(into: &buffer, using: &w)
+    }
+
+    /// Appends ``json()``'s bytes to `buffer`, written first in `writer` (reset here): the daemon
+    /// encodes a batch's verdicts with one writer, so a verdict allocates nothing of its own. No
+    /// closures: each would copy the verdict into its context.
+    public func encodeJSON(into buffer: inout [UInt8], using writer: inout JSONWriter) {
+        writer.reset()
+        writer.beginObject()
+        writer.field(literal: "id", transactionID)
+        writer.field(literal: "action", action.rawValue)
+        writer.field(literal: "probability", probability)
+        writer.key(literal: "timestamp")
+        writer.timestamp(timestamp)
+        writer.key(literal: "members")
+        writer.beginObject()
+        for i in memberScores.indices { writer.field(memberScores[i].name, memberScores[i].probability) }
+        writer.endObject()
+        writer.key(literal: "reasons")
+        writer.beginArray()
+        for i in reasons.indices {
+            writer.beginObject()
+            writer.field(literal: "kind", reasons[i].kind.rawValue)
+            writer.field(literal: "code", reasons[i].code)
+            if let d = reasons[i].detail { writer.field(literal: "detail", d) }
+            if let v = reasons[i].value { writer.field(literal: "value", v) }
+            writer.endObject()
         }
+        writer.endArray()
+        if !tags.isEmpty {
+            writer.key(literal: "tags")
+            writer.beginArray()
+            for i in tags.indices { writer.element(tags[i]) }
+            writer.endArray()
         }
+        writer.field(literal: "model", modelVersion)
+        writer.field(literal: "rules", rulesVersion)
+        writer.field(literal: "degraded", degraded)
+        writer.key(literal: "latency_us")
+        writer.beginObject()
+        writer.field(literal: "features", latency.features)
+        writer.field(literal: "rules", latency.rules)
+        writer.field(literal: "model", latency.model)
+        writer.field(literal: "decide", latency.decide)
+        writer.endObject()
+        writer.endObject()
+        writer.append(to: &buffer)
     }
 }
 

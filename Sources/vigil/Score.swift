@@ -38,6 +38,7 @@ struct Score: ParsableCommand {
         let progress = Progress(label: "scoring")
         let started = Date()
         var release = try labelDelay.map { LabelRelease(delay: try parseDuration($0, "label-delay")) }
+        var writer = JSONWriter()
         func flush() throws {
             guard !pending.isEmpty else { return }
             if var r = release {
@@ -49,9 +50,13 @@ struct Score: ParsableCommand {
             let t0 = DispatchTime.now().uptimeNanoseconds
             let verdicts = scorer.score(pending)
             stats.record(verdicts, batchMicros: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1000)
-            var text = ""
-            for v in verdicts { text += v.json() + "\n" }
-            try output.write(text, to: out ?? "<stdout>")
+            var lines: [UInt8] = []
+            lines.reserveCapacity(verdicts.count * 320)
+            for i in verdicts.indices {
+                verdicts[i].encodeJSON(into: &lines, using: &writer)
+                lines.append(UInt8(ascii: "\n"))
+            }
+            try output.write(lines, to: out ?? "<stdout>")
             pending.removeAll(keepingCapacity: true)
             progress.show(count: stats.count)
         }

@@ -118,8 +118,13 @@ struct OutputError: Error, CustomStringConvertible {
 extension FileHandle {
     /// Writes all of `text`, turning an I/O error (a full disk) into a message naming `path`.
     func write(_ text: String, to path: String) throws {
+        try write(Array(text.utf8), to: path)
+    }
+
+    /// Writes all of `bytes`, as ``write(_:to:)`` does text.
+    func write(_ bytes: [UInt8], to path: String) throws {
         do {
-            try write(contentsOf: Data(text.utf8))
+            try write(contentsOf: bytes)
         } catch {
             throw OutputError("cannot write \(path): \(systemReason(error))")
         }
