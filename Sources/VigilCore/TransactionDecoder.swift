@@ -326,6 +326,13 @@ struct JSONScanner {
     /// Reads a key and matches it against the canonical field names without making a String.
     mutating func fieldKey() throws -> TransactionField? {
         let start = i + 1
+        // Most keys are short plain names: their length and bytes come from two 8-byte loads,
+        // not a byte-at-a-time scan. Anything else (an escape, a non-ASCII byte, a key of 16
+        // bytes or more, the end of the message within 16 bytes) takes the scan below.
+        if b.count - start >= 16, let key = Self.shortKey(at: b.baseAddress! + start) {
+            i = start + key.count + 1
+            return TransactionField.match(packed: key)
+        }
         var j = start
         var plain = true
         while j < b.count, b[j] != 34 {
@@ -335,6 +342,45 @@ struct JSONScanner {
         guard plain, j < b.count else { return TransactionField(rawValue: try string()) }
         i = j + 1
         return TransactionField.match(UnsafeBufferPointer(rebasing: b[start..<j]))
+    }
+
+    /// The plain key of fewer than 16 bytes at `p` (after its opening quote), as its length and
+    /// its bytes packed in two little-endian words (as `TransactionField`'s table keeps names),
+    /// when the first byte among the 16 at `p` that is a quote, a backslash or above 0x7F is a
+    /// quote; nil otherwise.
+    @inline(__always)
+    static func shortKey(at p: UnsafePointer<UInt8>) -> (count: Int, low: UInt64, high: UInt64)? {
+        let raw = UnsafeRawPointer(p)
+        let w0 = UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))
+        let w1 = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        let s0 = specialBytes(w0)
+        if s0 != 0 {
+            let k = s0.trailingZeroBitCount / 8
+            guard (w0 >> (8 * k)) & 0xFF == 34 else { return nil }
+            return (k, k == 0 ? 0 : w0 & (~0 >> (64 - 8 * k)), 0)
+        }
+        let s1 = specialBytes(w1)
+        guard s1 != 0 else { return nil }
+        let k = s1.trailingZeroBitCount / 8
+        guard (w1 >> (8 * k)) & 0xFF == 34 else { return nil }
+        return (8 + k, w0, k == 0 ? 0 : w1 & (~0 >> (64 - 8 * k)))
+    }
+
+    /// The high bit set in each byte of `w` that is a quote, a backslash or above 0x7F — exact for
+    /// the lowest such byte (the zero-byte test can flag a byte above a true one, never below).
+    @inline(__always)
+    static func specialBytes(_ w: UInt64) -> UInt64 {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        func zeroBytes(_ x: UInt64) -> UInt64 { (x &- ones) & ~x & highs }
+        return zeroBytes(w ^ (ones &* 34)) | zeroBytes(w ^ (ones &* 92)) | (w & highs)
+    }
+
+    /// Whether all 8 bytes of `w` are ASCII from 0x20, other than a quote or a backslash.
+    @inline(__always)
+    static func plainASCII(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let control = (w &- ones &* 0x20) & ~w & highs  // bytes below 0x20 (none missed)
+        return specialBytes(w) | control == 0
     }
 
     /// At a string value holding a valid timestamp without escapes: its time, having read past
@@ -354,6 +400,13 @@ struct JSONScanner {
         let start = i
         var simple = true
         var bits: UInt8 = 0
+        // Plain ASCII (no quote, backslash or control character) skipped 8 bytes at a time; the
+        // loop below reads the rest, and any word that is not all plain, byte by byte.
+        if let base = b.baseAddress {
+            while i + 8 <= b.count, Self.plainASCII(UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))) {
+                i += 8
+            }
+        }
         while i < b.count {
             let c = b[i]
             if c == 34 { break }
@@ -624,7 +677,12 @@ extension TransactionField {
     /// each name cost a `memcmp` per name of the same length.
     static func match(_ key: UnsafeBufferPointer<UInt8>) -> TransactionField? {
         guard let p = packed(key) else { return nil }
-        return table.withUnsafeBufferPointer { t in
+        return match(packed: p)
+    }
+
+    /// The field whose name packs to `p` (length, and bytes as two little-endian words).
+    static func match(packed p: (count: Int, low: UInt64, high: UInt64)) -> TransactionField? {
+        table.withUnsafeBufferPointer { t in
             var i = slot(p)
             while t[i].field != 0 {
                 if t[i].count == p.count, t[i].low == p.low, t[i].high == p.high { return all[t[i].field - 1] }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import VigilCore
 
@@ -130,6 +131,79 @@ import Testing
     @Test func escapesAndUnicode() throws {
         let tx = try decoder.decode(#"{"id":"a\"b\\c\u00e9\ud83d\ude00","timestamp":"2026-01-01T00:00:00Z","amount":0}"#)
         #expect(tx.id == "a\"b\\cé😀")
+    }
+
+    /// Keys read whole words at a time (a plain key of under 16 bytes with 16 bytes left in the
+    /// message) give the field and the position the byte-by-byte scan gives: every field name,
+    /// each one byte off, cut short and run long, escaped, with non-ASCII bytes, and random
+    /// keys of 0–20 bytes, each followed by 0–32 bytes of message so both paths are taken.
+    @Test func keysReadByWordsMatchTheScan() throws {
+        var keys: [String] = []
+        for name in TransactionField.allCases.map(\.rawValue) {
+            keys += [name, name + "x", String(name.dropLast()), "x" + name, name.uppercased(), name + "é",
+                     "\\u00" + String(name.utf8.first!, radix: 16) + String(name.dropFirst()),  // escaped first letter
+                     String(name.prefix(2)) + "\\\"" + String(name.dropFirst(2))]
+            for k in name.indices { keys.append(name.replacingCharacters(in: k...k, with: "_")) }
+        }
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let alphabet = Array("abcdeilmnoprstuy_".utf8)
+        for _ in 0..<3000 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let length = Int(state >> 59) % 21
+            var key: [UInt8] = []
+            for k in 0..<length { key.append(alphabet[Int((state >> UInt64(k % 8 * 3)) & 15) % alphabet.count]) }
+            keys.append(String(decoding: key, as: UTF8.self))
+        }
+        for key in keys {
+            let expected = TransactionField(rawValue: try JSONSerialization.jsonObject(with: Data(("\"" + key + "\"").utf8), options: .fragmentsAllowed) as! String)
+            for padding in [0, 1, 7, 8, 15, 16, 32] {
+                let json = Array(("{\"" + key + "\":" + String(repeating: "1", count: max(1, padding)) + "}").utf8)
+                let (field, end) = try json.withUnsafeBufferPointer { b in
+                    var scanner = JSONScanner(bytes: b, limits: DecoderLimits())
+                    scanner.i = 1
+                    return (try scanner.fieldKey(), scanner.i)
+                }
+                #expect(field == expected, "key \(key) + \(padding)")
+                #expect(json[end] == UInt8(ascii: ":"), "key \(key) + \(padding): after the key at \(end)")
+            }
+        }
+        // A key that is not UTF-8 is an error either way.
+        for padding in [0, 32] {
+            let json = Array("{\"i".utf8) + [0xFF] + Array(("d\":" + String(repeating: "1", count: max(1, padding)) + "}").utf8)
+            #expect(throws: JSONScanner.Syntax.self, "padding \(padding)") {
+                try json.withUnsafeBufferPointer { b in
+                    var scanner = JSONScanner(bytes: b, limits: DecoderLimits())
+                    scanner.i = 1
+                    _ = try scanner.fieldKey()
+                }
+            }
+        }
+    }
+
+    /// Strings read 8 plain bytes at a time decode as the byte-by-byte scan does: an escape, a
+    /// non-ASCII character, a raw control character or an invalid byte at every offset of the
+    /// first words, with plain text after it of every length.
+    @Test func stringsReadByWordsMatchTheScan() throws {
+        let specials: [(bytes: [UInt8], valid: Bool)] = [
+            (Array(#"\""#.utf8), true), (Array(#"\\"#.utf8), true), (Array(#"\n"#.utf8), true),
+            (Array(#"\u00e9"#.utf8), true), (Array("é".utf8), true), (Array("😀".utf8), true), ([0x7F], true),
+            ([0x01], false), ([0x1F], false), ([0xFF], false), ([0xC3], false),
+        ]
+        for special in specials {
+            for before in 0..<20 {
+                for after in [0, 1, 7, 8, 9, 17] {
+                    let literal = Array(repeating: UInt8(ascii: "a"), count: before) + special.bytes + Array(repeating: UInt8(ascii: "z"), count: after)
+                    let json = Array(#"{"timestamp":"2026-01-01T00:00:00Z","amount":1,"id":""#.utf8) + literal + Array(#""}"#.utf8)
+                    let decoded = try? decoder.decode(json)
+                    guard special.valid else {
+                        #expect(decoded == nil, "\(special.bytes) after \(before) bytes")
+                        continue
+                    }
+                    let expected = try JSONSerialization.jsonObject(with: Data([34] + literal + [34]), options: .fragmentsAllowed) as? String
+                    #expect(decoded?.id == expected, "\(special.bytes) after \(before) bytes, \(after) after")
+                }
+            }
+        }
     }
 
     @Test func labelMessages() throws {
