@@ -314,12 +314,9 @@ public struct NativeForest: Sendable {
     static func step(_ splits: UnsafePointer<Split>, _ i: Int, _ row: UnsafePointer<Float>) -> Int {
         let split = splits[i]
         let v = row[Int(split.feature & ~defaultLeftBit)]
-        let less = v < split.threshold ? 1 : 0
-        let missing = v.isNaN ? 1 : 0
-        let missingLeft = Int(split.feature >> 30) & 1
-        // Right when not less and not missing, or when missing and its default is right.
-        let right = ((1 &- less) & (1 &- missing)) | (missing & (1 &- missingLeft))
-        return i &* 2 &+ 1 &+ right
+        // Left when less, or when missing and its default is left (a NaN is never less).
+        let left = (v < split.threshold ? 1 : 0) | ((v.isNaN ? 1 : 0) & Int(split.feature >> 30))
+        return i &* 2 &+ 2 &- left
     }
 
     func pointerMargins(_ values: UnsafeBufferPointer<Float>, rows: Int) -> [Float] {
