@@ -189,19 +189,15 @@ public struct ModelOutcomes: Sendable {
     public mutating func record(
         _ transactions: [Transaction], keys: [UInt64], champion: [Verdict], shadows: [[ShadowVerdict]], costs: CostMatrix
     ) {
-        // Read in place, through the buffer: binding a transaction to a local, or reading
-        // `transactions[i]` from the nested function, copied its strings.
-        transactions.withUnsafeBufferPointer { transactions in
-            for i in transactions.indices {
-                func decision(_ model: String, _ action: Action) -> Decision {
-                    Decision(model: index(of: model), flagged: action != .approve,
-                             costIfFraud: Float(costs.cost(of: action, fraud: true, transaction: transactions[i])),
-                             costIfLegit: Float(costs.cost(of: action, fraud: false, transaction: transactions[i])))
-                }
-                var decisions = Decisions(champion: decision(champion[i].modelVersion, champion[i].action), challengers: [])
-                for s in shadows where i < s.count { decisions.challengers.append(decision(s[i].challenger.version, s[i].challenger.action)) }
-                if pending.updateValue(decisions, forKey: keys[i]) == nil { order.append(keys[i]) }
+        // Transactions read in place: binding one to a local, or reading it from a closure or a
+        // nested function, copies it (a retain and release of each of its strings).
+        for i in transactions.indices {
+            var decisions = Decisions(
+                champion: decision(index(of: champion[i].modelVersion), champion[i].action, transactions[i], costs), challengers: [])
+            for s in shadows where i < s.count {
+                decisions.challengers.append(decision(index(of: s[i].challenger.version), s[i].challenger.action, transactions[i], costs))
             }
+            if pending.updateValue(decisions, forKey: keys[i]) == nil { order.append(keys[i]) }
         }
         while pending.count > capacity, head < order.count {
             pending.removeValue(forKey: order[head])
@@ -211,6 +207,12 @@ public struct ModelOutcomes: Sendable {
             order.removeFirst(head)
             head = 0
         }
+    }
+
+    private func decision(_ model: Int, _ action: Action, _ transaction: borrowing Transaction, _ costs: CostMatrix) -> Decision {
+        Decision(model: model, flagged: action != .approve,
+                 costIfFraud: Float(costs.cost(of: action, fraud: true, transaction: transaction)),
+                 costIfLegit: Float(costs.cost(of: action, fraud: false, transaction: transaction)))
     }
 
     /// Counts a label if its transaction's decisions are remembered; returns whether they were.

@@ -346,7 +346,8 @@ final class Pipeline: @unchecked Sendable {
         var source: Range<Int>
         var keyHash: Range<Int>?
 
-        init(of m: KafkaMessage, hasher: KeyedHasher, into bytes: inout [UInt8]) {
+        /// `m` borrowed: an initializer otherwise takes its arguments owned, a copy of the message.
+        init(of m: borrowing KafkaMessage, hasher: KeyedHasher, into bytes: inout [UInt8]) {
             let start = bytes.count
             bytes += m.topic.utf8
             bytes.append(UInt8(ascii: "/"))

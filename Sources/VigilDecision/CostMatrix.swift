@@ -128,7 +128,7 @@ public struct CostMatrix: Sendable {
     }
 
     /// What `action` costs on `tx` when it turns out to be fraud (or legitimate).
-    public func cost(of action: Action, fraud: Bool, transaction tx: Transaction) -> Double {
+    public func cost(of action: Action, fraud: Bool, transaction tx: borrowing Transaction) -> Double {
         let e = entries[action.severity]
         return fraud ? e.fraudCost(tx) : e.legitCost(tx)
     }
