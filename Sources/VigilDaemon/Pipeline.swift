@@ -138,7 +138,7 @@ final class Pipeline: @unchecked Sendable {
             logger.warning("output topics not ready", metadata: ["error": "\(error)"])
         }
         let consumer = try KafkaConsumer(
-            properties: consumerProperties, topics: [k.topics.transactions, k.topics.labels],
+            properties: consumerProperties, topics: [k.topics.transactions, k.topics.labels], readsHeaders: false,
             onRebalance: { [unowned self] event in rebalanced(event) },
             onError: { [logger] error in logger.warning("kafka consumer error", metadata: ["error": "\(error)"]) })
         self.consumer = consumer

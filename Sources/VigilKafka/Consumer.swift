@@ -26,6 +26,9 @@ public final class KafkaConsumer: @unchecked Sendable {
     let callbacks: Callbacks
     let queue: OpaquePointer
     public let topics: [String]
+    /// Whether ``poll(max:timeout:)`` copies each message's headers (librdkafka parses them on
+    /// request, allocating); off for a consumer that never reads them.
+    public let readsHeaders: Bool
     private var closed = false
     /// A close ran out of time (see ``close(timeout:)``).
     private var abandoned = false
@@ -33,12 +36,14 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// - Parameters:
     ///   - properties: passed through; `group.id` and `bootstrap.servers` are required.
     ///     `enable.auto.commit` and `enable.auto.offset.store` are forced off.
+    ///   - readsHeaders: whether messages come with their headers.
     ///   - onRebalance: called on the polling thread before partitions are revoked and after they
     ///     are assigned.
     public init(
-        properties: KafkaProperties, topics: [String],
+        properties: KafkaProperties, topics: [String], readsHeaders: Bool = true,
         onRebalance: @escaping (Rebalance) -> Void = { _ in }, onError: @escaping (KafkaError) -> Void = { _ in }
     ) throws(KafkaError) {
+        self.readsHeaders = readsHeaders
         guard properties["group.id"] != nil else { throw KafkaError("consumer needs group.id") }
         var p = properties
         p["enable.auto.commit"] = "false"
@@ -107,7 +112,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             }
             var headers: [KafkaHeader] = []
             var hdrs: OpaquePointer?
-            if rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs {
+            if readsHeaders, rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs {
                 var i = 0
                 var name: UnsafePointer<CChar>?
                 var value: UnsafeRawPointer?

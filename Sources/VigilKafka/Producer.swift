@@ -86,14 +86,20 @@ public final class KafkaProducer: @unchecked Sendable {
             var headers: OpaquePointer?
             if !message.headers.isEmpty {
                 headers = rd_kafka_headers_new(message.headers.count)
-                for h in message.headers {
-                    h.value.withUnsafeBytes { _ = rd_kafka_header_add(headers, h.name, -1, $0.baseAddress, $0.count) }
+                // Names through `withCString` (a short name on the stack): passed as a `String`
+                // where C wants `const char *`, each became an array on the heap.
+                for i in message.headers.indices {
+                    message.headers[i].name.withCString { name in
+                        message.headers[i].value.withUnsafeBytes { _ = rd_kafka_header_add(headers, name, -1, $0.baseAddress, $0.count) }
+                    }
                 }
             }
-            let err = message.value.withUnsafeBytes { v in
-                withKey(message.key) { k, klen in
-                    vigil_rd_kafka_produce(handle, message.topic, k, klen, v.baseAddress, v.count, headers,
-                                           UnsafeMutableRawPointer(bitPattern: UInt(token)))
+            let err = message.topic.withCString { topic in
+                message.value.withUnsafeBytes { v in
+                    withKey(message.key) { k, klen in
+                        vigil_rd_kafka_produce(handle, topic, k, klen, v.baseAddress, v.count, headers,
+                                               UnsafeMutableRawPointer(bitPattern: UInt(token)))
+                    }
                 }
             }
             if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }

@@ -57,6 +57,16 @@ struct KafkaTests {
         #expect(rest.count == 50)
         #expect(rest.allSatisfy { m in first.contains { $0.partition == m.partition && $0.offset == m.offset } })
         again.close()
+
+        // A consumer that does not read headers gets the same messages without them.
+        var other = group
+        other["group.id"] = "g2"
+        let plain = try KafkaConsumer(properties: other, topics: ["t"], readsHeaders: false)
+        let all = consumeAll(plain, count: 100)
+        #expect(all.count == 100)
+        #expect(all.allSatisfy { $0.headers.isEmpty })
+        #expect(Set(all.map(\.value)) == Set(first.map(\.value)))
+        plain.close()
     }
 
     @Test("with the broker down, a waiting commit times out and a close gives up when told to")
