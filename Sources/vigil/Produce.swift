@@ -37,7 +37,9 @@ struct Produce: ParsableCommand {
         guard rate >= 0 else { throw ValidationError("--rate must be ≥ 0") }
         guard corruptEvery >= 0 else { throw ValidationError("--corrupt-every must be ≥ 0") }
         if let simulate, !(1...50_000_000).contains(simulate) { throw ValidationError("--simulate must be 1…50000000") }
-        _ = try watchedProcesses()
+        for (name, pid) in try watchedProcesses() where ProcessCPU.sample(pid: pid) == nil {
+            throw ValidationError("--cpu-of \(name)=\(pid): no such process here (its CPU is read from /proc/\(pid)/task, on Linux)")
+        }
     }
 
     /// The `--cpu-of` processes, by name.

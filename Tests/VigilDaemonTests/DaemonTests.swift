@@ -404,6 +404,11 @@ struct DaemonEndToEndTests {
         let seconds = cpu["seconds"] ?? 0, librdkafka = cpu["librdkafka_seconds"] ?? 0
         #expect(seconds > 0 && librdkafka > 0 && librdkafka < seconds, "vigild CPU over the run: \(cpu)")
         #expect(p.output.contains("CPU of vigild from the first message to the last verdict"))
+        // A process that is not there is a usage error before anything is sent.
+        let wrong = try ChildProcess(BuiltProduct.path("vigil"), ["produce", "--brokers", stack.bootstrap, "--simulate", "10",
+                                                                  "--cpu-of", "vigild=2147483646"], directory: stack.directory, name: "wrong")
+        #expect(wrong.wait(timeout: .seconds(30)).map { $0 >> 8 } == 64)
+        #expect(wrong.errorOutput.contains("--cpu-of vigild=2147483646: no such process"), "\(wrong.errorOutput.suffix(300))")
         daemon.process.signal(SIGTERM)
         daemon.process.wait()
     }
