@@ -98,17 +98,11 @@ for store in stores:
     order = ["consume", "decode", "features", "labels", "decide", "encode", "publish", "settle", "other"]
     row = {s: us(b["stages"].get(s, 0), a["stages"].get(s, 0)) for s in sorted(b["stages"], key=lambda x: order.index(x) if x in order else 99)}
     row["pipeline threads"] = sum(row.values())
-    if "vigild" in run and "broker" in run:
-        per = lambda x: x * 1e6 / sent
-        row["librdkafka threads"] = per(run["vigild"]["librdkafka_seconds"])
-        row["rest of the process"] = per(run["vigild"]["seconds"]) - row["pipeline threads"] - row["librdkafka threads"]
-        row["vigild total"] = per(run["vigild"]["seconds"])
-        row["development broker"] = per(run["broker"]["seconds"])
-    else:  # no schedstat: the wider window of the snapshots
-        row["librdkafka threads"] = us(b["librdkafka"], a["librdkafka"])
-        row["rest of the process"] = us(b["vigild"], a["vigild"]) - row["pipeline threads"] - row["librdkafka threads"]
-        row["vigild total"] = us(b["vigild"], a["vigild"])
-        row["development broker"] = us(b["broker"], a["broker"])
+    per = lambda x: x * 1e6 / sent
+    row["librdkafka threads"] = per(run["vigild"]["librdkafka_seconds"])
+    row["rest of the process"] = per(run["vigild"]["seconds"]) - row["pipeline threads"] - row["librdkafka threads"]
+    row["vigild total"] = per(run["vigild"]["seconds"])
+    row["development broker"] = per(run["broker"]["seconds"])
     row["idle: vigild, CPU ms per second"] = idle["vigild"]
     row["idle: development broker, CPU ms per second"] = idle["broker"]
     cpu[store] = row

@@ -370,17 +370,22 @@ struct JSONScanner {
     /// the lowest such byte (the zero-byte test can flag a byte above a true one, never below).
     @inline(__always)
     static func specialBytes(_ w: UInt64) -> UInt64 {
-        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        func zeroBytes(_ x: UInt64) -> UInt64 { (x &- ones) & ~x & highs }
-        return zeroBytes(w ^ (ones &* 34)) | zeroBytes(w ^ (ones &* 92)) | (w & highs)
+        bytesBelow(1, in: w ^ (byteOnes &* 34)) | bytesBelow(1, in: w ^ (byteOnes &* 92)) | (w & byteHighs)
     }
 
     /// Whether all 8 bytes of `w` are ASCII from 0x20, other than a quote or a backslash.
     @inline(__always)
     static func plainASCII(_ w: UInt64) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
-        let control = (w &- ones &* 0x20) & ~w & highs  // bytes below 0x20 (none missed)
-        return specialBytes(w) | control == 0
+        specialBytes(w) | bytesBelow(0x20, in: w) == 0
+    }
+
+    private static let byteOnes: UInt64 = 0x0101_0101_0101_0101, byteHighs: UInt64 = 0x8080_8080_8080_8080
+
+    /// The high bit set in each byte of `w` below `n` (≤ 0x80) — exact for the lowest such byte
+    /// (a borrow can flag a byte above a true one, never below, and never misses one).
+    @inline(__always)
+    private static func bytesBelow(_ n: UInt64, in w: UInt64) -> UInt64 {
+        (w &- byteOnes &* n) & ~w & byteHighs
     }
 
     /// At a string value holding a valid timestamp without escapes: its time, having read past

@@ -163,7 +163,7 @@ public struct Decider: Sendable {
     ///   - probability: calibrated fraud probability; NaN when no model answered (then `fallback`).
     ///   - forced: an action a rule forces (block wins over allow upstream).
     ///   - floor: the least severe action rules allow.
-    public func decide(probability: Double, transaction tx: Transaction, forced: Action? = nil, floor: Action = .approve) -> Decision {
+    public func decide(probability: Double, transaction tx: borrowing Transaction, forced: Action? = nil, floor: Action = .approve) -> Decision {
         guard !probability.isNaN else {
             let a = forced ?? max(costs.fallback, floor)
             return Decision(action: a, expectedCost: .nan, costOptimal: costs.fallback)
