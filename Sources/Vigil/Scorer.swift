@@ -213,45 +213,45 @@ public final class Scorer: Sendable {
         var decisions: [Decision] = []
         decisions.reserveCapacity(batch.count)
         // Transactions are read in place, through the buffer: binding one to a local, or passing
-        // `batch[i]`, copies its strings.
-        batch.withUnsafeBufferPointer { batch in
+        // `batch[i]` (even to read one field), copies its strings.
+        return batch.withUnsafeBufferPointer { batch in
             for i in batch.indices {
-                var d = c.decider.decide(probability: scores.probabilities[i], transaction: batch[i], forced: outcomes[i].forced, floor: outcomes[i].floor)
+                var d = c.decider.decide(probability: scores.probabilities[i], transaction: batch.baseAddress! + i, forced: outcomes[i].forced, floor: outcomes[i].floor)
                 if storeError != nil, c.configuration.degradation == .failClosed, outcomes[i].forced == nil {
                     d.action = max(d.action, .review)
                 }
                 decisions.append(d)
             }
-        }
-        // Explanations only where someone will look: rows that are not approved.
-        let explain = c.configuration.explainTop > 0 ? batch.indices.filter { decisions[$0].action != .approve } : []
-        let contributions = c.ensemble.contributions(matrix.values, rows: explain)
-        latency.decide = lap()
+            // Explanations only where someone will look: rows that are not approved.
+            let explain = c.configuration.explainTop > 0 ? batch.indices.filter { decisions[$0].action != .approve } : []
+            let contributions = c.ensemble.contributions(matrix.values, rows: explain)
+            latency.decide = lap()
 
-        let names = engine.schema.names
-        let memberNames = c.ensemble.memberNames
-        var verdicts: [Verdict] = []
-        verdicts.reserveCapacity(batch.count)
-        var explained = 0
-        for i in batch.indices {
-            var reasons = outcomes[i].hits.map { ReasonCode(kind: .rule, code: $0.id, detail: $0.reason) }
-            if explained < explain.count, explain[explained] == i {
-                let top = contributions[explained].enumerated().filter { $0.element > 0 }
-                    .sorted { $0.element > $1.element || ($0.element == $1.element && $0.offset < $1.offset) }
-                    .prefix(c.configuration.explainTop)
-                reasons += top.map { ReasonCode(kind: .feature, code: names[$0.offset], value: ($0.element * 1e6).rounded() / 1e6) }
-                explained += 1
+            let names = engine.schema.names
+            let memberNames = c.ensemble.memberNames
+            var verdicts: [Verdict] = []
+            verdicts.reserveCapacity(batch.count)
+            var explained = 0
+            for i in batch.indices {
+                var reasons = outcomes[i].hits.map { ReasonCode(kind: .rule, code: $0.id, detail: $0.reason) }
+                if explained < explain.count, explain[explained] == i {
+                    let top = contributions[explained].enumerated().filter { $0.element > 0 }
+                        .sorted { $0.element > $1.element || ($0.element == $1.element && $0.offset < $1.offset) }
+                        .prefix(c.configuration.explainTop)
+                    reasons += top.map { ReasonCode(kind: .feature, code: names[$0.offset], value: ($0.element * 1e6).rounded() / 1e6) }
+                    explained += 1
+                }
+                if let storeError { reasons.append(ReasonCode(kind: .degraded, code: "store_\(storeError.code.rawValue)")) }
+                for f in scores.failures { reasons.append(ReasonCode(kind: .degraded, code: "member_failed", detail: f.member)) }
+                verdicts.append(Verdict(
+                    transactionID: batch[i].id, action: decisions[i].action, probability: scores.probabilities[i],
+                    memberScores: zip(memberNames, scores.memberProbabilities).map { .init(name: $0, probability: $1[i]) },
+                    reasons: reasons, tags: outcomes[i].hits.filter { $0.action == .tag }.map(\.id),
+                    modelVersion: c.ensemble.version, rulesVersion: c.rules.version,
+                    degraded: storeError != nil || scores.degraded, latency: latency, timestamp: batch[i].timestamp))
             }
-            if let storeError { reasons.append(ReasonCode(kind: .degraded, code: "store_\(storeError.code.rawValue)")) }
-            for f in scores.failures { reasons.append(ReasonCode(kind: .degraded, code: "member_failed", detail: f.member)) }
-            verdicts.append(Verdict(
-                transactionID: batch[i].id, action: decisions[i].action, probability: scores.probabilities[i],
-                memberScores: zip(memberNames, scores.memberProbabilities).map { .init(name: $0, probability: $1[i]) },
-                reasons: reasons, tags: outcomes[i].hits.filter { $0.action == .tag }.map(\.id),
-                modelVersion: c.ensemble.version, rulesVersion: c.rules.version,
-                degraded: storeError != nil || scores.degraded, latency: latency, timestamp: batch[i].timestamp))
+            return Result(verdicts: verdicts, features: matrix, storeError: storeError, ruleOutcomes: outcomes, components: c)
         }
-        return Result(verdicts: verdicts, features: matrix, storeError: storeError, ruleOutcomes: outcomes, components: c)
     }
 
     /// Applies fraud labels (chargebacks, review outcomes): they feed the entity risk features of

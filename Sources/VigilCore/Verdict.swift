@@ -16,6 +16,17 @@ public enum Action: String, Sendable, CaseIterable, Comparable, Codable {
         }
     }
 
+    /// The action of a severity (`0...3`).
+    public init(severity: Int) {
+        switch severity {
+        case 0: self = .approve
+        case 1: self = .challenge
+        case 2: self = .review
+        case 3: self = .block
+        default: preconditionFailure("no action has severity \(severity)")
+        }
+    }
+
     public static func < (a: Action, b: Action) -> Bool { a.severity < b.severity }
 }
 

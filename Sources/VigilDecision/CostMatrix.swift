@@ -16,12 +16,16 @@ public struct CostMatrix: Sendable {
     public struct Entry: Sendable {
         public let fraud: String
         public let legit: String
-        let fraudCost: @Sendable (borrowing Transaction) -> Double
-        let legitCost: @Sendable (borrowing Transaction) -> Double
+        let fraudCost: @Sendable (TransactionReference) -> Double
+        let legitCost: @Sendable (TransactionReference) -> Double
     }
 
     /// Indexed by `Action.severity`.
     public let entries: [Entry]
+    /// Every action's cost on a transaction, when it is fraud and when it is legitimate (lanes
+    /// by severity): the entries' expressions in one call, so pricing a transaction copies no
+    /// entry (a retain and release of each of its strings and closures).
+    let costs: @Sendable (TransactionReference) -> (fraud: SIMD4<Double>, legit: SIMD4<Double>)
     public let fallback: Action
     public let version: String
     /// When set, actions come from score thresholds instead of the least expected cost (a policy
@@ -80,10 +84,10 @@ public struct CostMatrix: Sendable {
             guard let node = m[action.rawValue], let e = node.mapping else {
                 throw fail(root, "missing costs for '\(action.rawValue)' (a mapping with fraud and legit)")
             }
-            func cost(_ key: String) throws(ConfigurationError) -> (String, @Sendable (borrowing Transaction) -> Double) {
+            func cost(_ key: String) throws(ConfigurationError) -> (String, @Sendable (TransactionReference) -> Double) {
                 guard let n = e[key], let text = n.string else { throw fail(node, "\(action.rawValue): missing '\(key)'") }
                 do {
-                    return (text, try Expression.parse(text).compileNumber(in: Transaction.scope, for: Transaction.self))
+                    return (text, try Expression.parse(text).compileNumber(in: Transaction.scope, for: TransactionReference.self))
                 } catch {
                     throw fail(n, "\(action.rawValue).\(key): \(error)")
                 }
@@ -112,6 +116,17 @@ public struct CostMatrix: Sendable {
         return CostMatrix(entries: entries, fallback: fallback, version: m["version"]?.string ?? "unversioned", thresholds: thresholds)
     }
 
+    init(entries: [Entry], fallback: Action, version: String, thresholds: Thresholds?) {
+        precondition(entries.count == 4 && Action.allCases.count == 4, "one entry per action")
+        self.entries = entries
+        self.fallback = fallback
+        self.version = version
+        self.thresholds = thresholds
+        let (f0, f1, f2, f3) = (entries[0].fraudCost, entries[1].fraudCost, entries[2].fraudCost, entries[3].fraudCost)
+        let (l0, l1, l2, l3) = (entries[0].legitCost, entries[1].legitCost, entries[2].legitCost, entries[3].legitCost)
+        costs = { tx in (SIMD4(f0(tx), f1(tx), f2(tx), f3(tx)), SIMD4(l0(tx), l1(tx), l2(tx), l3(tx))) }
+    }
+
     /// The cost file's text, with the given policy (thresholds, or nil for least expected cost).
     public func yaml(version: String, thresholds: Thresholds?) -> String {
         var s = "version: \(version)\n"
@@ -130,18 +145,18 @@ public struct CostMatrix: Sendable {
     /// What `action` costs on `tx` when it turns out to be fraud (or legitimate).
     public func cost(of action: Action, fraud: Bool, transaction tx: borrowing Transaction) -> Double {
         let e = entries[action.severity]
-        return fraud ? e.fraudCost(tx) : e.legitCost(tx)
+        return withUnsafePointer(to: tx) { fraud ? e.fraudCost(TransactionReference($0)) : e.legitCost(TransactionReference($0)) }
     }
 
     /// Expected cost of each action (by severity) at fraud probability `p`.
-    public func expectedCosts(probability p: Double, transaction tx: Transaction) -> [Double] {
-        entries.indices.map { expectedCost(of: $0, probability: p, transaction: tx) }
+    public func expectedCosts(probability p: Double, transaction tx: borrowing Transaction) -> SIMD4<Double> {
+        withUnsafePointer(to: tx) { expectedCosts(probability: p, transaction: $0) }
     }
 
-    /// Expected cost of the action of severity `severity` at fraud probability `p`.
-    func expectedCost(of severity: Int, probability p: Double, transaction tx: borrowing Transaction) -> Double {
-        let e = entries[severity]
-        return p * e.fraudCost(tx) + (1 - p) * e.legitCost(tx)
+    /// ``expectedCosts(probability:transaction:)`` of the transaction at `tx`, read in place.
+    public func expectedCosts(probability p: Double, transaction tx: UnsafePointer<Transaction>) -> SIMD4<Double> {
+        let c = costs(TransactionReference(tx))
+        return p * c.fraud + (1 - p) * c.legit
     }
 }
 
@@ -164,24 +179,29 @@ public struct Decider: Sendable {
     ///   - forced: an action a rule forces (block wins over allow upstream).
     ///   - floor: the least severe action rules allow.
     public func decide(probability: Double, transaction tx: borrowing Transaction, forced: Action? = nil, floor: Action = .approve) -> Decision {
+        withUnsafePointer(to: tx) { decide(probability: probability, transaction: $0, forced: forced, floor: floor) }
+    }
+
+    /// ``decide(probability:transaction:forced:floor:)`` of the transaction at `tx`, read in
+    /// place: passing an element of a buffer (`batch[i]`) copied it, a retain and release of each
+    /// of its strings.
+    public func decide(probability: Double, transaction tx: UnsafePointer<Transaction>, forced: Action? = nil, floor: Action = .approve) -> Decision {
         guard !probability.isNaN else {
             let a = forced ?? max(costs.fallback, floor)
             return Decision(action: a, expectedCost: .nan, costOptimal: costs.fallback)
         }
-        // One expected cost per action, on the stack: deciding a transaction allocates nothing.
-        return withUnsafeTemporaryAllocation(of: Double.self, capacity: costs.entries.count) { expected in
-            for i in expected.indices { expected[i] = costs.expectedCost(of: i, probability: probability, transaction: tx) }
-            var best = 0
-            for i in 1..<expected.count where expected[i] < expected[best] { best = i }
-            let optimal = costs.thresholds?.action(for: probability) ?? Action.allCases[best]
-            var action = forced ?? max(optimal, floor)
-            if forced == nil, action != optimal, costs.thresholds == nil {
-                // Under a floor, take the cheapest action at or above it.
-                var cheapest = floor.severity
-                for i in floor.severity..<expected.count where expected[i] < expected[cheapest] { cheapest = i }
-                action = Action.allCases[cheapest]
-            }
-            return Decision(action: action, expectedCost: expected[action.severity], costOptimal: optimal)
+        // One expected cost per action, in registers: deciding a transaction allocates nothing.
+        let expected = costs.expectedCosts(probability: probability, transaction: tx)
+        var best = 0
+        for i in 1..<expected.scalarCount where expected[i] < expected[best] { best = i }
+        let optimal = costs.thresholds?.action(for: probability) ?? Action(severity: best)
+        var action = forced ?? max(optimal, floor)
+        if forced == nil, action != optimal, costs.thresholds == nil {
+            // Under a floor, take the cheapest action at or above it.
+            var cheapest = floor.severity
+            for i in floor.severity..<expected.scalarCount where expected[i] < expected[cheapest] { cheapest = i }
+            action = Action(severity: cheapest)
         }
+        return Decision(action: action, expectedCost: expected[action.severity], costOptimal: optimal)
     }
 }

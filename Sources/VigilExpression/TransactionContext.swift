@@ -20,3 +20,17 @@ extension Transaction: ExpressionContext {
     public func list(_ slot: Int, contains value: String) -> Bool { false }
 }
 
+
+/// A transaction addressed in place, as an expression context (``Transaction/scope``): a
+/// closure compiled for ``Transaction`` itself is handed the transaction by value, which copied
+/// it (a retain and release of each of its strings) at every call on an element of a buffer.
+public struct TransactionReference: ExpressionContext {
+    public let transaction: UnsafePointer<Transaction>
+
+    /// A context valid while `transaction` is.
+    public init(_ transaction: UnsafePointer<Transaction>) { self.transaction = transaction }
+
+    public func number(_ slot: Int) -> Double { Transaction.number(Transaction.allFields[slot], at: transaction) }
+    public func string(_ slot: Int) -> String? { Transaction.string(Transaction.allFields[slot], at: transaction) }
+    public func list(_ slot: Int, contains value: String) -> Bool { false }
+}

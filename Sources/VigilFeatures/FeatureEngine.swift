@@ -26,13 +26,19 @@ public struct FeatureEngine: Sendable {
         let fields = TransactionField.allCases.count
         withUnsafeTemporaryAllocation(of: UInt64.self, capacity: fields) { hashes in
             withUnsafeTemporaryAllocation(of: Int.self, capacity: fields) { hashedFor in
-                hashedFor.initialize(repeating: -1)
-                let scratch = HashScratch(hashes: hashes.baseAddress!, hashedFor: hashedFor.baseAddress!)
-                // Each transaction is passed borrowed, through a buffer pointer (whose elements are
-                // addressed in place): binding one to a local, or the array's subscript here, copies it
-                // (a retain and release of every one of its strings).
-                transactions.withUnsafeBufferPointer { t in
-                    for i in t.indices { append(t.baseAddress! + i, number: i, to: &b, scratch) }
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: plan.entities.count) { bits in
+                    hashedFor.initialize(repeating: -1)
+                    let scratch = HashScratch(hashes: hashes.baseAddress!, hashedFor: hashedFor.baseAddress!, filterBits: bits.baseAddress!)
+                    // Each transaction is passed borrowed, through a buffer pointer (whose elements are
+                    // addressed in place): binding one to a local, or the array's subscript here, copies it
+                    // (a retain and release of every one of its strings).
+                    plan.keyFields.withUnsafeBufferPointer { keys in
+                        plan.trackedFields.withUnsafeBufferPointer { tracked in
+                            transactions.withUnsafeBufferPointer { t in
+                                for i in t.indices { append(t.baseAddress! + i, number: i, to: &b, keys: keys, tracked: tracked, scratch) }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -40,28 +46,30 @@ public struct FeatureEngine: Sendable {
     }
 
     /// Each field's hash (`hashes`), valid where `hashedFor` holds the number of the transaction
-    /// being appended.
+    /// being appended; each entity's filter bits for it.
     struct HashScratch {
         let hashes: UnsafeMutablePointer<UInt64>
         let hashedFor: UnsafeMutablePointer<Int>
+        let filterBits: UnsafeMutablePointer<UInt8>
     }
 
-    private func append(_ tx: UnsafePointer<Transaction>, number: Int, to b: inout EventBatch, _ s: HashScratch) {
+    private func append(
+        _ tx: UnsafePointer<Transaction>, number: Int, to b: inout EventBatch,
+        keys: UnsafeBufferPointer<TransactionField>, tracked: UnsafeBufferPointer<TransactionField>, _ s: HashScratch
+    ) {
         b.ids.append(idHash(tx.pointee.id))
         b.times.append(tx.pointee.timestamp)
         b.amounts.append(tx.pointee.amount)
         b.lats.append(tx.pointee.lat ?? .nan)
         b.lons.append(tx.pointee.lon ?? .nan)
-        for e in plan.entities {
-            b.keys.append(hashed(e.field, of: tx, number: number, s))
-            var bits: UInt8 = 0
-            // Through a pointer: `tx.pointee` handed to a filter copied the transaction (a retain
-            // and release of each of its strings) per filter.
-            let context = RowContext(transaction: tx, row: UnsafeBufferPointer(start: nil, count: 0))
-            for (k, f) in e.filters.enumerated() where f(context) { bits |= 1 << UInt8(k) }
-            b.filterBits.append(bits)
-            for f in e.tracked { b.tracked.append(hashed(f, of: tx, number: number, s)) }
+        // Through a pointer: `tx.pointee` handed to a filter copied the transaction (a retain
+        // and release of each of its strings) per filter.
+        plan.filterBits(RowContext(transaction: tx, row: UnsafeBufferPointer(start: nil, count: 0)), s.filterBits)
+        for e in keys.indices {
+            b.keys.append(hashed(keys[e], of: tx, number: number, s))
+            b.filterBits.append(s.filterBits[e])
         }
+        for f in tracked { b.tracked.append(hashed(f, of: tx, number: number, s)) }
     }
 
     /// A field's keyed hash, once per transaction; 0 when the field is absent (a real hash is

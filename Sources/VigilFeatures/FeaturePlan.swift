@@ -28,6 +28,13 @@ public final class FeaturePlan: Sendable {
     let derived: [(column: Int, evaluate: @Sendable (borrowing RowContext) -> Double)]
     /// The longest window any entity keeps, which bounds how long a transaction id is remembered.
     public let retention: Int64
+    /// What ``FeatureEngine/events(for:)`` reads per transaction, laid out so it retains nothing
+    /// per transaction (iterating `entities` retained each entity and its arrays, and calling a
+    /// filter out of an array retained the filter): each entity's key field, every entity's
+    /// tracked fields one after the other, and one call that writes each entity's filter bits.
+    let keyFields: [TransactionField]
+    let trackedFields: [TransactionField]
+    let filterBits: @Sendable (RowContext, UnsafeMutablePointer<UInt8>) -> Void
 
     public init(spec: FeatureSpec) throws(ConfigurationError) {
         self.spec = spec
@@ -71,6 +78,23 @@ public final class FeaturePlan: Sendable {
         self.calendarColumns = calendarColumns
         self.derived = derived
         self.retention = entities.map(\.retention).max() ?? 0
+        keyFields = entities.map(\.field)
+        trackedFields = entities.flatMap(\.tracked)
+        // Each filter captured by the next call (nested calls of captured closures retain none).
+        let entityCount = entities.count
+        var filterBits: @Sendable (RowContext, UnsafeMutablePointer<UInt8>) -> Void = { _, bits in
+            bits.initialize(repeating: 0, count: entityCount)
+        }
+        for (e, entity) in entities.enumerated() {
+            for (k, filter) in entity.filters.enumerated() {
+                let before = filterBits
+                filterBits = { context, bits in
+                    before(context, bits)
+                    if filter(context) { bits[e] |= 1 << UInt8(k) }
+                }
+            }
+        }
+        self.filterBits = filterBits
     }
 
     /// The number of columns the store writes (all entity features).

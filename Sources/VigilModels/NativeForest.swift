@@ -34,8 +34,10 @@ public struct NativeForest: Sendable {
 
     struct Split {
         var threshold: Float
-        /// Feature index; bit 30 set: missing values go left.
-        var feature: Int32
+        /// Where the split reads its value in a row's *missing-resolved* form (see
+        /// ``resolveMissing(_:into:)``): the feature's index when missing values go right,
+        /// `featureCount` + it when they go left.
+        var column: Int32
     }
     struct CompleteTree {
         var depth: Int
@@ -142,7 +144,7 @@ public struct NativeForest: Sendable {
         self.nodes = nodes
         self.roots = roots
         means = covers.map { NativeForest.nodeMeans(nodes: nodes, roots: roots, covers: $0) } ?? []
-        let layout = NativeForest.completeLayout(nodes: nodes, roots: roots), means = self.means
+        let layout = NativeForest.completeLayout(nodes: nodes, roots: roots, featureCount: nf), means = self.means
         (complete, splits, leaves) = layout
         rootMeans = means.isEmpty ? [] : roots.map { means[Int($0)] }
         let creditBytes = layout.0.reduce(0) { $0 + (1 << $1.depth) * $1.depth } * MemoryLayout<Credit>.stride
@@ -188,17 +190,22 @@ public struct NativeForest: Sendable {
         return (credits, bases)
     }
 
-    static func completeLayout(nodes: [Node], roots: [Int32]) -> ([CompleteTree], [Split], [Float]) {
+    static func completeLayout(nodes: [Node], roots: [Int32], featureCount: Int) -> ([CompleteTree], [Split], [Float]) {
         func depth(_ i: Int) -> Int {
             nodes[i].feature < 0 ? 0 : 1 + max(depth(Int(nodes[i].left)), depth(Int(nodes[i].right)))
         }
         let depths = roots.map { depth(Int($0)) }
         guard (depths.max() ?? 0) <= maxCompleteDepth else { return ([], [], []) }
+        // A missing value reads as +∞ or −∞ in the resolved row, which an infinite threshold
+        // would compare differently from XGBoost (XGBoost writes finite ones): walk such a
+        // forest node by node.
+        guard nodes.allSatisfy({ $0.feature < 0 || $0.value.isFinite }) else { return ([], [], []) }
         var trees: [CompleteTree] = []
         var splits: [Split] = []
         var leaves: [Float] = []
-        // Always left, whatever the value; both subtrees hold the same leaf anyway.
-        let passThrough = Split(threshold: .infinity, feature: defaultLeftBit)
+        // Below a leaf that is shallower than its tree: both subtrees hold that leaf, so either
+        // way is right.
+        let passThrough = Split(threshold: .infinity, column: 0)
         for (root, d) in zip(roots, depths) {
             let tree = CompleteTree(depth: d, splitBase: splits.count, leafBase: leaves.count)
             let internalCount = (1 << d) - 1
@@ -212,7 +219,8 @@ public struct NativeForest: Sendable {
                     place(node, 2 * position + 1, level + 1)
                     place(node, 2 * position + 2, level + 1)
                 } else {
-                    splits[tree.splitBase + position] = Split(threshold: n.value, feature: n.feature)
+                    let f = n.feature & ~defaultLeftBit
+                    splits[tree.splitBase + position] = Split(threshold: n.value, column: n.feature & defaultLeftBit != 0 ? Int32(featureCount) + f : f)
                     place(Int(n.left), 2 * position + 1, level + 1)
                     place(Int(n.right), 2 * position + 2, level + 1)
                 }
@@ -230,42 +238,75 @@ public struct NativeForest: Sendable {
 
     func completeMargins(_ values: UnsafeBufferPointer<Float>, rows: Int) -> [Float] {
         var out = [Float](repeating: baseMargin, count: rows)
-        let stride = featureCount
-        splits.withUnsafeBufferPointer { splitBuffer in
-            leaves.withUnsafeBufferPointer { leafBuffer in
-                out.withUnsafeMutableBufferPointer { outBuffer in
-                    let x = values.baseAddress!, o = outBuffer.baseAddress!
-                    // Rows in blocks of four, tree by tree: the tree stays in L1.
-                    let blocked = rows - rows % 4
-                    for tree in complete {
-                        let s = splitBuffer.baseAddress! + tree.splitBase
-                        let l = leafBuffer.baseAddress! + tree.leafBase - ((1 << tree.depth) - 1)
-                        var r = 0
-                        while r < blocked {
-                            let x0 = x + r * stride, x1 = x0 + stride, x2 = x1 + stride, x3 = x2 + stride
-                            var i0 = 0, i1 = 0, i2 = 0, i3 = 0
-                            for _ in 0..<tree.depth {
-                                i0 = NativeForest.step(s, i0, x0)
-                                i1 = NativeForest.step(s, i1, x1)
-                                i2 = NativeForest.step(s, i2, x2)
-                                i3 = NativeForest.step(s, i3, x3)
+        let stride = 2 * featureCount
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * stride) { resolved in
+            let x = resolved.baseAddress!
+            for r in 0..<rows { resolveMissing(values.baseAddress! + r * featureCount, into: x + r * stride) }
+            splits.withUnsafeBufferPointer { splitBuffer in
+                leaves.withUnsafeBufferPointer { leafBuffer in
+                    out.withUnsafeMutableBufferPointer { outBuffer in
+                        let o = outBuffer.baseAddress!
+                        // Rows in blocks of four (independent walks the CPU overlaps), tree by
+                        // tree, over chunks of rows small enough to stay in L1 while every tree
+                        // walks them.
+                        let blocked = rows - rows % 4
+                        for chunk in Swift.stride(from: 0, to: blocked, by: NativeForest.chunkRows) {
+                          let end = min(blocked, chunk + NativeForest.chunkRows)
+                          for tree in complete {
+                            let s = splitBuffer.baseAddress! + tree.splitBase
+                            let l = leafBuffer.baseAddress! + tree.leafBase - ((1 << tree.depth) - 1)
+                            var r = chunk
+                            while r + 8 <= end {
+                                let x0 = x + r * stride, x1 = x0 + stride, x2 = x1 + stride, x3 = x2 + stride
+                                let x4 = x3 + stride, x5 = x4 + stride, x6 = x5 + stride, x7 = x6 + stride
+                                var i0 = 0, i1 = 0, i2 = 0, i3 = 0, i4 = 0, i5 = 0, i6 = 0, i7 = 0
+                                for _ in 0..<tree.depth {
+                                    i0 = NativeForest.step(s, i0, x0)
+                                    i1 = NativeForest.step(s, i1, x1)
+                                    i2 = NativeForest.step(s, i2, x2)
+                                    i3 = NativeForest.step(s, i3, x3)
+                                    i4 = NativeForest.step(s, i4, x4)
+                                    i5 = NativeForest.step(s, i5, x5)
+                                    i6 = NativeForest.step(s, i6, x6)
+                                    i7 = NativeForest.step(s, i7, x7)
+                                }
+                                o[r] += l[i0]
+                                o[r + 1] += l[i1]
+                                o[r + 2] += l[i2]
+                                o[r + 3] += l[i3]
+                                o[r + 4] += l[i4]
+                                o[r + 5] += l[i5]
+                                o[r + 6] += l[i6]
+                                o[r + 7] += l[i7]
+                                r += 8
                             }
-                            o[r] += l[i0]
-                            o[r + 1] += l[i1]
-                            o[r + 2] += l[i2]
-                            o[r + 3] += l[i3]
-                            r += 4
+                            while r < end {
+                                let x0 = x + r * stride, x1 = x0 + stride, x2 = x1 + stride, x3 = x2 + stride
+                                var i0 = 0, i1 = 0, i2 = 0, i3 = 0
+                                for _ in 0..<tree.depth {
+                                    i0 = NativeForest.step(s, i0, x0)
+                                    i1 = NativeForest.step(s, i1, x1)
+                                    i2 = NativeForest.step(s, i2, x2)
+                                    i3 = NativeForest.step(s, i3, x3)
+                                }
+                                o[r] += l[i0]
+                                o[r + 1] += l[i1]
+                                o[r + 2] += l[i2]
+                                o[r + 3] += l[i3]
+                                r += 4
+                            }
+                          }
                         }
-                    }
-                    // The remaining rows (all of them for a batch of one) one at a time: each
-                    // tree's slot, then the leaves added in tree order.
-                    if blocked < rows {
-                        withUnsafeTemporaryAllocation(of: Int.self, capacity: complete.count) { slots in
-                            for r in blocked..<rows {
-                                completeSlots(x + r * stride, splits: splitBuffer.baseAddress!, into: slots.baseAddress!)
-                                var acc = o[r]
-                                for (t, tree) in complete.enumerated() { acc += leafBuffer[tree.leafBase + slots[t]] }
-                                o[r] = acc
+                        // The remaining rows (all of them for a batch of one) one at a time: each
+                        // tree's slot, then the leaves added in tree order.
+                        if blocked < rows {
+                            withUnsafeTemporaryAllocation(of: Int.self, capacity: complete.count) { slots in
+                                for r in blocked..<rows {
+                                    completeSlots(resolved: x + r * stride, splits: splitBuffer.baseAddress!, into: slots.baseAddress!)
+                                    var acc = o[r]
+                                    for (t, tree) in complete.enumerated() { acc += leafBuffer[tree.leafBase + slots[t]] }
+                                    o[r] = acc
+                                }
                             }
                         }
                     }
@@ -275,10 +316,29 @@ public struct NativeForest: Sendable {
         return out
     }
 
-    /// Each complete tree's bottom slot (`0..<2^depth`) for one row. Four trees of equal depth at
-    /// a time: a walk is a chain of dependent loads, and four independent ones overlap.
+    /// Rows walked through every tree before the next ones (in blocks of eight, then four):
+    /// their resolved values stay in L1 (64 rows of the shipped model's 2 × 61 values: 31 KB).
+    static let chunkRows = 64
+
+    /// A row in the form the complete layout reads: `2 × featureCount` values, the row with each
+    /// missing (NaN) value as +∞, then as −∞. A split whose missing values go right reads the
+    /// first copy and one whose missing values go left the second, so `value < threshold` alone
+    /// takes XGBoost's direction for every value (a present value is the same in both copies,
+    /// and thresholds are finite): the walk's step needs no test for NaN and no default bit.
     @inline(__always)
-    func completeSlots(_ row: UnsafePointer<Float>, splits: UnsafePointer<Split>, into slots: UnsafeMutablePointer<Int>) {
+    func resolveMissing(_ row: UnsafePointer<Float>, into resolved: UnsafeMutablePointer<Float>) {
+        for j in 0..<featureCount {
+            let v = row[j]
+            resolved[j] = v.isNaN ? .infinity : v
+            resolved[featureCount + j] = v.isNaN ? -.infinity : v
+        }
+    }
+
+    /// Each complete tree's bottom slot (`0..<2^depth`) for one row (resolved by
+    /// ``resolveMissing(_:into:)``). Four trees of equal depth at a time: a walk is a chain of
+    /// dependent loads, and four independent ones overlap.
+    @inline(__always)
+    func completeSlots(resolved row: UnsafePointer<Float>, splits: UnsafePointer<Split>, into slots: UnsafeMutablePointer<Int>) {
         var t = 0
         while t < complete.count {
             let a = complete[t]
@@ -309,14 +369,11 @@ public struct NativeForest: Sendable {
         }
     }
 
-    /// One level down a complete tree, without a data-dependent branch.
+    /// One level down a complete tree, on a resolved row: one comparison, no branch.
     @inline(__always)
-    static func step(_ splits: UnsafePointer<Split>, _ i: Int, _ row: UnsafePointer<Float>) -> Int {
+    static func step(_ splits: UnsafePointer<Split>, _ i: Int, _ resolved: UnsafePointer<Float>) -> Int {
         let split = splits[i]
-        let v = row[Int(split.feature & ~defaultLeftBit)]
-        // Left when less, or when missing and its default is left (a NaN is never less).
-        let left = (v < split.threshold ? 1 : 0) | ((v.isNaN ? 1 : 0) & Int(split.feature >> 30))
-        return i &* 2 &+ 2 &- left
+        return i &* 2 &+ 2 &- (resolved[Int(split.column)] < split.threshold ? 1 : 0)
     }
 
     func pointerMargins(_ values: UnsafeBufferPointer<Float>, rows: Int) -> [Float] {
@@ -412,18 +469,19 @@ extension NativeForest {
     func completeContributions(_ values: UnsafeBufferPointer<Float>, rows: Int) -> [Float] {
         let width = featureCount + 1
         var out = [Float](repeating: 0, count: rows * width)
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: width + NativeForest.maxCompleteDepth) { scratch in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: width + NativeForest.maxCompleteDepth + 2 * featureCount) { scratch in
             withUnsafeTemporaryAllocation(of: Int.self, capacity: complete.count) { slots in
+                let resolved = scratch.baseAddress! + width + NativeForest.maxCompleteDepth
                 splits.withUnsafeBufferPointer { splitBuffer in
                     credits.withUnsafeBufferPointer { creditBuffer in
                         out.withUnsafeMutableBufferPointer { out in
                             for r in 0..<rows {
-                                let row = values.baseAddress! + r * featureCount
-                                completeSlots(row, splits: splitBuffer.baseAddress!, into: slots.baseAddress!)
+                                resolveMissing(values.baseAddress! + r * featureCount, into: resolved)
+                                completeSlots(resolved: resolved, splits: splitBuffer.baseAddress!, into: slots.baseAddress!)
                                 // Each tree's slot → where its credits start.
                                 for (t, tree) in complete.enumerated() { slots[t] = creditBases[t] + slots[t] * tree.depth }
                                 let o = scratch.baseAddress!
-                                scratch.initialize(repeating: 0)
+                                o.initialize(repeating: 0, count: width + NativeForest.maxCompleteDepth)
                                 // Every slot's credits touched before any is added (both ends: a
                                 // slot may straddle two cache lines). They are cold when
                                 // explanations are rare; a loop of nothing but loads keeps all

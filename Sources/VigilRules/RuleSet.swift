@@ -89,6 +89,10 @@ public struct RuleSet: Sendable {
     public let rules: [Rule]
     public let lists: [ValueList]
     public let source: String?
+    /// Every rule's condition in one call, in file order, calling `hit` with the index of each
+    /// that holds. One closure nesting the rules' own (each captured by the next): calling those
+    /// from an array retained and released each closure per rule and transaction.
+    let conditions: @Sendable (borrowing RuleContext, (Int) -> Void) -> Void
 
     /// No rules at all.
     public static func empty(schema: FeatureSchema) -> RuleSet { RuleSet(version: "none", rules: [], lists: [], source: nil) }
@@ -98,6 +102,15 @@ public struct RuleSet: Sendable {
         self.rules = rules
         self.lists = lists
         self.source = source
+        var conditions: @Sendable (borrowing RuleContext, (Int) -> Void) -> Void = { _, _ in }
+        for (k, rule) in rules.enumerated() {
+            let before = conditions, holds = rule.evaluate
+            conditions = { ctx, hit in
+                before(ctx, hit)
+                if holds(ctx) { hit(k) }
+            }
+        }
+        self.conditions = conditions
     }
 
     public static func load(path: String, schema: FeatureSchema) throws(ConfigurationError) -> RuleSet {
@@ -166,12 +179,11 @@ public struct RuleSet: Sendable {
         var out = RuleOutcome()
         guard !rules.isEmpty else { return out }
         var allow = false
-        // Rules and lists are read in place: iterating `rules` copied each rule, a retain and
-        // release of its three strings and its closure, per rule and transaction.
+        // Rules and lists are read in place (iterating `rules` copied each rule, a retain and
+        // release of its three strings and its closure), the conditions through `conditions`.
         lists.withUnsafeBufferPointer { lists in
             rules.withUnsafeBufferPointer { rules in
-                let ctx = RuleContext(row: RowContext(transaction: tx, row: row), lists: lists)
-                for i in rules.indices where rules[i].evaluate(ctx) {
+                conditions(RuleContext(row: RowContext(transaction: tx, row: row), lists: lists)) { i in
                     let action = rules[i].action
                     out.hits.append(RuleHit(id: rules[i].id, action: action, reason: rules[i].reason))
                     switch action {
