@@ -128,14 +128,19 @@ public struct Verdict: Sendable, Hashable {
 
     /// Appends ``json()``'s bytes to `buffer`, with no intermediate strings.
     public func encodeJSON(into buffer: inout [UInt8]) {
-        var w = JSONWriter()
-        encodeJSON(into: &buffer, using: &w)
+        var encoder = VerdictEncoder()
+        encoder.append(self, to: &buffer)
     }
 
-    /// Appends ``json()``'s bytes to `buffer`, written first in `writer` (reset here): the daemon
-    /// encodes a batch's verdicts with one writer, so a verdict allocates nothing of its own. No
-    /// closures: each would copy the verdict into its context.
-    public func encodeJSON(into buffer: inout [UInt8], using writer: inout JSONWriter) {
+    /// Appends ``json()``'s bytes to `buffer` through `encoder`: the daemon and `vigil score`
+    /// encode a batch's verdicts with one encoder (see ``VerdictEncoder``).
+    public func encodeJSON(into buffer: inout [UInt8], using encoder: inout VerdictEncoder) {
+        encoder.append(self, to: &buffer)
+    }
+
+    /// The members up to the tags, written into `writer` (reset here), the object left open.
+    /// No closures: each would copy the verdict into its context.
+    fileprivate func encodeHead(_ writer: inout JSONWriter) {
         writer.reset()
         writer.beginObject()
         writer.field(literal: "id", transactionID)
@@ -164,6 +169,12 @@ public struct Verdict: Sendable, Hashable {
             for i in tags.indices { writer.element(tags[i]) }
             writer.endArray()
         }
+    }
+
+    /// The rest, from the versions to the end, as a whole object of its own (`{"model":…}}`).
+    fileprivate func encodeTail(_ writer: inout JSONWriter) {
+        writer.reset()
+        writer.beginObject()
         writer.field(literal: "model", modelVersion)
         writer.field(literal: "rules", rulesVersion)
         writer.field(literal: "degraded", degraded)
@@ -175,7 +186,38 @@ public struct Verdict: Sendable, Hashable {
         writer.field(literal: "decide", latency.decide)
         writer.endObject()
         writer.endObject()
+    }
+}
+
+/// Encodes verdicts into caller's buffers, one after another, with memory of its own that it
+/// keeps: a verdict allocates nothing. A batch's verdicts share their versions, `degraded` and
+/// stage latencies (the batch's), so the JSON from `"model"` to the end is written once while
+/// they do and copied into each verdict's line: ~30% of a verdict's encoding.
+public struct VerdictEncoder {
+    private var writer = JSONWriter()
+    /// `,"model":…}}`: the shared end of the last verdict encoded, and what it was written from.
+    private var tail: [UInt8] = []
+    private var tailOf: (model: String, rules: String, degraded: Bool, latency: StageLatency)?
+
+    public init() {}
+
+    /// Appends the verdict's JSON line (without a newline) to `buffer`.
+    public mutating func append(_ v: Verdict, to buffer: inout [UInt8]) {
+        if !sharesTail(v) {
+            v.encodeTail(&writer)
+            tail.removeAll(keepingCapacity: true)
+            writer.append(to: &tail)
+            tail[0] = UInt8(ascii: ",")  // the opening brace: these members follow the head's
+            tailOf = (v.modelVersion, v.rulesVersion, v.degraded, v.latency)
+        }
+        v.encodeHead(&writer)
         writer.append(to: &buffer)
+        buffer.append(contentsOf: tail)
+    }
+
+    private func sharesTail(_ v: Verdict) -> Bool {
+        guard let t = tailOf else { return false }
+        return t.latency == v.latency && t.degraded == v.degraded && t.model == v.modelVersion && t.rules == v.rulesVersion
     }
 }
 

@@ -274,12 +274,12 @@ final class Pipeline: @unchecked Sendable {
         // Verdicts and messages read in place, through their buffers: iterating them (`zip`), or
         // passing `batch.sources[i]`, copied each one, a retain and a release of every string and
         // array it holds.
-        var writer = JSONWriter()
+        var encoder = VerdictEncoder()
         batch.verdicts.withUnsafeBufferPointer { verdicts in
             batch.sources.withUnsafeBufferPointer { sources in
                 for i in verdicts.indices {
                     let start = bytes.count
-                    verdicts[i].encodeJSON(into: &bytes, using: &writer)
+                    verdicts[i].encodeJSON(into: &bytes, using: &encoder)
                     let json = start..<bytes.count
                     bytes.append(contentsOf: verdicts[i].transactionID.utf8)
                     layouts.append((json, json.upperBound..<bytes.count, Provenance(of: sources[i], hasher: hasher, into: &bytes)))

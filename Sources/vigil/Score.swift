@@ -38,7 +38,7 @@ struct Score: ParsableCommand {
         let progress = Progress(label: "scoring")
         let started = Date()
         var release = try labelDelay.map { LabelRelease(delay: try parseDuration($0, "label-delay")) }
-        var writer = JSONWriter()
+        var encoder = VerdictEncoder()
         func flush() throws {
             guard !pending.isEmpty else { return }
             if var r = release {
@@ -53,7 +53,7 @@ struct Score: ParsableCommand {
             var lines: [UInt8] = []
             lines.reserveCapacity(verdicts.count * 320)
             for i in verdicts.indices {
-                verdicts[i].encodeJSON(into: &lines, using: &writer)
+                verdicts[i].encodeJSON(into: &lines, using: &encoder)
                 lines.append(UInt8(ascii: "\n"))
             }
             try output.write(lines, to: out ?? "<stdout>")

@@ -113,6 +113,40 @@ struct VerdictEncodingTests {
         #expect(checked > 600_000)
     }
 
+    @Test("one encoder over batches (verdicts sharing their versions, degraded flag and latencies, and not) writes each verdict's own bytes")
+    func sharedEncoder() {
+        // Runs of verdicts given the same end as the run's first (a batch), runs where only one
+        // of the shared fields differs, and single verdicts.
+        var verdicts: [Verdict] = []
+        let samples = Self.samples()
+        var i = 0
+        while i < samples.count {
+            let run = samples[i..<min(samples.count, i + 1 + i % 5)]
+            for (k, var v) in run.enumerated() {
+                let first = run.first!
+                (v.modelVersion, v.rulesVersion, v.degraded, v.latency) = (first.modelVersion, first.rulesVersion, first.degraded, first.latency)
+                switch (i + k) % 9 {
+                case 1: v.latency.decide += 1
+                case 2: v.modelVersion += "x"
+                case 3: v.rulesVersion = ""
+                case 4: v.degraded.toggle()
+                default: break
+                }
+                verdicts.append(v)
+            }
+            i += run.count
+        }
+        var encoder = VerdictEncoder()
+        var shared: [UInt8] = [], separate: [UInt8] = []
+        for v in verdicts {
+            v.encodeJSON(into: &shared, using: &encoder)
+            shared.append(UInt8(ascii: "\n"))
+            separate += Array(v.json().utf8) + [UInt8(ascii: "\n")]
+        }
+        #expect(shared == separate)
+        #expect(verdicts.count == samples.count)
+    }
+
     @Test("encoding into a reused buffer gives the same bytes as a fresh one")
     func reusedBuffer() {
         var buffer: [UInt8] = []
