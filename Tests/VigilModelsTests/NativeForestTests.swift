@@ -64,12 +64,12 @@ import Testing
             }
         }
         // Infinite values, which the complete layout's missing-resolved rows use for NaN, still
-        // take XGBoost's way (the node walk's, NaN tested apart); batches of 8, 4 and 1 rows.
+        // take XGBoost's way (the node walk's, NaN tested apart); blocks of 16, 4 and 1 rows.
         var extreme = d
         for i in extreme.values.indices where i % 7 == 0 { extreme.values[i] = i % 14 == 0 ? .infinity : -.infinity }
         extreme.values.withUnsafeBufferPointer { v in
             #expect(!native.complete.isEmpty)
-            for rows in [d.rows, 647, 1] {  // 647: blocks of 8, one of 4 (rows 640–643), 3 alone
+            for rows in [d.rows, 647, 1] {  // 647: blocks of 16, one of 4 (rows 640–643), 3 alone
                 let complete = native.completeMargins(v, rows: rows), walked = native.pointerMargins(v, rows: rows)
                 #expect(zip(complete, walked).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(rows) rows")
             }
