@@ -76,6 +76,30 @@ import Testing
         }
     }
 
+    @Test("a large rule file: every rule that holds is a hit, in file order, on a thread with a small stack")
+    func largeRuleFileKeepsOrder() throws {
+        // Even rules hold below the amount, odd ones above it.
+        let count = 5_000, amount = 2_500
+        var text = "rules:\n"
+        for k in 0..<count { text += "  - id: r\(k)\n    when: amount \(k % 2 == 0 ? ">" : "<") \(k)\n    action: tag\n" }
+        let rules = try RuleSet.parse(text, file: "big.yaml", schema: schema)
+        #expect(rules.rules.count == count)
+        let tx = Transaction(id: "1", timestamp: 0, amount: Double(amount))
+        let expected = (0..<count).filter { $0 % 2 == 0 ? amount > $0 : amount < $0 }.map { "r\($0)" }
+        // 64 KiB of stack: one closure per rule nested in the next would need far more.
+        nonisolated(unsafe) var hits: [String] = []
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            hits = outcome(rules, tx, [0, 0, 0]).hits.map(\.id)
+            done.signal()
+        }
+        thread.stackSize = 64 << 10
+        thread.start()
+        done.wait()
+        #expect(hits == expected)
+        #expect(expected.count == 2_500)
+    }
+
     @Test func structuralErrors() {
         let cases = [
             "rules:\n  - id: a\n    when: amount > 1\n    action: explode\n",
