@@ -251,54 +251,54 @@ public struct NativeForest: Sendable {
                         // chunks of rows small enough to stay in L1 while every tree walks them.
                         let blocked = rows - rows % 4
                         for chunk in Swift.stride(from: 0, to: blocked, by: NativeForest.chunkRows) {
-                          let end = min(blocked, chunk + NativeForest.chunkRows)
-                          for tree in complete {
-                            let s = splitBuffer.baseAddress! + tree.splitBase
-                            let l = leafBuffer.baseAddress! + tree.leafBase - ((1 << tree.depth) - 1)
-                            var r = chunk
-                            while r + 16 <= end {
-                                let x0 = x + r * stride
-                                var i = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-                                for _ in 0..<tree.depth {
-                                    i.0 = NativeForest.step(s, i.0, x0)
-                                    i.1 = NativeForest.step(s, i.1, x0 + stride)
-                                    i.2 = NativeForest.step(s, i.2, x0 + 2 * stride)
-                                    i.3 = NativeForest.step(s, i.3, x0 + 3 * stride)
-                                    i.4 = NativeForest.step(s, i.4, x0 + 4 * stride)
-                                    i.5 = NativeForest.step(s, i.5, x0 + 5 * stride)
-                                    i.6 = NativeForest.step(s, i.6, x0 + 6 * stride)
-                                    i.7 = NativeForest.step(s, i.7, x0 + 7 * stride)
-                                    i.8 = NativeForest.step(s, i.8, x0 + 8 * stride)
-                                    i.9 = NativeForest.step(s, i.9, x0 + 9 * stride)
-                                    i.10 = NativeForest.step(s, i.10, x0 + 10 * stride)
-                                    i.11 = NativeForest.step(s, i.11, x0 + 11 * stride)
-                                    i.12 = NativeForest.step(s, i.12, x0 + 12 * stride)
-                                    i.13 = NativeForest.step(s, i.13, x0 + 13 * stride)
-                                    i.14 = NativeForest.step(s, i.14, x0 + 14 * stride)
-                                    i.15 = NativeForest.step(s, i.15, x0 + 15 * stride)
+                            let end = min(blocked, chunk + NativeForest.chunkRows)
+                            for tree in complete {
+                                let s = splitBuffer.baseAddress! + tree.splitBase
+                                let l = leafBuffer.baseAddress! + tree.leafBase - ((1 << tree.depth) - 1)
+                                var r = chunk
+                                while r + 16 <= end {
+                                    let x0 = x + r * stride
+                                    var i = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+                                    for _ in 0..<tree.depth {
+                                        i.0 = NativeForest.step(s, i.0, x0)
+                                        i.1 = NativeForest.step(s, i.1, x0 + stride)
+                                        i.2 = NativeForest.step(s, i.2, x0 + 2 * stride)
+                                        i.3 = NativeForest.step(s, i.3, x0 + 3 * stride)
+                                        i.4 = NativeForest.step(s, i.4, x0 + 4 * stride)
+                                        i.5 = NativeForest.step(s, i.5, x0 + 5 * stride)
+                                        i.6 = NativeForest.step(s, i.6, x0 + 6 * stride)
+                                        i.7 = NativeForest.step(s, i.7, x0 + 7 * stride)
+                                        i.8 = NativeForest.step(s, i.8, x0 + 8 * stride)
+                                        i.9 = NativeForest.step(s, i.9, x0 + 9 * stride)
+                                        i.10 = NativeForest.step(s, i.10, x0 + 10 * stride)
+                                        i.11 = NativeForest.step(s, i.11, x0 + 11 * stride)
+                                        i.12 = NativeForest.step(s, i.12, x0 + 12 * stride)
+                                        i.13 = NativeForest.step(s, i.13, x0 + 13 * stride)
+                                        i.14 = NativeForest.step(s, i.14, x0 + 14 * stride)
+                                        i.15 = NativeForest.step(s, i.15, x0 + 15 * stride)
+                                    }
+                                    o[r] += l[i.0]; o[r + 1] += l[i.1]; o[r + 2] += l[i.2]; o[r + 3] += l[i.3]
+                                    o[r + 4] += l[i.4]; o[r + 5] += l[i.5]; o[r + 6] += l[i.6]; o[r + 7] += l[i.7]
+                                    o[r + 8] += l[i.8]; o[r + 9] += l[i.9]; o[r + 10] += l[i.10]; o[r + 11] += l[i.11]
+                                    o[r + 12] += l[i.12]; o[r + 13] += l[i.13]; o[r + 14] += l[i.14]; o[r + 15] += l[i.15]
+                                    r += 16
                                 }
-                                o[r] += l[i.0]; o[r + 1] += l[i.1]; o[r + 2] += l[i.2]; o[r + 3] += l[i.3]
-                                o[r + 4] += l[i.4]; o[r + 5] += l[i.5]; o[r + 6] += l[i.6]; o[r + 7] += l[i.7]
-                                o[r + 8] += l[i.8]; o[r + 9] += l[i.9]; o[r + 10] += l[i.10]; o[r + 11] += l[i.11]
-                                o[r + 12] += l[i.12]; o[r + 13] += l[i.13]; o[r + 14] += l[i.14]; o[r + 15] += l[i.15]
-                                r += 16
-                            }
-                            while r < end {
-                                let x0 = x + r * stride, x1 = x0 + stride, x2 = x1 + stride, x3 = x2 + stride
-                                var i0 = 0, i1 = 0, i2 = 0, i3 = 0
-                                for _ in 0..<tree.depth {
-                                    i0 = NativeForest.step(s, i0, x0)
-                                    i1 = NativeForest.step(s, i1, x1)
-                                    i2 = NativeForest.step(s, i2, x2)
-                                    i3 = NativeForest.step(s, i3, x3)
+                                while r < end {
+                                    let x0 = x + r * stride, x1 = x0 + stride, x2 = x1 + stride, x3 = x2 + stride
+                                    var i0 = 0, i1 = 0, i2 = 0, i3 = 0
+                                    for _ in 0..<tree.depth {
+                                        i0 = NativeForest.step(s, i0, x0)
+                                        i1 = NativeForest.step(s, i1, x1)
+                                        i2 = NativeForest.step(s, i2, x2)
+                                        i3 = NativeForest.step(s, i3, x3)
+                                    }
+                                    o[r] += l[i0]
+                                    o[r + 1] += l[i1]
+                                    o[r + 2] += l[i2]
+                                    o[r + 3] += l[i3]
+                                    r += 4
                                 }
-                                o[r] += l[i0]
-                                o[r + 1] += l[i1]
-                                o[r + 2] += l[i2]
-                                o[r + 3] += l[i3]
-                                r += 4
                             }
-                          }
                         }
                         // The remaining rows (all of them for a batch of one) one at a time: each
                         // tree's slot, then the leaves added in tree order.
