@@ -69,6 +69,16 @@ struct Ctx: ExpressionContext {
         }
     }
 
+    @Test("lower and prefix take their byte paths only where they equal the character ones")
+    func lowerAndPrefixFastPaths() {
+        let strings = ["4111111111111111", "user1920@example.com", "User@Example.COM", "", "ab", "a\r\nb", "abcdef\r\n",
+                       "abcde\r\nx", "abcdefe\u{301}", "abcdee\u{301}x", "café", "ÄBC", "🚀rocket", "12345🚀", "ABCDEF", "abc\u{7f}def"]
+        for s in strings {
+            #expect(Expression.lower(s) == s.lowercased(), "\(s.debugDescription)")
+            for n in 0...9 { #expect(Expression.prefix(s, n) == String(s.prefix(n)), "\(s.debugDescription) \(n)") }
+        }
+    }
+
     @Test func deepNestingIsRefused() {
         let deep = String(repeating: "(", count: 200) + "1" + String(repeating: ")", count: 200)
         #expect(throws: ExpressionError.self) { try Expression.parse(deep) }
