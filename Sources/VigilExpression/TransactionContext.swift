@@ -20,7 +20,6 @@ extension Transaction: ExpressionContext {
     public func list(_ slot: Int, contains value: String) -> Bool { false }
 }
 
-
 /// A transaction addressed in place, as an expression context (``Transaction/scope``): a
 /// closure compiled for ``Transaction`` itself is handed the transaction by value, which copied
 /// it (a retain and release of each of its strings) at every call on an element of a buffer.
