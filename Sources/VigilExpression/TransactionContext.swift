@@ -1,6 +1,9 @@
 import VigilCore
 
-extension Transaction: ExpressionContext {
+/// Transaction fields in expressions, read through ``TransactionReference`` (no conformance of
+/// `Transaction` itself: a closure compiled for it took the transaction by value and copied it
+/// at every call).
+extension Transaction {
     public static let allFields = TransactionField.allCases
     /// Transaction fields by name: numeric fields as numbers, the rest as strings. The label is
     /// not visible: nothing that scores may read it.
@@ -14,15 +17,9 @@ extension Transaction: ExpressionContext {
         }
         return Scope(b)
     }()
-
-    public func number(_ slot: Int) -> Double { number(Transaction.allFields[slot]) }
-    public func string(_ slot: Int) -> String? { string(Transaction.allFields[slot]) }
-    public func list(_ slot: Int, contains value: String) -> Bool { false }
 }
 
-/// A transaction addressed in place, as an expression context (``Transaction/scope``): a
-/// closure compiled for ``Transaction`` itself is handed the transaction by value, which copied
-/// it (a retain and release of each of its strings) at every call on an element of a buffer.
+/// A transaction addressed in place, as an expression context (``Transaction/scope``).
 public struct TransactionReference: ExpressionContext {
     public let transaction: UnsafePointer<Transaction>
 
