@@ -202,15 +202,19 @@ struct WindowState: Sendable {
 
     private mutating func move(to t: Int64, _ f: WindowFrame) {
         let rows = f.rows, plan = f.plan
+        // Every event before an end is earlier than where that end was put, so moving forward in
+        // time an end never steps back: not looking (the event before a head that does not move
+        // is a line of its own, most often, and no prefetch has asked for it) saves a miss per lane.
+        let back = t < time
         var newTail = tail
         while newTail < rows.count && rows[newTail].time < t { newTail += 1 }
-        while newTail > 0 && rows[newTail - 1].time >= t { newTail -= 1 }
+        while back && newTail > 0 && rows[newTail - 1].time >= t { newTail -= 1 }
         for l in 0..<plan.laneCount {
             let start = t - Int64(plan.lanes[l])
             let h = f.marks[l]
             var nh = h
             while nh < rows.count && rows[nh].time < start { nh += 1 }
-            while nh > 0 && rows[nh - 1].time >= start { nh -= 1 }
+            while back && nh > 0 && rows[nh - 1].time >= start { nh -= 1 }
             if nh == h && newTail == tail { continue }
             if newTail <= h || nh >= tail {
                 // No overlap with the old window: empty the lane (each event leaves as it would

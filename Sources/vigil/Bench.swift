@@ -99,12 +99,16 @@ struct Bench: ParsableCommand {
             cursor = 0
             while cursor < warmUp { _ = scorer.score(next(min(256, warmUp - cursor))) }
             // The batch is made before the clock starts, as the C API's rows are.
-            let batch = measure(prepare: { next(256) }) { _ = scorer.score($0) }
-            let (single, stages) = singleTransactions(scorer) { next(1)[0] }
+            var stages: [StageLatency] = []
+            let batch = measure(prepare: { next(256) }) { stages.append(scorer.score($0)[0].latency) }
+            let (single, singleStages) = singleTransactions(scorer) { next(1)[0] }
             perTx[evaluator] = batch / 256
             if evaluator == .native { singleNative = single }
             print("scorer \(evaluator.rawValue.padded(6)) batch 256: \(Int(256e6 / batch)) tx/s on one core; single transaction p50 \(String(format: "%.1f", single.p50)) µs, p99 \(String(format: "%.1f", single.p99)) µs")
-            if evaluator == .native { print(stages) }
+            if evaluator == .native {
+                print(singleStages)
+                print(batchStages(stages, total: batch))
+            }
         }
         print(String(format: "scorer native vs C API throughput: %.2f×", perTx[.capi]! / perTx[.native]!))
         // The whole Scorer (features, rules, model, decisions, verdicts) against the C API's model
@@ -155,6 +159,18 @@ struct Bench: ParsableCommand {
         func faulted(_ slice: ArraySlice<Call>) -> Int { slice.filter { $0.faults > 0 }.count * 100 / slice.count }
         line += "; with a page fault \(faulted(middle))% → \(faulted(slowest))%"
         return ((calls[calls.count / 2].micros, calls[min(calls.count - 1, calls.count * 99 / 100)].micros), line)
+    }
+
+    /// The batch's time by stage (medians of each stage's own timing, from the verdicts), and
+    /// what the median call spent beyond them: building the verdicts and letting the batch go.
+    func batchStages(_ stages: [StageLatency], total: Double) -> String {
+        var line = "scorer native batch 256 by stage, µs:", sum = 0.0
+        for (name, f) in [("features", \StageLatency.features), ("rules", \.rules), ("model", \.model), ("decide", \.decide)] as [(String, KeyPath<StageLatency, Double>)] {
+            let values = stages.map { $0[keyPath: f] }.sorted()
+            sum += values[values.count / 2]
+            line += String(format: " %@ %.0f", name, values[values.count / 2])
+        }
+        return line + String(format: ", verdicts and the rest %.0f (of %.0f)", total - sum, total)
     }
 
     /// Page faults the process has taken so far (minor and major).
