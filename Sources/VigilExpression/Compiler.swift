@@ -58,7 +58,7 @@ extension Expression {
         case .string(let s): return .string { _ in s }
         case .bool(let v): return .bool { _ in v }
         case .stringList(let items):
-            let set = Set(items)
+            let set = StringSet(items)
             return .list { _, s in set.contains(s) }
         case .name(let n, let at):
             guard let binding = scope.bindings[n] else {

@@ -38,7 +38,7 @@ public struct RuleOutcome: Sendable, Hashable {
 /// A deny or allow list: a set of values loaded from a file, one per line (`#` starts a comment).
 public struct ValueList: Sendable, Hashable {
     public var name: String
-    public var values: Set<String>
+    public var values: StringSet
 
     public static func load(name: String, path: String) throws(ConfigurationError) -> ValueList {
         let text = try TextFile.read(path)
@@ -48,7 +48,7 @@ public struct ValueList: Sendable, Hashable {
                 .trimmingCharacters(in: .whitespaces)
             if !v.isEmpty { values.insert(v) }
         }
-        return ValueList(name: name, values: values)
+        return ValueList(name: name, values: StringSet(values))
     }
 }
 

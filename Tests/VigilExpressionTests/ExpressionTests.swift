@@ -79,6 +79,21 @@ struct Ctx: ExpressionContext {
         }
     }
 
+    @Test("a StringSet answers as a Set<String> does: ASCII through its filter, anything else through the set")
+    func stringSetFilter() {
+        // Lengths around the 8-byte chunks, members and near misses, and canonical equivalents:
+        // the Kelvin sign equals "K", "é" precomposed equals "e" + combining acute.
+        var ascii = (0..<2_000).map { "card-\($0 * 7919)" }
+        ascii += ["", "a", "abcdefg", "abcdefgh", "abcdefghi", "4111111111111111", "user1920@example.com"]
+        let probes = ascii + (0..<20_000).map { "card-\($0)" } + ["abcdefgH", "K", "\u{212A}", "café", "cafe\u{301}", "🚀", "x\u{7f}"]
+        for values in [ascii, ascii + ["\u{212A}"], ascii + ["café"], ["K", "cafe\u{301}"], [], ["only"]] {
+            let set = StringSet(values), reference = Set(values)
+            #expect(set.count == reference.count)
+            let wrong = probes.filter { set.contains($0) != reference.contains($0) }
+            #expect(wrong.isEmpty, "\(values.count) values: \(wrong.prefix(5))")
+        }
+    }
+
     @Test func deepNestingIsRefused() {
         let deep = String(repeating: "(", count: 200) + "1" + String(repeating: ")", count: 200)
         #expect(throws: ExpressionError.self) { try Expression.parse(deep) }
