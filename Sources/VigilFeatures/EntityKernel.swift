@@ -189,7 +189,11 @@ public enum FixedAmount {
     @inline(__always)
     public static func units(_ amount: Double) -> Int64 {
         // Decoded amounts are finite and at most 1e9 (1e13 units); anything else counts as 0.
-        amount.isFinite && abs(amount) <= 1e14 ? Int64((amount * scale).rounded()) : 0
+        guard amount.isFinite && abs(amount) <= 1e14 else { return 0 }
+        // Rounded half away from zero, as `rounded()` does, without its call into libm (an event
+        // pays it entering and leaving each lane): below 2⁵³ the fraction left by truncation is exact.
+        let x = amount * scale, whole = Int64(x), fraction = x - Double(whole)
+        return whole + (fraction >= 0.5 ? 1 : fraction <= -0.5 ? -1 : 0)
     }
 }
 
@@ -378,6 +382,14 @@ public enum EntityKernel {
         let hCount = history.count
         let hMean = hCount > 0 ? mean(hCount, history.sum) : .nan
         let hStd = hCount > 1 ? std(hCount, history.sum, history.sumsq) : .nan
+        // The distance is read by two outputs (distance, speed): its trigonometry runs once.
+        var km: Double?
+        func distance() -> Double {
+            if let km { return km }
+            let d = haversineKm(a.lastLat, a.lastLon, c.lat, c.lon)
+            km = d
+            return d
+        }
         for o in plan.outputs {
             let v: Double
             switch o.kind {
@@ -392,9 +404,9 @@ public enum EntityKernel {
             case .zscore: v = hStd > 0 ? (c.amount - hMean) / hStd : .nan
             case .ratio: v = hMean > 0 ? c.amount / hMean : .nan
             case .secondsSinceLast: v = a.lastTime.map { Double(t - $0) / 1000 } ?? .nan
-            case .distance: v = haversineKm(a.lastLat, a.lastLon, c.lat, c.lon)
+            case .distance: v = distance()
             case .speed:
-                let d = haversineKm(a.lastLat, a.lastLon, c.lat, c.lon)
+                let d = distance()
                 // At least a minute apart, so two swipes at one terminal are not "infinitely fast".
                 let hours = Swift.max(Double(t - a.lastLocTime), 60_000) / 3_600_000
                 v = d / hours

@@ -210,7 +210,7 @@ struct WindowState: Sendable {
         while newTail < rows.count && rows[newTail].time < t { newTail += 1 }
         while back && newTail > 0 && rows[newTail - 1].time >= t { newTail -= 1 }
         for l in 0..<plan.laneCount {
-            let start = t - Int64(plan.lanes[l])
+            let start = t - plan.spans[l]
             let h = f.marks[l]
             var nh = h
             while nh < rows.count && rows[nh].time < start { nh += 1 }
@@ -220,7 +220,7 @@ struct WindowState: Sendable {
                 // No overlap with the old window: empty the lane (each event leaves as it would
                 // one at a time, which costs what adding it did), then fill it from its new start.
                 for i in h..<tail { removeFront(i, lane: l, end: tail, f) }
-                for k in f.plan.maxCells.indices where plan.maxCells[k] % plan.laneCount == l { f.marks[f.midOffset + k] = nh }
+                for k in plan.maxLane.indices where plan.maxLane[k] == l { f.marks[f.midOffset + k] = nh }
                 for i in nh..<newTail { addBack(i, lane: l, f) }
             } else {
                 // Grows to `[min(h, nh), max(tail, newTail))` first, then shrinks: every step
@@ -323,12 +323,11 @@ struct WindowState: Sendable {
         let a = x.amount
         let u = Int128(FixedAmount.units(a))
         let bits = x.filterBits
-        for g in 0...plan.filterCount {
-            let cell = plan.cell(g, l)
-            let passes = g == 0 || bits & (1 << UInt8(g - 1)) != 0
-            if passes { f.cells[cell].add(u) }
-            let m = plan.maxSlot[cell]
-            if m >= 0 { maximum(m, passes ? a : -.infinity) }
+        for k in plan.laneCellStart[l]..<plan.laneCellStart[l + 1] {
+            let c = plan.laneCells[k]
+            let passes = c.filterMask == 0 || bits & c.filterMask != 0
+            if passes { f.cells[c.cell].add(u) }
+            if c.maxSlot >= 0 { maximum(c.maxSlot, passes ? a : -.infinity) }
         }
         if x.label == 2 { f.cells[l].fraud += 1 }
         for (r, req) in plan.distinct.enumerated() where req.lane == l {
@@ -349,11 +348,10 @@ struct WindowState: Sendable {
         let x = f.rows[i], plan = f.plan
         let u = Int128(FixedAmount.units(x.amount))
         let bits = x.filterBits
-        for g in 0...plan.filterCount {
-            let cell = plan.cell(g, l)
-            if g == 0 || bits & (1 << UInt8(g - 1)) != 0 { f.cells[cell].remove(u) }
-            let m = plan.maxSlot[cell]
-            if m >= 0 { maximum(m) }
+        for k in plan.laneCellStart[l]..<plan.laneCellStart[l + 1] {
+            let c = plan.laneCells[k]
+            if c.filterMask == 0 || bits & c.filterMask != 0 { f.cells[c.cell].remove(u) }
+            if c.maxSlot >= 0 { maximum(c.maxSlot) }
         }
         if x.label == 2 { f.cells[l].fraud -= 1 }
         for (r, req) in plan.distinct.enumerated() where req.lane == l {

@@ -127,8 +127,24 @@ public final class EntityPlan: Sendable {
     let countryTracked: Int?
     /// The cells (``cell(_:_:)``) whose maximum is an output: only these keep a sliding maximum.
     let maxCells: [Int]
-    /// For each cell, its index in `maxCells`, or -1.
-    let maxSlot: [Int]
+    /// Each lane's length in ms (``lanes`` as integers).
+    let spans: [Int64]
+    /// The lane of each sliding maximum (`maxCells[k] % laneCount`).
+    let maxLane: [Int]
+    /// The cells an event entering or leaving lane `l` updates, at
+    /// `laneCells[laneCellStart[l]..<laneCellStart[l + 1]]`: only those an output reads, where
+    /// every filter group of every lane used to be updated (a card's 18 cells for its 9 read).
+    let laneCells: [LaneCell]
+    let laneCellStart: [Int]
+
+    /// A cell a lane's events update (see ``laneCells``).
+    struct LaneCell: Sendable {
+        let cell: Int
+        /// The filter bit an event needs to count in the cell; 0 for the unfiltered group.
+        let filterMask: UInt8
+        /// The cell's sliding maximum in ``maxCells``, or -1.
+        let maxSlot: Int
+    }
     /// How long events are kept: the longest lane.
     public let retention: Int64
 
@@ -283,7 +299,30 @@ public final class EntityPlan: Sendable {
         var maxSlot = Array(repeating: -1, count: (filters.count + 1) * windows.count)
         for (k, c) in maxCells.enumerated() { maxSlot[c] = k }
         self.maxCells = maxCells
-        self.maxSlot = maxSlot
+        spans = windows
+        maxLane = maxCells.map { $0 % windows.count }
+        // The cells outputs read: aggregates, the history lane's statistics, fraud counts.
+        var read = Set<Int>()
+        for o in outputs {
+            switch o.kind {
+            case .count(let g, let l), .sum(let g, let l), .mean(let g, let l), .std(let g, let l), .max(let g, let l):
+                read.insert(g * windows.count + l)
+            case .fraudRate(let l): read.insert(l)
+            case .delayedFraudRate(let long, let short), .delayedFrauds(let long, let short): read.formUnion([long, short])
+            case .distinct, .zscore, .ratio, .secondsSinceLast, .distance, .speed, .crossBorder, .newValue: break
+            }
+        }
+        if let h = historyLane { read.insert(h) }
+        var laneCells: [LaneCell] = [], laneCellStart = [0]
+        for l in windows.indices {
+            for g in 0...filters.count where read.contains(g * windows.count + l) {
+                let cell = g * windows.count + l
+                laneCells.append(LaneCell(cell: cell, filterMask: g == 0 ? 0 : 1 << UInt8(g - 1), maxSlot: maxSlot[cell]))
+            }
+            laneCellStart.append(laneCells.count)
+        }
+        self.laneCells = laneCells
+        self.laneCellStart = laneCellStart
         self.retention = windows.max() ?? 0
     }
 }
