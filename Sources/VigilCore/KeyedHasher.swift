@@ -58,9 +58,10 @@ public struct KeyedHasher: Sendable, Hashable {
         }
         let n = bytes.count
         var i = 0
+        let raw = UnsafeRawBufferPointer(bytes)
         while i + 8 <= n {
-            var m: UInt64 = 0
-            for k in 0..<8 { m |= UInt64(bytes[i + k]) << (8 * UInt64(k)) }
+            // One load per word (little-endian, as SipHash reads it), not eight byte loads.
+            let m = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
             v3 ^= m; round(); round(); v0 ^= m
             i += 8
         }
