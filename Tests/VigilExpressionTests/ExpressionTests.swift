@@ -79,6 +79,16 @@ struct Ctx: ExpressionContext {
         }
     }
 
+    @Test("number() reads whole numbers digit by digit and equals Double(_:) on everything")
+    func numberFastPath() {
+        let texts = ["5411", "0", "-0", "0042", "-17", "999999999999999", "9999999999999999", "12345678901234567890", "",
+                     "-", "+5", " 5", "5 ", "1.5", "1e3", "0x10", "inf", "nan", "-", "٣", "12a"]
+        for t in texts {
+            let a = Expression.number(t), b = Double(t)
+            #expect(a?.bitPattern == b?.bitPattern, "\(t.debugDescription): \(String(describing: a)) vs \(String(describing: b))")
+        }
+    }
+
     @Test("a StringSet answers as a Set<String> does: ASCII through its filter, anything else through the set")
     func stringSetFilter() {
         // Lengths around the 8-byte chunks, members and near misses, and canonical equivalents:
