@@ -190,14 +190,21 @@ public struct ModelOutcomes: Sendable {
         _ transactions: [Transaction], keys: [UInt64], champion: [Verdict], shadows: [[ShadowVerdict]], costs: CostMatrix
     ) {
         // Transactions read in place: binding one to a local, or reading it from a closure or a
-        // nested function, copies it (a retain and release of each of its strings).
-        for i in transactions.indices {
-            var decisions = Decisions(
-                champion: decision(index(of: champion[i].modelVersion), champion[i].action, transactions[i], costs), challengers: [])
-            for s in shadows where i < s.count {
-                decisions.challengers.append(decision(index(of: s[i].challenger.version), s[i].challenger.action, transactions[i], costs))
+        // nested function, copies it (a retain and release of each of its strings). Each one's
+        // costs are priced once, for every action, whatever the number of models.
+        transactions.withUnsafeBufferPointer { t in
+            for i in t.indices {
+                let c = costs.costs(transaction: t.baseAddress! + i)
+                func decision(_ model: Int, _ action: Action) -> Decision {
+                    Decision(model: model, flagged: action != .approve,
+                             costIfFraud: Float(c.fraud[action.severity]), costIfLegit: Float(c.legit[action.severity]))
+                }
+                var decisions = Decisions(champion: decision(index(of: champion[i].modelVersion), champion[i].action), challengers: [])
+                for s in shadows where i < s.count {
+                    decisions.challengers.append(decision(index(of: s[i].challenger.version), s[i].challenger.action))
+                }
+                if pending.updateValue(decisions, forKey: keys[i]) == nil { order.append(keys[i]) }
             }
-            if pending.updateValue(decisions, forKey: keys[i]) == nil { order.append(keys[i]) }
         }
         while pending.count > capacity, head < order.count {
             pending.removeValue(forKey: order[head])
@@ -207,12 +214,6 @@ public struct ModelOutcomes: Sendable {
             order.removeFirst(head)
             head = 0
         }
-    }
-
-    private func decision(_ model: Int, _ action: Action, _ transaction: borrowing Transaction, _ costs: CostMatrix) -> Decision {
-        Decision(model: model, flagged: action != .approve,
-                 costIfFraud: Float(costs.cost(of: action, fraud: true, transaction: transaction)),
-                 costIfLegit: Float(costs.cost(of: action, fraud: false, transaction: transaction)))
     }
 
     /// Counts a label if its transaction's decisions are remembered; returns whether they were.

@@ -148,6 +148,12 @@ public struct CostMatrix: Sendable {
         return withUnsafePointer(to: tx) { fraud ? e.fraudCost(TransactionReference($0)) : e.legitCost(TransactionReference($0)) }
     }
 
+    /// What each action (by severity) costs on the transaction at `tx` when it turns out to be
+    /// fraud, and when it turns out legitimate: every cost in one call, read in place.
+    public func costs(transaction tx: UnsafePointer<Transaction>) -> (fraud: SIMD4<Double>, legit: SIMD4<Double>) {
+        costs(TransactionReference(tx))
+    }
+
     /// Expected cost of each action (by severity) at fraud probability `p`.
     public func expectedCosts(probability p: Double, transaction tx: borrowing Transaction) -> SIMD4<Double> {
         withUnsafePointer(to: tx) { expectedCosts(probability: p, transaction: $0) }
@@ -155,7 +161,7 @@ public struct CostMatrix: Sendable {
 
     /// ``expectedCosts(probability:transaction:)`` of the transaction at `tx`, read in place.
     public func expectedCosts(probability p: Double, transaction tx: UnsafePointer<Transaction>) -> SIMD4<Double> {
-        let c = costs(TransactionReference(tx))
+        let c = costs(transaction: tx)
         return p * c.fraud + (1 - p) * c.legit
     }
 }
