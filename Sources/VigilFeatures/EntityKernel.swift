@@ -154,7 +154,9 @@ public struct EntityEvents: Sendable {
     /// The rows, and the slots to read and write in place, for one window operation.
     @inline(__always)
     mutating func withBuffers<R>(_ body: (UnsafeBufferPointer<EntityEvent>, UnsafeMutableBufferPointer<UInt64>) -> R) -> R {
-        rows.withUnsafeBufferPointer { r in slots.withUnsafeMutableBufferPointer { s in body(r, s) } }
+        // The rows are only read, but opened as mutable: a uniqueness check, where reading
+        // retained and released the buffer (two atomic operations per window operation).
+        rows.withUnsafeMutableBufferPointer { r in slots.withUnsafeMutableBufferPointer { s in body(UnsafeBufferPointer(r), s) } }
     }
 
     /// Heap bytes of the two buffers (see ``HeapBytes``).
@@ -229,7 +231,7 @@ public struct WindowCell: Sendable, Equatable {
 ///
 /// Both the incremental windows (``EntityState``) and the recomputing reference
 /// (``EntityKernel/evaluate(_:plan:current:row:scratch:)``) fill one of these and hand it to
-/// ``EntityKernel/write(_:plan:current:row:)``, so the two can only differ if their sums differ.
+/// ``EntityKernel/write(_:cells:plan:current:row:)``, so the two can only differ if their sums differ.
 public struct WindowAggregates: Sendable {
     /// Per filter group and lane, at ``EntityPlan/cell(_:_:)``.
     public var cells: [WindowCell]
@@ -345,7 +347,7 @@ public enum EntityKernel {
             }
         }
         for r in scratch.distinct.indices { scratch.aggregates.distinct[r] = scratch.distinct[r].count }
-        write(scratch.aggregates, plan: plan, current: c, row: row)
+        scratch.aggregates.cells.withUnsafeBufferPointer { write(scratch.aggregates, cells: $0, plan: plan, current: c, row: row) }
     }
 
     /// `Double(x)`, rounded exactly as the standard library rounds it, through the 64-bit
@@ -373,12 +375,15 @@ public enum EntityKernel {
         return Swift.max(0, double(sumsq) / Double(n) - m * m).squareRoot() / FixedAmount.scale
     }
 
-    /// Writes every feature of `plan` for the current event into `row` (at the plan's columns).
-    public static func write(_ a: WindowAggregates, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>) {
+    /// Writes every feature of `plan` for the current event into `row` (at the plan's columns),
+    /// from `a` and the window cells `cells` (the aggregates' own, or an entity's windows' read in place).
+    public static func write(
+        _ a: WindowAggregates, cells: UnsafeBufferPointer<WindowCell>, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>
+    ) {
         let t = c.time
         let h = plan.historyLane ?? 0
         // Unfiltered history statistics for the profile features.
-        let history = plan.laneCount > 0 ? a.cells[h] : WindowCell()
+        let history = plan.laneCount > 0 ? cells[h] : WindowCell()
         let hCount = history.count
         let hMean = hCount > 0 ? mean(hCount, history.sum) : .nan
         let hStd = hCount > 1 ? std(hCount, history.sum, history.sumsq) : .nan
@@ -393,13 +398,13 @@ public enum EntityKernel {
         for o in plan.outputs {
             let v: Double
             switch o.kind {
-            case .count(let g, let l): v = Double(a.cells[plan.cell(g, l)].count)
-            case .sum(let g, let l): v = double(a.cells[plan.cell(g, l)].sum) / FixedAmount.scale
-            case .mean(let g, let l): v = mean(a.cells[plan.cell(g, l)].count, a.cells[plan.cell(g, l)].sum)
+            case .count(let g, let l): v = Double(cells[plan.cell(g, l)].count)
+            case .sum(let g, let l): v = double(cells[plan.cell(g, l)].sum) / FixedAmount.scale
+            case .mean(let g, let l): v = mean(cells[plan.cell(g, l)].count, cells[plan.cell(g, l)].sum)
             case .std(let g, let l):
-                let x = a.cells[plan.cell(g, l)]
+                let x = cells[plan.cell(g, l)]
                 v = std(x.count, x.sum, x.sumsq)
-            case .max(let g, let l): v = a.cells[plan.cell(g, l)].count > 0 ? a.maxv[plan.cell(g, l)] : .nan
+            case .max(let g, let l): v = cells[plan.cell(g, l)].count > 0 ? a.maxv[plan.cell(g, l)] : .nan
             case .distinct(let r): v = Double(a.distinct[r])
             case .zscore: v = hStd > 0 ? (c.amount - hMean) / hStd : .nan
             case .ratio: v = hMean > 0 ? c.amount / hMean : .nan
@@ -416,11 +421,11 @@ public enum EntityKernel {
             case .newValue(let tr):
                 let k = plan.firstSeen.firstIndex(of: tr)!
                 v = c.tracked[tr] == 0 || hCount == 0 ? .nan : (a.seen[k] ? 0 : 1)
-            case .fraudRate(let l): v = a.cells[l].count > 0 ? Double(a.cells[l].fraud) / Double(a.cells[l].count) : .nan
+            case .fraudRate(let l): v = cells[l].count > 0 ? Double(cells[l].fraud) / Double(cells[l].count) : .nan
             case .delayedFraudRate(let long, let short):
-                let n = a.cells[long].count - a.cells[short].count
-                v = n > 0 ? Double(a.cells[long].fraud - a.cells[short].fraud) / Double(n) : .nan
-            case .delayedFrauds(let long, let short): v = Double(a.cells[long].fraud - a.cells[short].fraud)
+                let n = cells[long].count - cells[short].count
+                v = n > 0 ? Double(cells[long].fraud - cells[short].fraud) / Double(n) : .nan
+            case .delayedFrauds(let long, let short): v = Double(cells[long].fraud - cells[short].fraud)
             }
             row[o.column] = Float(v)
         }

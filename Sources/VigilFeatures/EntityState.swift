@@ -30,9 +30,7 @@ public struct EntityState: Sendable {
     public mutating func evaluate(plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>, scratch: inout WindowAggregates) {
         windows.move(to: c.time, &events, plan)
         windows.fill(&scratch, plan: plan, current: c, events: events)
-        EntityKernel.write(scratch, plan: plan, current: c, row: row)
-        // The scratch shared the windows' cells; let go so the next update does not copy them.
-        scratch.cells = []
+        windows.write(scratch, plan: plan, current: c, row: row)
     }
 
     /// Writes the features a redelivered transaction got when it was first recorded: from the
@@ -366,9 +364,16 @@ struct WindowState: Sendable {
         }
     }
 
-    /// Fills `aggregates` for an evaluation: the cells, and what is read off the window structures.
+    /// Writes the features from `aggregates` (``fill(_:plan:current:events:)``) and the cells,
+    /// read in place. Opened as mutable: reading them retained and released the buffer, and a
+    /// copy kept in the aggregates had to be let go before the next update.
+    mutating func write(_ aggregates: WindowAggregates, plan: EntityPlan, current c: CurrentEvent, row: UnsafeMutablePointer<Float>) {
+        cells.withUnsafeMutableBufferPointer { EntityKernel.write(aggregates, cells: UnsafeBufferPointer($0), plan: plan, current: c, row: row) }
+    }
+
+    /// Fills `aggregates` for an evaluation: what is read off the window structures (the cells
+    /// are read where they are).
     func fill(_ aggregates: inout WindowAggregates, plan: EntityPlan, current c: CurrentEvent, events ev: EntityEvents) {
-        aggregates.cells = cells
         let work = ev.trackedCount, midOffset = Self.midOffset(plan), distinctOffset = Self.distinctOffset(plan)
         for (m, cell) in plan.maxCells.enumerated() {
             let head = marks[cell % plan.laneCount], mid = marks[midOffset + m]
