@@ -211,20 +211,26 @@ final class Pipeline: @unchecked Sendable {
 
         // Messages read in place, through the buffer: `for m in messages` copied each one (a
         // retain and release of its key, value and headers).
+        var consumed = 0
         messages.withUnsafeBufferPointer { messages in
             for i in messages.indices {
-                let tp = TopicPartition(messages[i].topic, messages[i].partition)
-                batch.offsets[tp] = max(batch.offsets[tp] ?? 0, messages[i].offset + 1)
+                // A partition's messages come in runs, in offset order: its offset to commit is
+                // noted at the end of each run (a dictionary update hashed the topic's name per message).
+                let next = i + 1
+                if next == messages.count || messages[next].partition != messages[i].partition || messages[next].topic != messages[i].topic {
+                    let tp = TopicPartition(messages[i].topic, messages[i].partition)
+                    batch.offsets[tp] = max(batch.offsets[tp] ?? 0, messages[i].offset + 1)
+                }
                 if messages[i].topic == topics.labels {
                     do {
                         let label = try messages[i].value.withUnsafeBufferPointer { (b) throws(TransactionDecodingError) in try decodeLabel(b, limits: decoder.limits) }
-                        labels.append(PendingLabel(label: label, partition: tp, offset: messages[i].offset))
+                        labels.append(PendingLabel(label: label, partition: TopicPartition(messages[i].topic, messages[i].partition), offset: messages[i].offset))
                     } catch {
                         batch.outputs.append(deadLetter(messages[i], reason: "label: \(error)", category: "label"))
                     }
                     continue
                 }
-                metrics.transactions.increment()
+                consumed += 1
                 do throws(TransactionDecodingError) {
                     batch.transactions.append(try decoder.decode(messages[i].value))
                     batch.sources.append(messages[i])
@@ -233,6 +239,7 @@ final class Pipeline: @unchecked Sendable {
                 }
             }
         }
+        if consumed > 0 { metrics.transactions.increment(by: Int64(consumed)) }
         timer.lap(.decode)
 
         // Features here, in stream order: the only stage that reads and writes the store.
