@@ -56,11 +56,19 @@ public struct ValueList: Sendable, Hashable {
 /// it is reference counted, so handing it to each rule's compiled closure retains nothing.
 struct RuleContext: ExpressionContext {
     let row: RowContext
-    /// The rule set's lists, valid while the evaluation runs.
-    let lists: UnsafeBufferPointer<ValueList>
+    /// The rule set's lists (``RuleSet/lookups``), valid while the evaluation runs. Unmanaged:
+    /// a set read out of a buffer was copied for each lookup, two retains and two releases.
+    let lists: UnsafeBufferPointer<Unmanaged<ListLookup>>
     func number(_ slot: Int) -> Double { row.number(slot) }
     func string(_ slot: Int) -> String? { row.string(slot) }
-    func list(_ slot: Int, contains value: String) -> Bool { lists[slot].values.contains(value) }
+    func list(_ slot: Int, contains value: String) -> Bool { lists[slot]._withUnsafeGuaranteedRef { $0.values.contains(value) } }
+}
+
+/// A list's values in a box the rule set owns, so that a rule reaches them through a reference
+/// it does not retain (``RuleContext/lists``).
+final class ListLookup: Sendable {
+    let values: StringSet
+    init(_ values: StringSet) { self.values = values }
 }
 
 /// A parsed, type-checked and compiled rule file.
@@ -89,6 +97,9 @@ public struct RuleSet: Sendable {
     public let rules: [Rule]
     public let lists: [ValueList]
     public let source: String?
+    /// `lists`' values, boxed for ``RuleContext``; ``lookupRefs`` are the same boxes unretained.
+    private let lookups: [ListLookup]
+    private let lookupRefs: [Unmanaged<ListLookup>]
     /// Every rule's condition in one call, in file order, calling `hit` with the index of each
     /// that holds: closures nesting the rules' own as a balanced tree (a captured closure is
     /// called without a retain, where calling each out of an array retained and released it
@@ -104,6 +115,8 @@ public struct RuleSet: Sendable {
         self.rules = rules
         self.lists = lists
         self.source = source
+        lookups = lists.map { ListLookup($0.values) }
+        lookupRefs = lookups.map { Unmanaged.passUnretained($0) }
         func all(_ range: Range<Int>) -> Conditions {
             if range.count == 1 {
                 let k = range.lowerBound, holds = rules[k].evaluate
@@ -191,7 +204,7 @@ public struct RuleSet: Sendable {
         var allow = false
         // Rules and lists are read in place (iterating `rules` copied each rule, a retain and
         // release of its three strings and its closure), the conditions through `conditions`.
-        lists.withUnsafeBufferPointer { lists in
+        lookupRefs.withUnsafeBufferPointer { lists in
             rules.withUnsafeBufferPointer { rules in
                 conditions(RuleContext(row: RowContext(transaction: tx, row: row), lists: lists)) { i in
                     let action = rules[i].action
