@@ -86,7 +86,11 @@ final class StoreJournal {
         guard let handle = opendir(dir) else { throw Self.failure(dir, "cannot read the journal directory: \(Self.errorText())") }
         var found: [Segment] = []
         while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // Read in place: a record is only `d_reclen` bytes, so copying the whole 256-byte
+            // `d_name` read past it (memcheck: a string made of undefined bytes).
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            }
             guard name.hasSuffix(".journal"), let n = Int(name.dropLast(8)) else { continue }
             found.append(Segment(path: dir + "/" + name, sequence: n))
         }
