@@ -119,6 +119,23 @@ struct HashedTable<Value> {
         }
     }
 
+    /// Starts loading what removing `key` touches besides its slot, once the slot is in cache
+    /// (after ``prefetch(_:)``): its entry in ``keys`` and its value, which the last ones replace.
+    @inline(__always)
+    func prefetchRemoval(of key: UInt64) {
+        guard let p = position(of: key) else { return }
+        keys.withUnsafeBufferPointer { k in vigil_prefetch(k.baseAddress! + p) }
+        prefetchValue(at: p)
+    }
+
+    /// Starts loading the slot of the key `back` places before the last: the one that the
+    /// removal `back` removals from now moves into its hole (``remove(at:)``) and re-points.
+    @inline(__always)
+    func prefetchMoved(back: Int) {
+        let k = count - 1 - back
+        if k >= 0 { prefetch(keys[k]) }
+    }
+
     /// Starts loading the value at `position` (its first two cache lines).
     @inline(__always)
     func prefetchValue(at position: Int) {

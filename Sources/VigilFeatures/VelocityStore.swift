@@ -262,9 +262,22 @@ public final class InMemoryVelocityStore: VelocityStore {
         let cutoff = s.newest - plan.retention - allowedLateness, seq = s.recorded - remembered
         let newest = s.newest
         func entityCutoff(_ e: Int) -> Int64 { newest - plan.entities[e].retention - allowedLateness }
+        // A transaction forgotten costs four misses in a store of any size (its slot, its entry
+        // in the keys and the values, the slot of the last one, which moves into its hole),
+        // about 290 ns each time. The queue says which ids come next, so they are loaded ahead,
+        // as a batch's entities are: the slots eight ahead, the rest four ahead.
+        var ahead = 0
         while steps > 0, let f = s.transactionQueue.first, f.time < cutoff, f.seq < seq {
+            // (Through `s` each time: a copy of the queue would make `removeFirst` copy it whole.)
+            while ahead < min(s.transactionQueue.count, 8), ahead < steps {
+                s.transactions.prefetch(s.transactionQueue[ahead].id)
+                ahead += 1
+            }
+            if s.transactionQueue.count > 4 { s.transactions.prefetchRemoval(of: s.transactionQueue[4].id) }
+            s.transactions.prefetchMoved(back: 4)
             s.transactionQueue.removeFirst()
-            s.transactions.removeValue(forKey: f.id)
+            ahead -= 1
+            if let p = s.transactions.position(of: f.id) { s.transactions.remove(at: p) }
             steps -= 1
         }
         for e in plan.entities.indices {
