@@ -118,15 +118,15 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     struct State: ~Copyable {
         var entities: [HashedTable<EntityState>]
-        /// Transaction id → (time, entity keys): idempotence and label lookup.
-        var transactions = HashedTable<(time: Int64, keys: EntityKeys)>()
+        /// The transactions remembered, in the order recorded (the order they are forgotten
+        /// in): idempotence and label lookup, and the transactions' expiry queue.
+        var transactions = RememberedTransactions()
         var newest: Int64 = .min
         /// Transactions recorded so far: the expiry queues' clock.
         var recorded = 0
-        /// Expiry queues (the in-memory analogue of Redis TTLs): the transactions remembered, in
-        /// the order they were recorded, and per entity type one record per entity, due at its
-        /// newest event's time when it was queued. `seq`: ``recorded`` when queued.
-        var transactionQueue: Deque<(time: Int64, seq: Int, id: UInt64)> = []
+        /// Expiry queues besides ``transactions`` (the in-memory analogue of Redis TTLs): per
+        /// entity type one record per entity, due at its newest event's time when it was
+        /// queued. `seq`: ``recorded`` when queued.
         var entityQueues: [Deque<(time: Int64, seq: Int, key: UInt64)>]
         var journal: StoreJournal?
         /// Expiry queue steps taken so far (tests hold a batch's share to its bound).
@@ -209,7 +209,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         for i in 0..<batch.count {
             let id = batch.ids[i]
             if i + 8 < batch.count { s.transactions.prefetch(batch.ids[i + 8]) }
-            duplicates.append(s.transactions.position(of: id) != nil || (batch.count > 1 && !s.seenInBatch.insert(id).inserted))
+            duplicates.append(s.transactions.contains(id) || (batch.count > 1 && !s.seenInBatch.insert(id).inserted))
         }
         if batch.count > 1 { s.seenInBatch.removeAll(keepingCapacity: true) }
         let windowEnds = self.windowEnds
@@ -229,8 +229,9 @@ public final class InMemoryVelocityStore: VelocityStore {
             body(&s.entities[e].values[p])
         }
         for i in 0..<batch.count where !duplicates[i] {
-            s.transactions.insert(batch.ids[i], (batch.times[i], EntityKeys(batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)])))
-            s.transactionQueue.append((batch.times[i], s.recorded, batch.ids[i]))
+            s.transactions.append(.init(
+                time: batch.times[i], seq: s.recorded, id: batch.ids[i],
+                keys: EntityKeys(batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)])))
             s.recorded += 1
             s.newest = max(s.newest, batch.times[i])
         }
@@ -262,22 +263,16 @@ public final class InMemoryVelocityStore: VelocityStore {
         let cutoff = s.newest - plan.retention - allowedLateness, seq = s.recorded - remembered
         let newest = s.newest
         func entityCutoff(_ e: Int) -> Int64 { newest - plan.entities[e].retention - allowedLateness }
-        // A transaction forgotten costs four misses in a store of any size (its slot, its entry
-        // in the keys and the values, the slot of the last one, which moves into its hole),
-        // about 290 ns each time. The queue says which ids come next, so they are loaded ahead,
-        // as a batch's entities are: the slots eight ahead, the rest four ahead.
+        // Forgetting a transaction touches one index slot out of cache in a store of any size;
+        // the ones next in line are loaded eight ahead, as a batch's entities are.
         var ahead = 0
-        while steps > 0, let f = s.transactionQueue.first, f.time < cutoff, f.seq < seq {
-            // (Through `s` each time: a copy of the queue would make `removeFirst` copy it whole.)
-            while ahead < min(s.transactionQueue.count, 8), ahead < steps {
-                s.transactions.prefetch(s.transactionQueue[ahead].id)
+        while steps > 0, let f = s.transactions.entries.first, f.time < cutoff, f.seq < seq {
+            while ahead < min(s.transactions.count, 8), ahead < steps {
+                s.transactions.prefetch(entry: ahead)
                 ahead += 1
             }
-            if s.transactionQueue.count > 4 { s.transactions.prefetchRemoval(of: s.transactionQueue[4].id) }
-            s.transactions.prefetchMoved(back: 4)
-            s.transactionQueue.removeFirst()
+            s.transactions.removeFirst()
             ahead -= 1
-            if let p = s.transactions.position(of: f.id) { s.transactions.remove(at: p) }
             steps -= 1
         }
         for e in plan.entities.indices {
@@ -294,7 +289,7 @@ public final class InMemoryVelocityStore: VelocityStore {
             }
         }
         guard steps == 0 else { return false }
-        if let f = s.transactionQueue.first, f.time < cutoff, f.seq < seq { return true }
+        if let f = s.transactions.entries.first, f.time < cutoff, f.seq < seq { return true }
         return plan.entities.indices.contains { e in
             guard let f = s.entityQueues[e].first else { return false }
             return f.time < entityCutoff(e) && f.seq < seq
@@ -304,7 +299,7 @@ public final class InMemoryVelocityStore: VelocityStore {
     @discardableResult
     public func apply(labels: [(id: UInt64, fraud: Bool)]) throws(StoreError) -> Int {
         try state.withLock { (s: inout State) throws(StoreError) in
-            let matching = labels.filter { s.transactions.position(of: $0.id) != nil }
+            let matching = labels.filter { s.transactions.contains($0.id) }
             if !matching.isEmpty { try s.journal?.append(labels: matching) }
             return label(matching, &s)
         }

@@ -205,7 +205,51 @@ import Testing
         #expect(table.count == 0 && table.slots.count <= 16)
     }
 
-    /// The store's entity and transaction table against a dictionary: inserts and removals by
+    /// The remembered transactions against a queue and a dictionary: appends, the oldest
+    /// forgotten, lookups of held and forgotten ids, growth past many resizes and shrinking to
+    /// empty, ids coming back after they were forgotten.
+    @Test func rememberedTransactionsMatchAQueue() {
+        var rng = TestRNG(state: 11)
+        var remembered = RememberedTransactions()
+        var queue: [(seq: Int, id: UInt64)] = [], front = 0
+        var held: [UInt64: Int] = [:]
+        var forgotten: [UInt64] = []
+        var seq = 0
+        var firstDifference: String?
+        func check(_ ok: Bool, _ what: @autoclosure () -> String) { if !ok && firstDifference == nil { firstDifference = what() } }
+        for step in 0..<150_000 {
+            // Grows for the first half, then shrinks to nothing.
+            let append = step < 75_000 ? Int.random(in: 0..<100, using: &rng) < 70 : Int.random(in: 0..<100, using: &rng) < 25
+            if append || front == queue.count {
+                // Now and then an id forgotten earlier comes back (a redelivery past its retention).
+                let id = !forgotten.isEmpty && Int.random(in: 0..<10, using: &rng) == 0
+                    ? forgotten.removeLast() : UInt64.random(in: 1...UInt64.max, using: &rng)
+                guard held[id] == nil else { continue }
+                remembered.append(.init(time: Int64(seq), seq: seq, id: id, keys: EntityKeys([id, UInt64(seq)])))
+                queue.append((seq, id))
+                held[id] = seq
+                seq += 1
+            } else {
+                remembered.removeFirst()
+                let gone = queue[front]
+                front += 1
+                held[gone.id] = nil
+                forgotten.append(gone.id)
+            }
+            check(remembered.count == queue.count - front, "step \(step): \(remembered.count) held, the queue \(queue.count - front)")
+            check(remembered.entries.first?.seq == (front < queue.count ? queue[front].seq : nil), "step \(step): another oldest")
+            let probe = queue[Int.random(in: 0..<queue.count, using: &rng)]
+            let entry = remembered[probe.id]
+            check(remembered.contains(probe.id) == (held[probe.id] != nil), "step \(step): contains differs")
+            check(entry?.seq == held[probe.id] && entry.map { $0.id == probe.id && $0.keys[1] == UInt64($0.seq) } ?? true,
+                  "step \(step): the entry found for an id is another's")
+        }
+        #expect(firstDifference == nil, "\(firstDifference ?? "")")
+        while remembered.count > 0 { remembered.removeFirst() }
+        #expect(queue.allSatisfy { !remembered.contains($0.id) })
+    }
+
+    /// The store's entity table (on a `SlotIndex`) against a dictionary: inserts and removals by
     /// key and by position (the last value moving into the hole), lookups of absent keys, growth,
     /// and keys crowded into few slots (long probe runs, removals shifting them back, wrapping
     /// round the end).
