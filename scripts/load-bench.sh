@@ -69,6 +69,15 @@ try:
     print(f"\nbroker consume+produce+commit without scoring (same broker, same run): {cp:,} msg/s")
 except Exception:
     pass
+# The Kafka client's own floor: the pass-through process's CPU per message (consume, produce with
+# the daemon's two headers, delivery reports, commits; no decoding, scoring or encoding).
+kafka_us = None
+try:
+    m = re.search(r"CPU of this process: ([\d.]+) µs per message \(librdkafka's threads ([\d.]+)\)", ceiling)
+    kafka_us = float(m.group(1))
+    print(f"Kafka client alone (that pass-through's own CPU): {kafka_us:.2f} µs per message (librdkafka's threads {float(m.group(2)):.2f})")
+except Exception:
+    pass
 if "memory" in unthrottled and "redis" in unthrottled:
     print(f"Redis store unthrottled: {unthrottled['redis'] / unthrottled['memory']:.0%} of the in-memory store's ({unthrottled['redis']:,.0f} vs {unthrottled['memory']:,.0f} tx/s)")
 
@@ -117,5 +126,7 @@ if cpu:
         print(f"| Scorer alone, batch 256 (vigil bench) | " + " | ".join(f"{scorer_us:.1f}" for _ in cpu) + " |")
         for s in cpu:
             print(f"{s}: vigild {cpu[s]['vigild total'] / scorer_us:.2f}× the Scorer's CPU per transaction; without librdkafka's threads {(cpu[s]['vigild total'] - cpu[s]['librdkafka threads']) / scorer_us:.2f}×")
+            if kafka_us:
+                print(f"{s}: the Scorer plus the Kafka client alone would be {(scorer_us + kafka_us) / scorer_us:.2f}×; vigild's CPU beyond both: {cpu[s]['vigild total'] - scorer_us - kafka_us:.1f} µs per transaction")
 PY
 rm -rf "$results"
