@@ -130,6 +130,12 @@ struct JSONScanner {
                 if let ms = scanner.timestampInPlace(), assembler.accept(timestamp: ms) { return }
                 scanner.i = start
             }
+            // A string field holding a string, the common case, goes straight into the
+            // transaction: no `JSONValue` around it and no generic dispatch on the field.
+            if let field, field.kind == .string, !assembler.present.contains(field), scanner.atString() {
+                assembler.set(field, string: try scanner.string())
+                return
+            }
             let v = try scanner.value(depth: 1)
             guard let field else { return }  // unknown keys are ignored
             if assembler.present.contains(field) {
@@ -257,6 +263,12 @@ struct JSONScanner {
         }
     }
 
+    /// Whether the next value (after any space) is a string.
+    mutating func atString() -> Bool {
+        skipSpace()
+        return i < b.count && b[i] == 34
+    }
+
     mutating func literal(_ word: StaticString) throws {
         let n = word.utf8CodeUnitCount
         guard i + n <= b.count else { throw fail("invalid literal") }
@@ -373,11 +385,11 @@ struct JSONScanner {
         bytesBelow(1, in: w ^ (byteOnes &* 34)) | bytesBelow(1, in: w ^ (byteOnes &* 92)) | (w & byteHighs)
     }
 
-    /// Whether all 8 bytes of `w` are ASCII from 0x20, other than a quote or a backslash.
+    /// The high bit set in each byte of `w` that is not plain ASCII from 0x20 (a quote, a
+    /// backslash, a control byte, or above 0x7F) — exact for the lowest such byte, as each of the
+    /// tests it joins is.
     @inline(__always)
-    static func plainASCII(_ w: UInt64) -> Bool {
-        specialBytes(w) | bytesBelow(0x20, in: w) == 0
-    }
+    static func stopBytes(_ w: UInt64) -> UInt64 { specialBytes(w) | bytesBelow(0x20, in: w) }
 
     private static let byteOnes: UInt64 = 0x0101_0101_0101_0101, byteHighs: UInt64 = 0x8080_8080_8080_8080
 
@@ -405,10 +417,16 @@ struct JSONScanner {
         let start = i
         var simple = true
         var bits: UInt8 = 0
-        // Plain ASCII (no quote, backslash or control character) skipped 8 bytes at a time; the
-        // loop below reads the rest, and any word that is not all plain, byte by byte.
+        // Plain ASCII (no quote, backslash or control character) skipped 8 bytes at a time, up to
+        // the first byte that is not (its position in the word is exact: see `specialBytes`),
+        // usually the closing quote; the loop below reads from there, byte by byte.
         if let base = b.baseAddress {
-            while i + 8 <= b.count, Self.plainASCII(UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self))) {
+            while i + 8 <= b.count {
+                let stop = Self.stopBytes(UInt64(littleEndian: UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)))
+                if stop != 0 {
+                    i += stop.trailingZeroBitCount / 8
+                    break
+                }
                 i += 8
             }
         }
@@ -431,7 +449,12 @@ struct JSONScanner {
         if simple {
             // ASCII (most fields) is valid UTF-8 as it stands: made without the generic
             // validation, which looks its encoding's metadata up at run time on every call.
-            if bits < 0x80 { return String(decoding: raw, as: UTF8.self) }
+            if bits < 0x80 {
+                // Up to 15 bytes, the string is built in place, inline (a small string), and
+                // known ASCII from its two words: half the generic path's instructions.
+                if raw.count <= 15 { return String(unsafeUninitializedCapacity: raw.count) { $0.initialize(fromContentsOf: raw) } }
+                return String(decoding: raw, as: UTF8.self)
+            }
             guard let s = String(validating: raw, as: UTF8.self) else { throw Syntax(offset: start, message: "invalid UTF-8") }
             return s
         }
@@ -542,13 +565,7 @@ struct TransactionAssembler {
         var shown: String? { field.isSensitive ? nil : JSONValue.show(v) }
         switch field {
         case .id:
-            if case .string(let s) = v, !s.isEmpty, s.utf8.count <= limits.maxStringLength {
-                tx.id = s
-            } else if case .string(let s) = v {
-                problem(key, nil, s.isEmpty ? "must not be empty" : "longer than \(limits.maxStringLength) bytes")
-            } else {
-                problem(key, shown, "must be a string")
-            }
+            if case .string(let s) = v { set(.id, string: s) } else { problem(key, shown, "must be a string") }
         case .timestamp:
             if let ms = timestamp(v, scale: timestampScale) { tx.timestamp = ms }
         case .amount:
@@ -565,11 +582,24 @@ struct TransactionAssembler {
         default:
             switch v {
             case .null: break
-            case .string(let s) where s.utf8.count <= limits.maxStringLength:
-                tx.setString(field, s.isEmpty ? nil : s)
-            case .string: problem(key, nil, "longer than \(limits.maxStringLength) bytes")
+            case .string(let s): set(field, string: s)
             default: problem(key, shown, "must be a string")
             }
+        }
+    }
+
+    /// Sets a string-typed field (the id included) from a string value.
+    mutating func set(_ field: TransactionField, string s: String) {
+        present.insert(field)
+        guard s.utf8.count <= limits.maxStringLength else {
+            problem(field.rawValue, nil, "longer than \(limits.maxStringLength) bytes")
+            return
+        }
+        if field == .id {
+            guard !s.isEmpty else { return problem(field.rawValue, nil, "must not be empty") }
+            tx.id = s
+        } else {
+            tx.setString(field, s.isEmpty ? nil : s)
         }
     }
 

@@ -100,6 +100,9 @@ public final class KafkaConsumer: @unchecked Sendable {
     public func poll(max: Int, timeout: Duration) -> [KafkaMessage] {
         var out: [KafkaMessage] = []
         var wait = timeout.librdkafkaMilliseconds
+        // A batch's messages come from a topic or two: each topic's name is made into a `String`
+        // once per call, not once per message.
+        var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
         while out.count < max, let m = rd_kafka_consumer_poll(handle, wait) {
             wait = 0
             defer { rd_kafka_message_destroy(m) }
@@ -124,8 +127,9 @@ public final class KafkaConsumer: @unchecked Sendable {
             }
             var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
             let ts = rd_kafka_message_timestamp(m, &type)
+            if msg.rkt != lastTopic.handle { lastTopic = (msg.rkt, String(cString: rd_kafka_topic_name(msg.rkt))) }
             out.append(KafkaMessage(
-                topic: String(cString: rd_kafka_topic_name(msg.rkt)), partition: msg.partition, offset: msg.offset,
+                topic: lastTopic.name, partition: msg.partition, offset: msg.offset,
                 key: msg.key.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.key_len)) },
                 value: msg.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.len)) } ?? [],
                 timestamp: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts, headers: headers))

@@ -90,6 +90,10 @@ import Testing
         (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"label":2}"#, "label", "must be 0 or 1"),
         (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"mcc":5411}"#, "mcc", "must be a string"),
         (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"amount":2}"#, "amount", "duplicate key"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"mcc":"1","mcc":"2"}"#, "mcc", "duplicate key"),
+        (#"{"id":"a","id":"b","timestamp":"2026-01-01T00:00:00Z","amount":1}"#, "id", "duplicate key"),
+        (#"{"id":"\#(String(repeating: "i", count: 257))","timestamp":"2026-01-01T00:00:00Z","amount":1}"#, "id", "longer than 256 bytes"),
+        (#"{"id":"a","timestamp":"2026-01-01T00:00:00Z","amount":1,"merchant_id":"\#(String(repeating: "m", count: 257))"}"#, "merchant_id", "longer than 256 bytes"),
     ])
     func fieldProblems(json: String, field: String, reason: String) {
         let p = problems(json)
@@ -204,6 +208,23 @@ import Testing
                 }
             }
         }
+    }
+
+    /// Plain strings of every length around the inline limit (15 bytes) and the 8-byte words,
+    /// each at every offset of a word, as the id and as an optional field; empty optional strings
+    /// read as absent, `null` too.
+    @Test func plainStringsOfEveryLength() throws {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789-_.:@/ ~")
+        for length in 0...40 {
+            for shift in 0..<8 {
+                let value = String((0..<length).map { alphabet[($0 + shift) % alphabet.count] })
+                let pad = String(repeating: " ", count: shift)
+                let json = #"{"timestamp":"2026-01-01T00:00:00Z","amount":1,"id":\#(pad)"x\#(value)","merchant_id":\#(pad)"\#(value)"}"#
+                let tx = try decoder.decode(json)
+                #expect(tx.id == "x" + value && tx.merchantID == (length == 0 ? nil : value), "length \(length), shift \(shift)")
+            }
+        }
+        #expect(try decoder.decode(#"{"id":"a","timestamp":1767225600000,"amount":1,"email":null}"#).email == nil)
     }
 
     @Test func labelMessages() throws {
