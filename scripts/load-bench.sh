@@ -2,10 +2,11 @@
 # End-to-end load benchmark: the development broker + vigild (release build) with each store in
 # turn (Redis started for the Redis store), driven open-loop by `vigil produce` at fixed rates,
 # each for DURATION seconds after a warm-up; then unthrottled; then the broker's
-# consume+produce+commit rate without scoring (`vigil bench-kafka`) and the `Scorer` alone
-# (`vigil bench`) in the same run. Prints one table for all stores, the Redis store's unthrottled
-# rate as a share of the in-memory one, and where vigild's CPU went per transaction in the
-# unthrottled runs, by stage (`vigil_cpu_seconds_total`), next to the `Scorer`'s own.
+# consume+produce+commit rate without scoring (`vigil bench-kafka`, which also reports its own CPU
+# per message: the Kafka client's floor) and the `Scorer` alone (`vigil bench`) in the same run.
+# Prints one table for all stores, the Redis store's unthrottled rate as a share of the in-memory
+# one, and where vigild's CPU went per transaction in the unthrottled runs, by stage
+# (`vigil_cpu_seconds_total`), next to the `Scorer`'s own and the Kafka client's floor.
 # Each rate gets a fresh stack, so one rate's broker logs (the development broker's cost grows
 # with the message sets it holds, up to ~5 MiB per partition) never bleed into the next; keep
 # MAX_N under what 2 partitions hold (~25k transactions), or the broker deletes unread ones.

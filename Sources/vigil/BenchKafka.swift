@@ -20,7 +20,7 @@ struct BenchKafka: ParsableCommand {
     @Option(help: "Batch size of the pass-through loop.") var batchSize = 512
 
     func run() throws {
-        let props: KafkaProperties = ["bootstrap.servers": brokers, "fetch.wait.max.ms": "10"]
+        let props: KafkaProperties = ["bootstrap.servers": brokers]
         var o = Simulator.Options(transactions: min(messages, 20_000), days: 10, seed: 3)
         o.start = Int64(Date().timeIntervalSince1970 * 1000) - 10 * 86_400_000
         let sample = Simulator(options: o).generate().map { Array(Simulator.json($0).utf8) }
@@ -46,6 +46,7 @@ struct BenchKafka: ParsableCommand {
 
             var p = props
             p["group.id"] = topic
+            p["fetch.wait.max.ms"] = "10"  // a consumer's property (the producer warns of it)
             let consumer = try KafkaConsumer(properties: p, topics: [topic + ".in"])
             let outTopic = topic + ".out"
             var pending: [KafkaMessage] = []
