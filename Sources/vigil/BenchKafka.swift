@@ -108,10 +108,7 @@ struct BenchKafka: ParsableCommand {
             _ = producer.flush(timeout: .seconds(60))
             _ = producer.poll()
             passTime += clock.now - start
-            if let cpuBefore, let after = ProcessCPU.sample(pid: getpid()) {
-                passCPU.seconds += (after - cpuBefore).seconds
-                passCPU.librdkafkaSeconds += (after - cpuBefore).librdkafkaSeconds
-            }
+            if let cpuBefore, let after = ProcessCPU.sample(pid: getpid()) { passCPU = passCPU + (after - cpuBefore) }
             consumer.close()
         }
         let total = Double(messages * rounds)

@@ -28,4 +28,8 @@ struct ProcessCPU: Sendable {
     static func - (a: ProcessCPU, b: ProcessCPU) -> ProcessCPU {
         ProcessCPU(seconds: a.seconds - b.seconds, librdkafkaSeconds: a.librdkafkaSeconds - b.librdkafkaSeconds)
     }
+
+    static func + (a: ProcessCPU, b: ProcessCPU) -> ProcessCPU {
+        ProcessCPU(seconds: a.seconds + b.seconds, librdkafkaSeconds: a.librdkafkaSeconds + b.librdkafkaSeconds)
+    }
 }
