@@ -299,7 +299,7 @@ struct JSONScanner {
         }
         guard i - start <= 64 else { throw fail("number longer than 64 characters") }
         let raw = UnsafeBufferPointer(rebasing: b[start..<i])
-        let text = String(decoding: raw, as: UTF8.self)
+        let text = Self.asciiString(raw)
         return .number(Self.exactDouble(raw) ?? Double(text) ?? .nan, text: text)
     }
 
@@ -449,16 +449,20 @@ struct JSONScanner {
         if simple {
             // ASCII (most fields) is valid UTF-8 as it stands: made without the generic
             // validation, which looks its encoding's metadata up at run time on every call.
-            if bits < 0x80 {
-                // Up to 15 bytes, the string is built in place, inline (a small string), and
-                // known ASCII from its two words: half the generic path's instructions.
-                if raw.count <= 15 { return String(unsafeUninitializedCapacity: raw.count) { $0.initialize(fromContentsOf: raw) } }
-                return String(decoding: raw, as: UTF8.self)
-            }
+            if bits < 0x80 { return Self.asciiString(raw) }
             guard let s = String(validating: raw, as: UTF8.self) else { throw Syntax(offset: start, message: "invalid UTF-8") }
             return s
         }
         return try unescape(raw, at: start)
+    }
+
+    /// `raw`, known to be ASCII, as a `String`. Up to 15 bytes, the string is built in place,
+    /// inline (a small string), and known ASCII from its two words: half the instructions of
+    /// `String(decoding:as:)`, which validates.
+    @inline(__always)
+    static func asciiString(_ raw: UnsafeBufferPointer<UInt8>) -> String {
+        if raw.count <= 15 { return String(unsafeUninitializedCapacity: raw.count) { $0.initialize(fromContentsOf: raw) } }
+        return String(decoding: raw, as: UTF8.self)
     }
 
     func unescape(_ raw: UnsafeBufferPointer<UInt8>, at start: Int) throws -> String {
