@@ -183,6 +183,28 @@ func close(_ a: Float, _ b: Double) -> Bool {
         #expect(tie[0, "card_count_1m"] == 2)
     }
 
+    /// The store starts loading a batch's entities four transactions ahead of the walk: an entity
+    /// first added by the transaction just before (or two, three before) was not there yet then,
+    /// and must still be found, not added twice.
+    @Test("entities new to the store, repeated within a batch, get the features they get one transaction at a time")
+    func newEntitiesRepeatedWithinABatch() throws {
+        let base: Int64 = 1_767_225_600_000
+        var txs: [Transaction] = []
+        for k in 0..<90 {
+            // Card k/6 six times in a row, each device for runs of 1 to 5 transactions.
+            txs.append(Transaction(id: "n\(k)", timestamp: base + Int64(k) * 1000, amount: Double(k % 17) * 7,
+                                   cardID: "card\(k / 6)", deviceID: "dev\(k / (1 + k % 5))"))
+        }
+        let one = try run(txs, store: InMemoryVelocityStore(plan: plan), batch: 1)
+        let whole = try run(txs, store: InMemoryVelocityStore(plan: plan), batch: 90)
+        for r in 0..<txs.count {
+            for c in 0..<plan.schema.count {
+                #expect(one[r, c].bitPattern == whole[r, c].bitPattern || (one[r, c].isNaN && whole[r, c].isNaN), "row \(r) column \(plan.schema.names[c])")
+            }
+        }
+        #expect(whole[5, "card_count_1m"] == 5)
+    }
+
     @Test("a redelivery gets its first features even after a late event arrived in between")
     func redeliveryAfterALateEvent() throws {
         let base: Int64 = 1_767_225_600_000
