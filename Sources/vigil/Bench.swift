@@ -12,7 +12,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Model bundle directory.") var model: String = "models/default"
     @Option(help: "Rule file.") var rules: String = "rules/default.yaml"
     @Option(help: "Seconds per measurement.") var seconds: Double = 1.5
-    @Option(help: "Days of the stream each scorer runs through before it is measured: past the retention (30 days + 1 of lateness), its store is in its steady state; 1 compares with a daemon that has just started.")
+    @Option(help: "Days of the stream each scorer runs through before it is measured: past the retention (30 days + 1 of lateness), its store is in its steady state; 1 compares with a daemon that has just started. The store ages while it is measured (each batch is new transactions): a second of batches walks about 18 days of the stream.")
     var warmUpDays: Int = 35
 
     /// Median time per call, in µs, over repeated calls for about `seconds`.
