@@ -69,7 +69,9 @@ public struct EntityEvents: Sendable {
         Prefetch.header(of: slots)
     }
 
-    /// Prefetches the events at `marks` (a window's end each) and at `tail` and the newest one.
+    /// Prefetches the events at `marks` (a window's end each) and at `tail` and the newest one,
+    /// and the row of the last event of the first quarter (what trimming reads, see
+    /// ``EntityState/trimToCanonical(plan:lateness:at:)``).
     func prefetch(at marks: UnsafeBufferPointer<Int>, tail: Int) {
         rows.withUnsafeBufferPointer { r in
             slots.withUnsafeBufferPointer { s in
@@ -82,6 +84,7 @@ public struct EntityEvents: Sendable {
                 for m in marks { at(m) }
                 at(tail)
                 at(r.count - 1)
+                vigil_prefetch(rb + (r.count + 3) / 4 - 1)
             }
         }
     }
