@@ -84,10 +84,14 @@ public struct EntityEvents: Sendable {
                 for m in marks { at(m) }
                 at(tail)
                 at(r.count - 1)
-                vigil_prefetch(rb + (r.count + 3) / 4 - 1)
+                vigil_prefetch(rb + firstQuarterEnd)
             }
         }
     }
+
+    /// The last event of the first quarter: once it has expired, a quarter of the events has
+    /// (what ``EntityState/trimToCanonical(plan:lateness:at:)`` reads, and the prefetch loads).
+    var firstQuarterEnd: Int { (count + 3) / 4 - 1 }
 
     public var newestTime: Int64? { rows.last?.time }
     public var oldestTime: Int64? { rows.first?.time }
@@ -550,7 +554,7 @@ extension EntityState {
         // At least a quarter of the events are older than the cutoff when the last event of
         // the first quarter is: one probe, where counting them (a binary search over a busy
         // entity's history, a miss per step) cost every transaction of a busy merchant.
-        if t < newest - lateness || events.time((events.count + 3) / 4 - 1) < cutoff {
+        if t < newest - lateness || events.time(events.firstQuarterEnd) < cutoff {
             trim(plan: plan, before: cutoff)
         }
     }
