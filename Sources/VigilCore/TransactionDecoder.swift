@@ -136,6 +136,14 @@ struct JSONScanner {
                 assembler.set(field, string: try scanner.string())
                 return
             }
+            // So does a plain number in a numeric field (no exponent, at most 15 significant
+            // digits): read where it lies, without the text a problem report would need. One out
+            // of range, or anything unusual, takes the generic path, which reports it.
+            if let field, field.kind == .number || field == .label, !assembler.present.contains(field) {
+                let start = scanner.i
+                if let v = scanner.plainNumber(), assembler.accept(field, number: v) { return }
+                scanner.i = start
+            }
             let v = try scanner.value(depth: 1)
             guard let field else { return }  // unknown keys are ignored
             if assembler.present.contains(field) {
@@ -267,6 +275,27 @@ struct JSONScanner {
     mutating func atString() -> Bool {
         skipSpace()
         return i < b.count && b[i] == 34
+    }
+
+    /// At a number without exponent of at most 15 significant digits and 22 decimals (see
+    /// ``exactDouble(_:)``), followed by a byte that may end a value: its value, having read past
+    /// it; otherwise nil, with the position wherever the scan stopped.
+    mutating func plainNumber() -> Double? {
+        skipSpace()
+        let start = i
+        if i < b.count, b[i] == 45 { i += 1 }
+        let digits = i
+        while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+        // A leading zero stands alone (JSON has no `01`).
+        guard i > digits, b[digits] != 48 || i == digits + 1 else { return nil }
+        if i < b.count, b[i] == 46 {
+            i += 1
+            let decimals = i
+            while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+            guard i > decimals else { return nil }
+        }
+        guard i < b.count, b[i] == 44 || b[i] == 125 || b[i] == 32 || b[i] == 10 || b[i] == 13 || b[i] == 9 else { return nil }
+        return Self.exactDouble(UnsafeBufferPointer(rebasing: b[start..<i]))
     }
 
     mutating func literal(_ word: StaticString) throws {
@@ -671,6 +700,20 @@ struct TransactionAssembler {
         tx.timestamp = ms
         return true
     }
+
+    /// Takes a number read in place for `amount`, `lat`, `lon` or `label` if ``set(_:_:timestampScale:)``
+    /// would take it without a problem (else the caller reports it through that path).
+    mutating func accept(_ field: TransactionField, number v: Double) -> Bool {
+        switch field {
+        case .amount where v >= 0 && v <= limits.maxAmount: tx.amount = v
+        case .lat where v >= -90 && v <= 90: tx.lat = v
+        case .lon where v >= -180 && v <= 180: tx.lon = v
+        case .label where v == 0 || v == 1: tx.label = Int8(v)
+        default: return false
+        }
+        present.insert(field)
+        return true
+    }
 }
 
 /// A set of canonical fields as a bit mask (the decoder's hot path).
@@ -681,8 +724,6 @@ struct FieldSet {
 }
 
 extension TransactionField {
-    private static let all = allCases
-
     /// A name's length and bytes as two little-endian words; nil past 16 bytes (no name is).
     private static func packed(_ key: UnsafeBufferPointer<UInt8>) -> (count: Int, low: UInt64, high: UInt64)? {
         guard key.count <= 16 else { return nil }
@@ -700,14 +741,14 @@ extension TransactionField {
         Int(truncatingIfNeeded: ((p.low ^ p.high &* 31 ^ UInt64(p.count)) &* 0x9E37_79B9_7F4A_7C15) >> 58)
     }
 
-    /// The names in an open-addressing table of 64 slots (ordinal + 1; 0 empty).
-    private static let table: [(count: Int, low: UInt64, high: UInt64, field: Int)] = {
-        var t = Array(repeating: (count: 0, low: UInt64(0), high: UInt64(0), field: 0), count: 64)
-        for (k, f) in all.enumerated() {
+    /// The names in an open-addressing table of 64 slots (nil: empty).
+    private static let table: [(count: Int, low: UInt64, high: UInt64, field: TransactionField?)] = {
+        var t = Array(repeating: (count: 0, low: UInt64(0), high: UInt64(0), field: TransactionField?.none), count: 64)
+        for f in allCases {
             let p = Array(f.rawValue.utf8).withUnsafeBufferPointer { packed($0)! }
             var i = slot(p)
-            while t[i].field != 0 { i = (i + 1) & 63 }
-            t[i] = (p.count, p.low, p.high, k + 1)
+            while t[i].field != nil { i = (i + 1) & 63 }
+            t[i] = (p.count, p.low, p.high, f)
         }
         return t
     }()
@@ -723,8 +764,8 @@ extension TransactionField {
     static func match(packed p: (count: Int, low: UInt64, high: UInt64)) -> TransactionField? {
         table.withUnsafeBufferPointer { t in
             var i = slot(p)
-            while t[i].field != 0 {
-                if t[i].count == p.count, t[i].low == p.low, t[i].high == p.high { return all[t[i].field - 1] }
+            while let field = t[i].field {
+                if t[i].count == p.count, t[i].low == p.low, t[i].high == p.high { return field }
                 i = (i + 1) & 63
             }
             return nil

@@ -56,6 +56,40 @@ import Testing
         }
     }
 
+    /// Numeric fields read in place (plain numbers) and through the generic path (the rest) give
+    /// the same values, and the same problems for what is out of range or malformed.
+    @Test func numbersInPlaceMatchTheGenericPath() {
+        let ranges: [(field: String, range: ClosedRange<Double>)] = [("amount", 0...1e9), ("lat", -90...90), ("lon", -180...180), ("label", 0...1)]
+        let texts = ["0", "-0", "1", "0.5", "12.25", "90", "90.0000000000001", "-90", "-90.5", "180", "181", "1e2", "1E-2", "-1",
+                     "999999999.99", "1000000000.01", "123456789012345678", "0.1234567890123456789", "01", "1.", "-", ".5", "1 ", "2\n", "3\t"]
+        let jsonNumber = try! Regex(#"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"#)
+        for (field, range) in ranges {
+            for text in texts {
+                let other = field == "amount" ? "" : #","amount":1"#
+                let json = #"{"id":"t","timestamp":1700000000000\#(other),"\#(field)":\#(text)}"#
+                let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                let valid = trimmed.wholeMatch(of: jsonNumber) != nil
+                let value = Double(trimmed)
+                let inRange = value.map { range.contains($0) && (field != "label" || $0 == 0 || $0 == 1) } ?? false
+                do {
+                    let tx = try decoder.decode(json)
+                    #expect(valid && inRange, "\(field): \(text) accepted")
+                    let got: Double? = switch field {
+                    case "amount": tx.amount
+                    case "lat": tx.lat
+                    case "lon": tx.lon
+                    default: tx.label.map(Double.init)
+                    }
+                    #expect(field == "label" ? got == value : got?.bitPattern == value?.bitPattern, "\(field): \(text)")
+                } catch {
+                    #expect(!(valid && inRange), "\(field): \(text) refused: \(error)")
+                    let p = error.problems
+                    #expect(p.count == 1 && (valid ? p[0].field == field : p[0].reason.hasPrefix("malformed JSON")), "\(field): \(text): \(p)")
+                }
+            }
+        }
+    }
+
     @Test func timestampForms() throws {
         let utc = try #require(Timestamp.parseISO8601("2026-03-01T12:00:00Z"))
         #expect(Timestamp.parseISO8601("2026-03-01 12:00:00") == utc)  // no zone = UTC, space separator
