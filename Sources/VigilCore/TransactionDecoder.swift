@@ -58,13 +58,13 @@ public struct TransactionDecoder: Sendable {
 
     public func decode(_ text: String) throws(TransactionDecodingError) -> Transaction {
         var text = text
+        // `withUTF8` rethrows untyped: the error comes out through a `Result`.
         let result = text.withUTF8 { buf in Result { () throws(TransactionDecodingError) in try decode(bytes: buf) } }
         return try result.get()
     }
 
     public func decode(_ bytes: [UInt8]) throws(TransactionDecodingError) -> Transaction {
-        let result = bytes.withUnsafeBufferPointer { buf in Result { () throws(TransactionDecodingError) in try decode(bytes: buf) } }
-        return try result.get()
+        try bytes.withUnsafeBufferPointer { (buf) throws(TransactionDecodingError) in try decode(bytes: buf) }
     }
 
     public func decode(bytes: UnsafeBufferPointer<UInt8>) throws(TransactionDecodingError) -> Transaction {
