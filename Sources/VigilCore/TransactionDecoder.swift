@@ -602,9 +602,9 @@ struct TransactionAssembler {
         case .timestamp:
             if let ms = timestamp(v, scale: timestampScale) { tx.timestamp = ms }
         case .amount:
-            if let a = number(v, key: key, range: 0...limits.maxAmount) { tx.amount = a }
-        case .lat: tx.lat = number(v, key: key, range: -90...90, optional: true)
-        case .lon: tx.lon = number(v, key: key, range: -180...180, optional: true)
+            if let a = number(v, key: key, range: range(of: .amount)) { tx.amount = a }
+        case .lat: tx.lat = number(v, key: key, range: range(of: .lat), optional: true)
+        case .lon: tx.lon = number(v, key: key, range: range(of: .lon), optional: true)
         case .label:
             switch v {
             case .null: break
@@ -701,14 +701,25 @@ struct TransactionAssembler {
         return true
     }
 
+    /// The values a numeric field may take (a label: 0 or 1).
+    func range(of field: TransactionField) -> ClosedRange<Double> {
+        switch field {
+        case .amount: 0...limits.maxAmount
+        case .lat: -90...90
+        case .lon: -180...180
+        default: 0...1
+        }
+    }
+
     /// Takes a number read in place for `amount`, `lat`, `lon` or `label` if ``set(_:_:timestampScale:)``
     /// would take it without a problem (else the caller reports it through that path).
     mutating func accept(_ field: TransactionField, number v: Double) -> Bool {
+        guard range(of: field).contains(v), field != .label || v == 0 || v == 1 else { return false }
         switch field {
-        case .amount where v >= 0 && v <= limits.maxAmount: tx.amount = v
-        case .lat where v >= -90 && v <= 90: tx.lat = v
-        case .lon where v >= -180 && v <= 180: tx.lon = v
-        case .label where v == 0 || v == 1: tx.label = Int8(v)
+        case .amount: tx.amount = v
+        case .lat: tx.lat = v
+        case .lon: tx.lon = v
+        case .label: tx.label = Int8(v)
         default: return false
         }
         present.insert(field)

@@ -56,8 +56,8 @@ import Testing
         }
     }
 
-    /// Numeric fields read in place (plain numbers) and through the generic path (the rest) give
-    /// the same values, and the same problems for what is out of range or malformed.
+    /// Numeric fields, whichever path reads them (in place for a plain number, the generic one for
+    /// the rest), hold to JSON's number grammar, `Double`'s value and the field's range.
     @Test func numbersInPlaceMatchTheGenericPath() {
         let ranges: [(field: String, range: ClosedRange<Double>)] = [("amount", 0...1e9), ("lat", -90...90), ("lon", -180...180), ("label", 0...1)]
         let texts = ["0", "-0", "1", "0.5", "12.25", "90", "90.0000000000001", "-90", "-90.5", "180", "181", "1e2", "1E-2", "-1",
