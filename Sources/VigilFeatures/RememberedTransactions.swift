@@ -8,18 +8,25 @@ import DequeModule
 /// ``HashedTable``, each removal also moved the last value into the hole and re-pointed its
 /// slot, three more lines out of cache in an aged store (about 290 ns a transaction).
 struct RememberedTransactions {
+    /// A plain value: forgetting one releases nothing and reads nothing but its id.
     struct Entry {
         var time: Int64
         /// The store's count of transactions recorded when this one was: consecutive along
         /// ``entries``, so an entry's place is its `seq` minus the first one's.
         var seq: Int
         var id: UInt64
-        var keys: EntityKeys
     }
 
     private(set) var entries: Deque<Entry> = []
+    /// Each entry's entity keys, ``keyCount`` of them, in the order of ``entries``: apart, as
+    /// only labels read them. Kept in the entry (up to eight inline and an array for more), they
+    /// made it 112 bytes with a reference to release, where the three fields take 24.
+    private var keys: Deque<UInt64> = []
+    let keyCount: Int
     /// id → `seq`.
     private var index = SlotIndex()
+
+    init(keyCount: Int) { self.keyCount = keyCount }
 
     var count: Int { entries.count }
 
@@ -30,16 +37,25 @@ struct RememberedTransactions {
         return entries[seq - first.seq]
     }
 
-    /// Remembers a transaction that is not remembered yet; `seq` follows the last entry's.
-    mutating func append(_ entry: Entry) {
+    /// Entity key `e` of a remembered transaction.
+    func key(_ e: Int, of entry: Entry) -> UInt64 {
+        keys[(entry.seq - entries[0].seq) * keyCount + e]
+    }
+
+    /// Remembers a transaction that is not remembered yet, with its ``keyCount`` entity keys;
+    /// `seq` follows the last entry's.
+    mutating func append(_ entry: Entry, keys entryKeys: some Collection<UInt64>) {
         precondition(entries.last.map { entry.seq == $0.seq + 1 } ?? true, "RememberedTransactions: seq \(entry.seq) does not follow the last")
+        precondition(entryKeys.count == keyCount, "RememberedTransactions: \(entryKeys.count) keys, not \(keyCount)")
         index.insert(entry.id, entry.seq)
         entries.append(entry)
+        keys.append(contentsOf: entryKeys)
     }
 
     /// Forgets the oldest.
     mutating func removeFirst() {
         index.remove(entries.removeFirst().id)
+        keys.removeFirst(keyCount)
     }
 
     /// Starts loading the slot a lookup of `id` begins at.

@@ -120,7 +120,7 @@ public final class InMemoryVelocityStore: VelocityStore {
         var entities: [HashedTable<EntityState>]
         /// The transactions remembered, in the order recorded (the order they are forgotten
         /// in): idempotence and label lookup, and the transactions' expiry queue.
-        var transactions = RememberedTransactions()
+        var transactions: RememberedTransactions
         var newest: Int64 = .min
         /// Transactions recorded so far: the expiry queues' clock.
         var recorded = 0
@@ -157,7 +157,8 @@ public final class InMemoryVelocityStore: VelocityStore {
         self.allowedLateness = allowedLateness
         self.remembered = remembered
         windowEnds = plan.entities.map(WindowState.distinctOffset)
-        state = Mutex(State(entities: Array(repeating: HashedTable(), count: plan.entities.count), entityQueues: Array(repeating: [], count: plan.entities.count),
+        state = Mutex(State(entities: Array(repeating: HashedTable(), count: plan.entities.count),
+                            transactions: RememberedTransactions(keyCount: plan.entities.count), entityQueues: Array(repeating: [], count: plan.entities.count),
                             scratch: plan.entities.map { WindowAggregates(plan: $0) }))
     }
 
@@ -229,9 +230,8 @@ public final class InMemoryVelocityStore: VelocityStore {
             body(&s.entities[e].values[p])
         }
         for i in 0..<batch.count where !duplicates[i] {
-            s.transactions.append(.init(
-                time: batch.times[i], seq: s.recorded, id: batch.ids[i],
-                keys: EntityKeys(batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)])))
+            s.transactions.append(.init(time: batch.times[i], seq: s.recorded, id: batch.ids[i]),
+                                  keys: batch.keys[(i * batch.entityCount)..<((i + 1) * batch.entityCount)])
             s.recorded += 1
             s.newest = max(s.newest, batch.times[i])
         }
@@ -311,7 +311,7 @@ public final class InMemoryVelocityStore: VelocityStore {
             guard let tx = s.transactions[l.id] else { continue }
             matched += 1
             for e in 0..<plan.entities.count {
-                let key = tx.keys[e]
+                let key = s.transactions.key(e, of: tx)
                 guard key != 0 else { continue }
                 guard let p = s.entities[e].position(of: key), let i = s.entities[e].values[p].events.index(time: tx.time, id: l.id) else { continue }
                 s.entities[e].values[p].setLabel(l.fraud ? 2 : 1, at: i, plan: plan.entities[e])
@@ -331,19 +331,4 @@ public final class InMemoryVelocityStore: VelocityStore {
 
     /// Transaction ids remembered for idempotence and labels (for tests and sizing).
     public var transactionCount: Int { state.withLock { $0.transactions.count } }
-}
-
-/// A transaction's entity keys, held inline for up to eight entities: remembering a transaction
-/// allocates nothing.
-struct EntityKeys {
-    private var inline = SIMD8<UInt64>()
-    private var more: [UInt64] = []
-
-    init(_ keys: ArraySlice<UInt64>) {
-        for (e, k) in keys.enumerated() {
-            if e < 8 { inline[e] = k } else { more.append(k) }
-        }
-    }
-
-    subscript(e: Int) -> UInt64 { e < 8 ? inline[e] : more[e - 8] }
 }

@@ -210,7 +210,7 @@ import Testing
     /// empty, ids coming back after they were forgotten.
     @Test func rememberedTransactionsMatchAQueue() {
         var rng = TestRNG(state: 11)
-        var remembered = RememberedTransactions()
+        var remembered = RememberedTransactions(keyCount: 2)
         var queue: [(seq: Int, id: UInt64)] = [], front = 0
         var held: [UInt64: Int] = [:]
         var forgotten: [UInt64] = []
@@ -225,7 +225,7 @@ import Testing
                 let id = !forgotten.isEmpty && Int.random(in: 0..<10, using: &rng) == 0
                     ? forgotten.removeLast() : UInt64.random(in: 1...UInt64.max, using: &rng)
                 guard held[id] == nil else { continue }
-                remembered.append(.init(time: Int64(seq), seq: seq, id: id, keys: EntityKeys([id, UInt64(seq)])))
+                remembered.append(.init(time: Int64(seq), seq: seq, id: id), keys: [id, UInt64(seq)])
                 queue.append((seq, id))
                 held[id] = seq
                 seq += 1
@@ -241,7 +241,7 @@ import Testing
             let probe = queue[Int.random(in: 0..<queue.count, using: &rng)]
             let entry = remembered[probe.id]
             check(remembered.contains(probe.id) == (held[probe.id] != nil), "step \(step): contains differs")
-            check(entry?.seq == held[probe.id] && entry.map { $0.id == probe.id && $0.keys[1] == UInt64($0.seq) } ?? true,
+            check(entry?.seq == held[probe.id] && entry.map { $0.id == probe.id && remembered.key(0, of: $0) == $0.id && remembered.key(1, of: $0) == UInt64($0.seq) } ?? true,
                   "step \(step): the entry found for an id is another's")
         }
         #expect(firstDifference == nil, "\(firstDifference ?? "")")
