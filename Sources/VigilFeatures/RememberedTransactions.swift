@@ -33,14 +33,15 @@ struct RememberedTransactions {
     func contains(_ id: UInt64) -> Bool { index.value(of: id) != nil }
 
     subscript(id: UInt64) -> Entry? {
-        guard let seq = index.value(of: id), let first = entries.first else { return nil }
-        return entries[seq - first.seq]
+        guard let seq = index.value(of: id), !entries.isEmpty else { return nil }
+        return entries[place(seq)]
     }
 
     /// Entity key `e` of a remembered transaction.
-    func key(_ e: Int, of entry: Entry) -> UInt64 {
-        keys[(entry.seq - entries[0].seq) * keyCount + e]
-    }
+    func key(_ e: Int, of entry: Entry) -> UInt64 { keys[place(entry.seq) * keyCount + e] }
+
+    /// Where the entry recorded as `seq` is in ``entries`` (there must be one).
+    private func place(_ seq: Int) -> Int { seq - entries[0].seq }
 
     /// Remembers a transaction that is not remembered yet, with its ``keyCount`` entity keys;
     /// `seq` follows the last entry's.
