@@ -41,6 +41,8 @@ let package = Package(
 
         // A compiler hint with no Swift spelling (cache prefetch), not a library.
         .target(name: "CPrefetch", path: "Sources/CPrefetch"),
+        // The forest's walk sixteen rows to a vector: gathers have no Swift spelling either.
+        .target(name: "CForest", path: "Sources/CForest"),
 
         // The pipeline, in order.
         .target(name: "VigilCore", dependencies: [.product(name: "Yams", package: "Yams")],
@@ -56,7 +58,7 @@ let package = Package(
         .target(name: "VigilRules",
                 dependencies: ["VigilCore", "VigilExpression", "VigilFeatures", .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),
-        .target(name: "VigilModels", dependencies: ["VigilCore", "CXGBoost"], swiftSettings: strict),
+        .target(name: "VigilModels", dependencies: ["VigilCore", "CXGBoost", "CForest"], swiftSettings: strict),
         .target(name: "VigilDecision",
                 dependencies: ["VigilCore", "VigilExpression", .product(name: "Yams", package: "Yams")],
                 swiftSettings: strict),

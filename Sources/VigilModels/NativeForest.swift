@@ -1,3 +1,4 @@
+import CForest
 import Foundation
 import VigilCore
 
@@ -32,6 +33,7 @@ public struct NativeForest: Sendable {
     /// ``contributions(_:rows:)``; empty when the model does not record covers.
     let means: [Float]
 
+    /// 8 bytes, as `vigil_forest_wide` reads it (a test holds the layout).
     struct Split {
         var threshold: Float
         /// Where the split reads its value in a row's *missing-resolved* form (see
@@ -50,6 +52,8 @@ public struct NativeForest: Sendable {
     let complete: [CompleteTree]
     let splits: [Split]
     let leaves: [Float]
+    /// The complete trees as the vector walk reads them (``completeMargins(_:rows:wide:)``).
+    let wideTrees: [vigil_tree]
 
     /// What one root-to-leaf path credits one feature in ``contributions(_:rows:)``.
     struct Credit {
@@ -146,6 +150,7 @@ public struct NativeForest: Sendable {
         means = covers.map { NativeForest.nodeMeans(nodes: nodes, roots: roots, covers: $0) } ?? []
         let layout = NativeForest.completeLayout(nodes: nodes, roots: roots, featureCount: nf), means = self.means
         (complete, splits, leaves) = layout
+        wideTrees = complete.map { vigil_tree(depth: Int32($0.depth), split_base: Int32($0.splitBase), leaf_base: Int32($0.leafBase)) }
         rootMeans = means.isEmpty ? [] : roots.map { means[Int($0)] }
         let creditBytes = layout.0.reduce(0) { $0 + (1 << $1.depth) * $1.depth } * MemoryLayout<Credit>.stride
         (credits, creditBases) = means.isEmpty || layout.0.isEmpty || creditBytes > NativeForest.maxCreditBytes
@@ -236,7 +241,7 @@ public struct NativeForest: Sendable {
         complete.isEmpty ? pointerMargins(values, rows: rows) : completeMargins(values, rows: rows)
     }
 
-    func completeMargins(_ values: UnsafeBufferPointer<Float>, rows: Int) -> [Float] {
+    func completeMargins(_ values: UnsafeBufferPointer<Float>, rows: Int, wide: Bool = NativeForest.wideAvailable) -> [Float] {
         var out = [Float](repeating: baseMargin, count: rows)
         let stride = 2 * featureCount
         withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * stride) { resolved in
@@ -246,11 +251,21 @@ public struct NativeForest: Sendable {
                 leaves.withUnsafeBufferPointer { leafBuffer in
                     out.withUnsafeMutableBufferPointer { outBuffer in
                         let o = outBuffer.baseAddress!
-                        // Rows in blocks of sixteen, then four (independent walks the CPU
-                        // overlaps: a walk is a chain of dependent loads), tree by tree, over
-                        // chunks of rows small enough to stay in L1 while every tree walks them.
+                        // Rows sixteen to a vector where the processor has the instructions
+                        // (`vigil_forest_wide`), else in blocks of sixteen, then four: independent
+                        // walks the CPU overlaps (a walk is a chain of dependent loads), tree by
+                        // tree, over chunks of rows small enough to stay in L1 while every tree
+                        // walks them.
+                        let vectored = wide ? rows - rows % 16 : 0
+                        if vectored > 0 {
+                            wideTrees.withUnsafeBufferPointer { trees in
+                                vigil_forest_wide(
+                                    x, Int32(stride), Int32(vectored), splitBuffer.baseAddress!, leafBuffer.baseAddress!,
+                                    trees.baseAddress!, Int32(trees.count), o)
+                            }
+                        }
                         let blocked = rows - rows % 4
-                        for chunk in Swift.stride(from: 0, to: blocked, by: NativeForest.chunkRows) {
+                        for chunk in Swift.stride(from: vectored, to: blocked, by: NativeForest.chunkRows) {
                             let end = min(blocked, chunk + NativeForest.chunkRows)
                             for tree in complete {
                                 let s = splitBuffer.baseAddress! + tree.splitBase
@@ -318,6 +333,9 @@ public struct NativeForest: Sendable {
         }
         return out
     }
+
+    /// Whether this processor walks sixteen rows to a vector (AVX-512 F).
+    static let wideAvailable = vigil_forest_wide_available()
 
     /// Rows walked through every tree before the next ones (in blocks of sixteen, then four):
     /// their resolved values stay in L1 (64 rows of the shipped model's 2 × 61 values: 31 KB).

@@ -64,16 +64,28 @@ import Testing
             }
         }
         // Infinite values, which the complete layout's missing-resolved rows use for NaN, still
-        // take XGBoost's way (the node walk's, NaN tested apart); blocks of 16, 4 and 1 rows.
+        // take XGBoost's way (the node walk's, NaN tested apart); the vector walk (where the
+        // processor has it) and the scalar one's blocks of 16, 4 and 1 rows, bit for bit.
         var extreme = d
         for i in extreme.values.indices where i % 7 == 0 { extreme.values[i] = i % 14 == 0 ? .infinity : -.infinity }
         extreme.values.withUnsafeBufferPointer { v in
             #expect(!native.complete.isEmpty)
-            for rows in [d.rows, 647, 1] {  // 647: blocks of 16, one of 4 (rows 640–643), 3 alone
-                let complete = native.completeMargins(v, rows: rows), walked = native.pointerMargins(v, rows: rows)
-                #expect(zip(complete, walked).allSatisfy { $0.bitPattern == $1.bitPattern }, "\(rows) rows")
+            // 647: whole chunks of 64, one block of 4, 3 alone; 37: two vectors (a part chunk).
+            for rows in [d.rows, 647, 37, 1] {
+                let walked = native.pointerMargins(v, rows: rows)
+                for wide in NativeForest.wideAvailable ? [true, false] : [false] {
+                    let complete = native.completeMargins(v, rows: rows, wide: wide)
+                    #expect(zip(complete, walked).allSatisfy { $0.bitPattern == $1.bitPattern } && complete.count == rows, "\(rows) rows, wide \(wide)")
+                }
             }
         }
+    }
+
+    /// The vector walk (C) reads the splits as 8 bytes each: the threshold, then the column.
+    @Test func splitLayoutIsWhatTheVectorWalkReads() {
+        #expect(MemoryLayout<NativeForest.Split>.stride == 8)
+        #expect(MemoryLayout<NativeForest.Split>.offset(of: \.threshold) == 0)
+        #expect(MemoryLayout<NativeForest.Split>.offset(of: \.column) == 4)
     }
 
     @Test(arguments: [
