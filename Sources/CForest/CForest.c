@@ -83,7 +83,21 @@ static inline void walk(int32_t count, const __m512i *row, __m512 *margin, const
     }
     for (; d < depth; d++)
         for (int32_t g = 0; g < count; g++) i[g] = step_far(i[g], row[g], s, x);
-    for (int32_t g = 0; g < count; g++) margin[g] = _mm512_add_ps(margin[g], _mm512_i32gather_ps(i[g], l, 4));
+    // The leaves: up to 64 (depth 6) picked out of four vectors, more gathered.
+    if (depth <= table_levels) {
+        const float *first_leaf = l + splits;
+        const int32_t leaves = splits + 1;
+        const __m512 a = _mm512_maskz_loadu_ps(first(leaves), first_leaf), b = _mm512_maskz_loadu_ps(first(leaves - 16), first_leaf + 16);
+        const __m512 c = _mm512_maskz_loadu_ps(first(leaves - 32), first_leaf + 32), e = _mm512_maskz_loadu_ps(first(leaves - 48), first_leaf + 48);
+        for (int32_t g = 0; g < count; g++) {
+            const __m512i at = _mm512_sub_epi32(i[g], _mm512_set1_epi32(splits));
+            const __mmask16 upper = _mm512_test_epi32_mask(at, _mm512_set1_epi32(32));
+            const __m512 leaf = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(a, at, b), _mm512_permutex2var_ps(c, at, e));
+            margin[g] = _mm512_add_ps(margin[g], leaf);
+        }
+    } else {
+        for (int32_t g = 0; g < count; g++) margin[g] = _mm512_add_ps(margin[g], _mm512_i32gather_ps(i[g], l, 4));
+    }
 }
 
 __attribute__((target("avx512f")))
