@@ -245,7 +245,7 @@ public final class Scorer: Sendable {
                 for f in scores.failures { reasons.append(ReasonCode(kind: .degraded, code: "member_failed", detail: f.member)) }
                 verdicts.append(Verdict(
                     transactionID: batch[i].id, action: decisions[i].action, probability: scores.probabilities[i],
-                    memberScores: zip(memberNames, scores.memberProbabilities).map { .init(name: $0, probability: $1[i]) },
+                    memberScores: MemberScores(names: memberNames) { scores.memberProbabilities[$0][i] },
                     reasons: reasons, tags: outcomes[i].hits.filter { $0.action == .tag }.map(\.id),
                     modelVersion: c.ensemble.version, rulesVersion: c.rules.version,
                     degraded: storeError != nil || scores.degraded, latency: latency, timestamp: batch[i].timestamp))

@@ -54,6 +54,48 @@ public struct ReasonCode: Sendable, Hashable {
     }
 }
 
+/// Each ensemble member's own probability for one verdict, in manifest order. The names are an
+/// array every verdict of a batch shares (a retain each) and up to four probabilities are held
+/// in the verdict itself: a verdict allocates nothing for them, where an array of member scores
+/// was an allocation per verdict, and a release and a free when it went.
+public struct MemberScores: Sendable, Hashable, RandomAccessCollection, ExpressibleByArrayLiteral {
+    public let names: [String]
+    private var inline = SIMD4<Double>()
+    /// The probabilities past the fourth.
+    private var more: [Double] = []
+
+    /// `probability(m)` for each member `m` of `names`.
+    public init(names: [String], probability: (Int) -> Double) {
+        self.names = names
+        for m in 0..<Swift.min(names.count, 4) { inline[m] = probability(m) }
+        if names.count > 4 { more = (4..<names.count).map(probability) }
+    }
+
+    public init(_ scores: [Verdict.MemberScore]) {
+        self.init(names: scores.map(\.name)) { scores[$0].probability }
+    }
+
+    public init(arrayLiteral scores: Verdict.MemberScore...) { self.init(scores) }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { names.count }
+    public subscript(m: Int) -> Verdict.MemberScore { .init(name: names[m], probability: probability(m)) }
+
+    /// Member `m`'s probability, without making its ``Verdict/MemberScore``.
+    public func probability(_ m: Int) -> Double { m < 4 ? inline[m] : more[m - 4] }
+
+    /// Equal as sequences of member scores (so a NaN probability equals nothing, as a `Double`).
+    public static func == (a: MemberScores, b: MemberScores) -> Bool { a.elementsEqual(b) }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        for m in indices {
+            hasher.combine(names[m])
+            hasher.combine(probability(m))
+        }
+    }
+}
+
 /// Time spent per pipeline stage for one batch, in microseconds, attributed to each of its verdicts.
 public struct StageLatency: Sendable, Hashable {
     public var features: Double = 0
@@ -80,7 +122,7 @@ public struct Verdict: Sendable, Hashable {
     /// Calibrated probability of fraud.
     public var probability: Double
     /// Each ensemble member's own probability, in manifest order.
-    public var memberScores: [MemberScore]
+    public var memberScores: MemberScores
     public var reasons: [ReasonCode]
     public var tags: [String]
     public var modelVersion: String
@@ -100,7 +142,7 @@ public struct Verdict: Sendable, Hashable {
     }
 
     public init(
-        transactionID: String, action: Action, probability: Double, memberScores: [MemberScore] = [],
+        transactionID: String, action: Action, probability: Double, memberScores: MemberScores = [],
         reasons: [ReasonCode] = [], tags: [String] = [], modelVersion: String, rulesVersion: String,
         degraded: Bool = false, latency: StageLatency = StageLatency(), timestamp: Int64 = 0
     ) {
@@ -150,7 +192,7 @@ public struct Verdict: Sendable, Hashable {
         writer.timestamp(timestamp)
         writer.key(literal: "members")
         writer.beginObject()
-        for i in memberScores.indices { writer.field(memberScores[i].name, memberScores[i].probability) }
+        for i in memberScores.indices { writer.field(memberScores.names[i], memberScores.probability(i)) }
         writer.endObject()
         writer.key(literal: "reasons")
         writer.beginArray()

@@ -38,7 +38,7 @@ struct VerdictEncodingTests {
             let tags = (0..<Int(rng.next() % 3)).map { _ in string() }
             out.append(Verdict(
                 transactionID: i % 7 == 0 ? strings[i % strings.count] : "tx-\(i)", action: actions[i % actions.count], probability: number(),
-                memberScores: members, reasons: reasons, tags: tags, modelVersion: string(), rulesVersion: string(),
+                memberScores: MemberScores(members), reasons: reasons, tags: tags, modelVersion: string(), rulesVersion: string(),
                 degraded: rng.next() % 5 == 0,
                 latency: StageLatency(features: number(), rules: number(), model: number(), decide: number()),
                 timestamp: Int64(bitPattern: rng.next() % 4_102_444_800_000) - (i % 11 == 0 ? 86_400_000 : 0)))
@@ -61,6 +61,25 @@ struct VerdictEncodingTests {
             if differing <= 3 { Issue.record("verdict \(i):\n  now    \(a)\n  golden \(b)") }
         }
         #expect(differing == 0)
+    }
+
+    @Test("member scores past the four held inline keep their order, values and equality")
+    func manyMemberScores() throws {
+        let scores = (0..<7).map { Verdict.MemberScore(name: "m\($0)", probability: Double($0) / 8) }
+        let members = MemberScores(scores)
+        #expect(Array(members) == scores)
+        #expect(members.probability(6) == 0.75)
+        let v = Verdict(transactionID: "t", action: .review, probability: 0.5, memberScores: members, modelVersion: "m", rulesVersion: "r")
+        #expect(v.json().contains(#""members":{"m0":0.0,"m1":0.125,"m2":0.25,"m3":0.375,"m4":0.5,"m5":0.625,"m6":0.75}"#))
+        // Equal and hashed as the sequence of scores: by names and probabilities, NaN equal to nothing.
+        let same = MemberScores(names: scores.map(\.name)) { Double($0) / 8 }
+        #expect(same == members && same.hashValue == members.hashValue)
+        #expect(MemberScores(names: ["m0", "x"]) { _ in 0 } != MemberScores(names: ["m0", "y"]) { _ in 0 })
+        #expect(MemberScores(Array(scores.prefix(6))) != members)
+        #expect(MemberScores([.init(name: "a", probability: .nan)]) != MemberScores([.init(name: "a", probability: .nan)]))
+        var changed = scores
+        changed[5].probability = 0.9
+        #expect(MemberScores(changed) != members)
     }
 
     @Test("every verdict line is valid JSON that parses back to its fields")
