@@ -1,4 +1,4 @@
-import CForest
+internal import CForest
 import Foundation
 import VigilCore
 
