@@ -335,7 +335,7 @@ public struct NativeForest: Sendable {
     }
 
     /// Whether this processor walks sixteen rows to a vector (AVX-512 F).
-    static let wideAvailable = vigil_forest_wide_available()
+    public static let wideAvailable = vigil_forest_wide_available()
 
     /// Rows walked through every tree before the next ones (in blocks of sixteen, then four):
     /// their resolved values stay in L1 (64 rows of the shipped model's 2 × 61 values: 31 KB).

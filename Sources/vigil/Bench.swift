@@ -64,7 +64,8 @@ struct Bench: ParsableCommand {
             defer { cursor += n }
             return Array(stream[cursor..<(cursor + n)])
         }
-        print("vigil bench — \(ProcessInfo.processInfo.activeProcessorCount) cores, model \(model), scorers after \(warmUpDays) days of the stream, medians per call")
+        let walk = NativeForest.wideAvailable ? "16 rows a vector (AVX-512)" : "4 rows at a time (no AVX-512)"
+        print("vigil bench — \(ProcessInfo.processInfo.activeProcessorCount) cores, model \(model), forest walk \(walk), scorers after \(warmUpDays) days of the stream, medians per call")
         print(String(repeating: "─", count: 78))
 
         // Decode.
