@@ -503,11 +503,14 @@ extension EventBatch {
                     let row = values.baseAddress! + i * columns
                     let seen = duplicate(i)
                     for d in Swift.stride(from: lookahead, through: 1, by: -1) { prefetch(i + d, distance: d) }
-                    for (e, ep) in plan.entities.enumerated() {
+                    // Each entity's plan borrowed, not retained: a retain and a release per
+                    // entity are two atomic operations, and each waits for every load before it,
+                    // the entities loaded ahead included.
+                    for e in 0..<entityCount { plan.unretainedEntities[e]._withUnsafeGuaranteedRef { ep in
                         let key = keys[i * entityCount + e]
                         guard key != 0 else {
                             if evaluate { EntityKernel.missing(plan: ep, row: row) }
-                            continue
+                            return
                         }
                         let own = UnsafeBufferPointer(rebasing: tracked[(i * trackedTotal + trackedOffsets[e])...].prefix(ep.tracked.count))
                         let current = CurrentEvent(time: times[i], amount: amounts[i], lat: lats[i], lon: lons[i], tracked: own)
@@ -531,7 +534,7 @@ extension EventBatch {
                                 plan: ep, time: times[i], id: ids[i], amount: amounts[i], lat: lats[i], lon: lons[i],
                                 filterBits: filterBits[i * entityCount + e], tracked: own)
                         }
-                    }
+                    } }
                 }
             }
         }

@@ -118,9 +118,6 @@ public struct FeatureEngine: Sendable {
                 }
             }
         }
-        if !plan.derived.isEmpty {
-            let ctx = RowContext(transaction: transaction, row: UnsafeBufferPointer(start: row, count: columns))
-            for (col, f) in plan.derived { row[col] = Float(f(ctx)) }
-        }
+        plan.writeDerived?(RowContext(transaction: transaction, row: UnsafeBufferPointer(start: row, count: columns)), row)
     }
 }

@@ -23,9 +23,14 @@ public final class FeaturePlan: Sendable {
     public let schema: FeatureSchema
     /// One per entity of the spec, in spec order.
     public let entities: [EntityPlan]
+    /// ``entities`` unretained, for the store's walk to borrow (the plan keeps them alive).
+    let unretainedEntities: [Unmanaged<EntityPlan>]
     let fieldColumns: [(TransactionField, Int)]
     let calendarColumns: [(FeatureSpec.CalendarFeature, Int)]
-    let derived: [(column: Int, evaluate: @Sendable (borrowing RowContext) -> Double)]
+    /// Writes every derived feature into a row (`row`, the one `RowContext` reads), in the spec's
+    /// order, so a derived feature may read an earlier one; nil when there are none. One call of
+    /// nested captured closures: calling each out of an array retained and released it per row.
+    let writeDerived: (@Sendable (RowContext, UnsafeMutablePointer<Float>) -> Void)?
     /// The longest window any entity keeps, which bounds how long a transaction id is remembered.
     public let retention: Int64
     /// What ``FeatureEngine/events(for:)`` reads per transaction, laid out so it retains nothing
@@ -74,9 +79,18 @@ public final class FeaturePlan: Sendable {
         }
         self.schema = FeatureSchema(names: names)
         self.entities = entities
+        unretainedEntities = entities.map { Unmanaged.passUnretained($0) }
         self.fieldColumns = fieldColumns
         self.calendarColumns = calendarColumns
-        self.derived = derived
+        var writeDerived: (@Sendable (RowContext, UnsafeMutablePointer<Float>) -> Void)?
+        for (column, f) in derived {
+            let before = writeDerived
+            writeDerived = { context, row in
+                before?(context, row)
+                row[column] = Float(f(context))
+            }
+        }
+        self.writeDerived = writeDerived
         self.retention = entities.map(\.retention).max() ?? 0
         keyFields = entities.map(\.field)
         trackedFields = entities.flatMap(\.tracked)
