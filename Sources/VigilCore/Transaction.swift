@@ -81,6 +81,32 @@ public struct Transaction: Sendable, Hashable {
         }
     }
 
+    /// `body` applied to the UTF-8 bytes of a string field of the transaction at `t`, read in
+    /// place; nil when the field is absent, not a string, or not contiguous in memory (a bridged
+    /// string). Inlined together with a `body` that only reads, it retains nothing, where
+    /// ``string(_:at:)`` retains the field's string: an atomic operation that, on a string the
+    /// features stage has long left, waits for its line and for every load before it.
+    @inlinable @inline(__always)
+    public static func withUTF8<R>(_ field: TransactionField, at t: UnsafePointer<Transaction>, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R? {
+        let r: R?? =
+            switch field {
+            case .id: t.pointee.id.utf8.withContiguousStorageIfAvailable(body)
+            case .currency: t.pointee.currency?.utf8.withContiguousStorageIfAvailable(body)
+            case .cardID: t.pointee.cardID?.utf8.withContiguousStorageIfAvailable(body)
+            case .customerID: t.pointee.customerID?.utf8.withContiguousStorageIfAvailable(body)
+            case .merchantID: t.pointee.merchantID?.utf8.withContiguousStorageIfAvailable(body)
+            case .terminalID: t.pointee.terminalID?.utf8.withContiguousStorageIfAvailable(body)
+            case .deviceID: t.pointee.deviceID?.utf8.withContiguousStorageIfAvailable(body)
+            case .ip: t.pointee.ip?.utf8.withContiguousStorageIfAvailable(body)
+            case .email: t.pointee.email?.utf8.withContiguousStorageIfAvailable(body)
+            case .country: t.pointee.country?.utf8.withContiguousStorageIfAvailable(body)
+            case .mcc: t.pointee.mcc?.utf8.withContiguousStorageIfAvailable(body)
+            case .channel: t.pointee.channel?.utf8.withContiguousStorageIfAvailable(body)
+            case .timestamp, .amount, .lat, .lon, .label: nil
+            }
+        return r ?? nil
+    }
+
     /// The value of a numeric canonical field, NaN when absent.
     @inlinable
     public func number(_ field: TransactionField) -> Double {

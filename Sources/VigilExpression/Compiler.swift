@@ -78,9 +78,41 @@ extension Expression {
             default: throw ExpressionError(column: at, message: "'\(op)' does not apply to a \(c.type)")
             }
         case .binary(let op, let l, let r, let at):
+            if op == "in", let (slot, transform) = l.stringRead(in: scope) {
+                // A field looked up as it is, lowered or cut: the context may read it in place.
+                switch r {
+                case .stringList(let items):
+                    let set = StringSet(items)
+                    return .bool { $0.string(slot, transform, isIn: set) }
+                case .name(let n, _):
+                    if case .list(let list) = scope.bindings[n] { return .bool { $0.string(slot, transform, isInList: list) } }
+                default:
+                    break
+                }
+            }
             return try Expression.binary(op, l.compile(in: scope), r.compile(in: scope), at: at)
         case .call(let name, let args, let at):
             return try Expression.call(name, args, in: scope, at: at)
+        }
+    }
+
+    /// The string slot this expression reads and what it does to it, when it is a string field
+    /// as it is, `lower(field)` or `prefix(field, n)` (n a whole number); nil for anything else.
+    func stringRead(in scope: Scope) -> (slot: Int, transform: LookupTransform)? {
+        func field(_ e: Expression) -> Int? {
+            guard case .name(let n, _) = e, case .string(let slot) = scope.bindings[n] else { return nil }
+            return slot
+        }
+        switch self {
+        case .name:
+            return field(self).map { ($0, .none) }
+        case .call("lower", let args, _) where args.count == 1:
+            return field(args[0]).map { ($0, .lower) }
+        case .call("prefix", let args, _) where args.count == 2:
+            guard case .number(let v) = args[1], v >= 0, v == v.rounded(), v < Double(Int.max) else { return nil }
+            return field(args[0]).map { ($0, .prefix(Int(v))) }
+        default:
+            return nil
         }
     }
 

@@ -86,6 +86,25 @@ public protocol ExpressionContext: SendableMetatype {
     func number(_ slot: Int) -> Double
     func string(_ slot: Int) -> String?
     func list(_ slot: Int, contains value: String) -> Bool
+    /// Whether string slot `slot`, transformed, is in `set` (`card_id in deny_cards`,
+    /// `lower(email) in […]`). A context that can read the string's bytes in place lets the set's
+    /// filter rule most values out first (``StringSet/rulesOut(_:_:)``); by default the string is
+    /// read and transformed.
+    func string(_ slot: Int, _ transform: LookupTransform, isIn set: StringSet) -> Bool
+    /// The same for the context's list slot `list`.
+    func string(_ slot: Int, _ transform: LookupTransform, isInList list: Int) -> Bool
+}
+
+extension ExpressionContext {
+    public func string(_ slot: Int, _ transform: LookupTransform, isIn set: StringSet) -> Bool {
+        guard let s = string(slot) else { return false }
+        return set.contains(transform.apply(s))
+    }
+
+    public func string(_ slot: Int, _ transform: LookupTransform, isInList list: Int) -> Bool {
+        guard let s = string(slot) else { return false }
+        return self.list(list, contains: transform.apply(s))
+    }
 }
 
 func editDistance(_ a: String, _ b: String) -> Int {

@@ -375,4 +375,12 @@ public struct RowContext: ExpressionContext {
     }
     public func string(_ slot: Int) -> String? { Transaction.string(Transaction.allFields[slot], at: transaction) }
     public func list(_ slot: Int, contains value: String) -> Bool { false }
+    /// The field's bytes read in place for the set's filter first: most values are ruled out
+    /// without retaining the string (see ``Transaction/withUTF8(_:at:_:)``).
+    public func string(_ slot: Int, _ transform: LookupTransform, isIn set: StringSet) -> Bool {
+        let field = Transaction.allFields[slot]
+        if Transaction.withUTF8(field, at: transaction, { set.rulesOut($0, transform) }) == true { return false }
+        guard let s = Transaction.string(field, at: transaction) else { return false }
+        return set.contains(transform.apply(s))
+    }
 }

@@ -62,6 +62,10 @@ struct RuleContext: ExpressionContext {
     func number(_ slot: Int) -> Double { row.number(slot) }
     func string(_ slot: Int) -> String? { row.string(slot) }
     func list(_ slot: Int, contains value: String) -> Bool { lists[slot]._withUnsafeGuaranteedRef { $0.values.contains(value) } }
+    func string(_ slot: Int, _ transform: LookupTransform, isIn set: StringSet) -> Bool { row.string(slot, transform, isIn: set) }
+    func string(_ slot: Int, _ transform: LookupTransform, isInList list: Int) -> Bool {
+        lists[list]._withUnsafeGuaranteedRef { row.string(slot, transform, isIn: $0.values) }
+    }
 }
 
 /// A list's values in a box the rule set owns, so that a rule reaches them through a reference
