@@ -64,7 +64,7 @@ struct Bench: ParsableCommand {
             defer { cursor += n }
             return Array(stream[cursor..<(cursor + n)])
         }
-        let walk = NativeForest.wideAvailable ? "16 rows a vector (AVX-512)" : "4 rows at a time (no AVX-512)"
+        let walk = NativeForest.wideAvailable ? "16 rows a vector (AVX-512)" : "scalar (no AVX-512)"
         print("vigil bench — \(ProcessInfo.processInfo.activeProcessorCount) cores, model \(model), forest walk \(walk), scorers after \(warmUpDays) days of the stream, medians per call")
         print(String(repeating: "─", count: 78))
 
