@@ -232,7 +232,7 @@ final class Pipeline: @unchecked Sendable {
                 }
                 consumed += 1
                 do throws(TransactionDecodingError) {
-                    batch.transactions.append(try decoder.decode(messages[i].value))
+                    batch.transactions.append(try messages[i].value.withUnsafeBufferPointer { (b) throws(TransactionDecodingError) in try decoder.decode(bytes: b) })
                     batch.sources.append(messages[i])
                 } catch {
                     batch.outputs.append(deadLetter(messages[i], reason: error.description, category: Self.category(of: error)))
@@ -342,7 +342,7 @@ final class Pipeline: @unchecked Sendable {
         let provenance = Provenance(of: m, hasher: hasher, into: &bytes)
         var headers = [OutgoingHeader("vigil-reason", bytes[..<reasonEnd]), OutgoingHeader("vigil-reason-code", bytes[reasonEnd..<provenance.source.lowerBound])]
         provenance.headers(in: bytes, into: &headers)
-        return OutgoingMessage(topic: configuration.kafka.topics.deadLetters, key: m.key?[...], value: m.value[...], headers: headers[...])
+        return OutgoingMessage(topic: configuration.kafka.topics.deadLetters, key: m.key, value: m.value, headers: headers[...])
     }
 
     /// Where an output came from (`vigil-source`: topic/partition/offset), and the source's
@@ -363,7 +363,7 @@ final class Pipeline: @unchecked Sendable {
             ASCIINumbers.appendDecimal(m.offset, to: &bytes)
             source = start..<bytes.count
             guard let key = m.key else { return }
-            ASCIINumbers.appendHexTrimmed(hasher.hash(key, domain: 0xFF), to: &bytes)
+            ASCIINumbers.appendHexTrimmed(key.withUnsafeBufferPointer { hasher.hash(bytes: $0, domain: 0xFF) }, to: &bytes)
             keyHash = source.upperBound..<bytes.count
         }
 

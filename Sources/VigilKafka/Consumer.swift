@@ -98,43 +98,69 @@ public final class KafkaConsumer: @unchecked Sendable {
     /// Up to `max` messages: waits up to `timeout` for the first, then takes what is already
     /// fetched without waiting, so a batch is whatever has arrived (small when idle, full under load).
     public func poll(max: Int, timeout: Duration) -> [KafkaMessage] {
-        var out: [KafkaMessage] = []
+        var taken: [UnsafeMutablePointer<rd_kafka_message_t>] = []
+        defer { for m in taken { rd_kafka_message_destroy(m) } }
         var wait = timeout.librdkafkaMilliseconds
+        var size = 0
+        while taken.count < max, let m = rd_kafka_consumer_poll(handle, wait) {
+            wait = 0
+            let err = m.pointee.err
+            guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                rd_kafka_message_destroy(m)
+                if err != RD_KAFKA_RESP_ERR__PARTITION_EOF { callbacks.onError(KafkaError(err, "consume")) }
+                continue
+            }
+            if taken.isEmpty { taken.reserveCapacity(max) }
+            taken.append(m)
+            size += m.pointee.key_len + m.pointee.len
+        }
+        guard !taken.isEmpty else { return [] }
+        // Every key and value copied into one buffer, then handed out as slices of it.
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(size)
+        for m in taken {
+            if let key = m.pointee.key { bytes.append(contentsOf: UnsafeRawBufferPointer(start: key, count: m.pointee.key_len)) }
+            if let value = m.pointee.payload { bytes.append(contentsOf: UnsafeRawBufferPointer(start: value, count: m.pointee.len)) }
+        }
+        var out: [KafkaMessage] = []
+        out.reserveCapacity(taken.count)
         // A batch's messages come from a topic or two: each topic's name is made into a `String`
         // once per call, not once per message.
         var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
-        while out.count < max, let m = rd_kafka_consumer_poll(handle, wait) {
-            wait = 0
-            defer { rd_kafka_message_destroy(m) }
+        var at = 0
+        for m in taken {
             let msg = m.pointee
-            if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                if msg.err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                    callbacks.onError(KafkaError(msg.err, "consume"))
-                }
-                continue
+            var key: ArraySlice<UInt8>?
+            if msg.key != nil {
+                key = bytes[at..<(at + msg.key_len)]
+                at += msg.key_len
             }
-            var headers: [KafkaHeader] = []
-            var hdrs: OpaquePointer?
-            if readsHeaders, rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs {
-                var i = 0
-                var name: UnsafePointer<CChar>?
-                var value: UnsafeRawPointer?
-                var size = 0
-                while rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
-                    if let name { headers.append(KafkaHeader(String(cString: name), value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? [])) }
-                    i += 1
-                }
-            }
+            let value = bytes[at..<(at + (msg.payload == nil ? 0 : msg.len))]
+            at = value.endIndex
             var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
             let ts = rd_kafka_message_timestamp(m, &type)
             if msg.rkt != lastTopic.handle { lastTopic = (msg.rkt, String(cString: rd_kafka_topic_name(msg.rkt))) }
             out.append(KafkaMessage(
-                topic: lastTopic.name, partition: msg.partition, offset: msg.offset,
-                key: msg.key.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.key_len)) },
-                value: msg.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.len)) } ?? [],
-                timestamp: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts, headers: headers))
+                topic: lastTopic.name, partition: msg.partition, offset: msg.offset, key: key, value: value,
+                timestamp: type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? nil : ts, headers: readsHeaders ? Self.headers(of: m) : []))
         }
         return out
+    }
+
+    /// `m`'s headers, copied (librdkafka parses them on request).
+    private static func headers(of m: UnsafeMutablePointer<rd_kafka_message_t>) -> [KafkaHeader] {
+        var headers: [KafkaHeader] = []
+        var hdrs: OpaquePointer?
+        guard rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return [] }
+        var i = 0
+        var name: UnsafePointer<CChar>?
+        var value: UnsafeRawPointer?
+        var size = 0
+        while rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+            if let name { headers.append(KafkaHeader(String(cString: name), value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? [])) }
+            i += 1
+        }
+        return headers
     }
 
     /// Commits `offsets` (the next offset to read, per partition). `wait: nil` returns at once;

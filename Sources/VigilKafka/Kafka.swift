@@ -26,17 +26,20 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
 public typealias KafkaProperties = [String: String]
 
 /// One consumed message, copied out of librdkafka.
+///
+/// Its key and value are slices of one buffer the batch it came in shares: consuming a batch
+/// allocates once for their bytes, not twice per message.
 public struct KafkaMessage: Sendable, Hashable {
     public var topic: String
     public var partition: Int32
     public var offset: Int64
-    public var key: [UInt8]?
-    public var value: [UInt8]
+    public var key: ArraySlice<UInt8>?
+    public var value: ArraySlice<UInt8>
     /// Message timestamp (ms since the epoch), when the broker reports one.
     public var timestamp: Int64?
     public var headers: [KafkaHeader]
 
-    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8], timestamp: Int64?, headers: [KafkaHeader] = []) {
+    public init(topic: String, partition: Int32, offset: Int64, key: ArraySlice<UInt8>?, value: ArraySlice<UInt8>, timestamp: Int64?, headers: [KafkaHeader] = []) {
         self.topic = topic
         self.partition = partition
         self.offset = offset

@@ -17,8 +17,12 @@ public final class KafkaProducer: @unchecked Sendable {
 
     let handle: OpaquePointer
     let reports = Reports()
-    /// Topic handles kept from ``prepare(topics:timeout:)`` so librdkafka keeps their metadata.
-    private let prepared = Mutex<[UInt]>([])  // rd_kafka_topic_t addresses
+    /// A handle per topic produced to (or prepared), kept for the producer's life: librdkafka
+    /// keeps their metadata, and a message names its topic by handle (by name, every message
+    /// took the client's write lock to find it).
+    /// A handful, the last one used first: a caller's topic is then found by comparing one string
+    /// with itself (a dictionary's hashing of the name cost more than librdkafka's own lookup).
+    private let topics = Mutex<[(name: String, address: UInt)]>([])  // rd_kafka_topic_t addresses
 
     /// - Parameter properties: passed through; `bootstrap.servers` is required. Defaults:
     ///   `acks=all`, `linger.ms=1`.
@@ -41,7 +45,7 @@ public final class KafkaProducer: @unchecked Sendable {
 
     deinit {
         rd_kafka_flush(handle, 5000)
-        for t in prepared.withLock({ $0 }) { rd_kafka_topic_destroy(OpaquePointer(bitPattern: t)) }
+        for t in topics.withLock({ $0 }) { rd_kafka_topic_destroy(OpaquePointer(bitPattern: t.address)) }
         rd_kafka_destroy(handle)
     }
 
@@ -53,11 +57,7 @@ public final class KafkaProducer: @unchecked Sendable {
     public func prepare(topics: [String], timeout: Duration) throws(KafkaError) -> [String: Int] {
         var partitions: [String: Int] = [:]
         for name in Set(topics) {
-            guard let topic = rd_kafka_topic_new(handle, name, nil) else {
-                throw KafkaError(rd_kafka_last_error(), "topic \(name)")
-            }
-            let address = UInt(bitPattern: topic)
-            prepared.withLock { $0.append(address) }
+            let topic = try handle(of: name)
             var metadata: UnsafePointer<rd_kafka_metadata>?
             let err = rd_kafka_metadata(handle, 0, topic, &metadata, timeout.librdkafkaMilliseconds)
             defer { if let metadata { rd_kafka_metadata_destroy(metadata) } }
@@ -68,6 +68,24 @@ public final class KafkaProducer: @unchecked Sendable {
             partitions[name] = Int(m.topics[0].partition_cnt)
         }
         return partitions
+    }
+
+    /// The handle of topic `name`, made on first use.
+    private func handle(of name: String) throws(KafkaError) -> OpaquePointer {
+        let known = topics.withLock { known -> UInt? in
+            guard let i = known.firstIndex(where: { $0.name == name }) else { return nil }
+            if i > 0 { known.swapAt(0, i) }
+            return known[0].address
+        }
+        if let known { return OpaquePointer(bitPattern: known)! }
+        guard let made = rd_kafka_topic_new(handle, name, nil) else { throw KafkaError(rd_kafka_last_error(), "topic \(name)") }
+        let kept = topics.withLock { known in
+            if let other = known.first(where: { $0.name == name }) { return other.address }  // another thread made it first
+            known.append((name, UInt(bitPattern: made)))
+            return UInt(bitPattern: made)
+        }
+        if kept != UInt(bitPattern: made) { rd_kafka_topic_destroy(made) }
+        return OpaquePointer(bitPattern: kept)!
     }
 
     /// The cluster's id, if it answers within `timeout`.
@@ -82,6 +100,7 @@ public final class KafkaProducer: @unchecked Sendable {
     /// (backpressure) instead of dropping.
     public func send(_ message: OutgoingMessage, token: UInt64) throws(KafkaError) {
         precondition(token != 0, "delivery token 0 is reserved")
+        let topic = try handle(of: message.topic)
         while true {
             var headers: OpaquePointer?
             if !message.headers.isEmpty {
@@ -94,12 +113,10 @@ public final class KafkaProducer: @unchecked Sendable {
                     }
                 }
             }
-            let err = message.topic.withCString { topic in
-                message.value.withUnsafeBytes { v in
-                    withKey(message.key) { k, klen in
-                        vigil_rd_kafka_produce(handle, topic, k, klen, v.baseAddress, v.count, headers,
-                                               UnsafeMutableRawPointer(bitPattern: UInt(token)))
-                    }
+            let err = message.value.withUnsafeBytes { v in
+                withKey(message.key) { k, klen in
+                    vigil_rd_kafka_produce(handle, topic, k, klen, v.baseAddress, v.count, headers,
+                                           UnsafeMutableRawPointer(bitPattern: UInt(token)))
                 }
             }
             if err == RD_KAFKA_RESP_ERR_NO_ERROR { return }
@@ -118,9 +135,14 @@ public final class KafkaProducer: @unchecked Sendable {
     public func poll(timeout: Duration = .zero) -> [Delivery] {
         let ms = timeout.librdkafkaMilliseconds
         rd_kafka_poll(handle, ms)
+        // The next reports go into an array made room for at once: grown by appending, it was
+        // reallocated and copied a dozen times per batch.
         return reports.delivered.withLock { d in
-            defer { d.removeAll() }
-            return d
+            guard !d.isEmpty else { return [] }
+            var taken: [Delivery] = []
+            swap(&taken, &d)
+            d.reserveCapacity(max(taken.count, 1024))
+            return taken
         }
     }
 

@@ -143,8 +143,8 @@ struct DaemonEndToEndTests {
         let dead = try stack.read("transactions.dlq", count: bad.count, timeout: .seconds(20))
         #expect(dead.count == bad.count)
         for (i, b) in bad.enumerated() {
-            let d = try #require(dead.first { $0.key == Array("bad\(i)".utf8) })
-            #expect(d.value == Array(b.0.utf8), "original bytes kept")
+            let d = try #require(dead.first { $0.key == Array("bad\(i)".utf8)[...] })
+            #expect(d.value == Array(b.0.utf8)[...], "original bytes kept")
             #expect(d.header("vigil-reason")?.contains(b.1) == true, "\(d.header("vigil-reason") ?? "no reason") should mention \(b.1)")
             #expect(d.header("vigil-source")?.hasPrefix("transactions/") == true)
             #expect(d.header("vigil-reason-code")?.isEmpty == false)

@@ -143,7 +143,7 @@ final class Stack: @unchecked Sendable {
         let consumer = try KafkaConsumer(properties: p, topics: [topic])
         defer { consumer.close() }
         var out: [KafkaMessage] = []
-        var keys = Set<[UInt8]>()
+        var keys = Set<ArraySlice<UInt8>>()
         var unkeyed = 0
         let clock = ContinuousClock()
         let deadline = clock.now + timeout

@@ -40,9 +40,9 @@ struct KafkaTests {
             first = consumeAll(consumer, count: 100)
             #expect(first.count == 100)
             #expect(Set(first.map { String(decoding: $0.value, as: UTF8.self) }).count == 100)
-            let m = try #require(first.first { $0.value == Array("v5".utf8) })
+            let m = try #require(first.first { $0.value == Array("v5".utf8)[...] })
             #expect(m.header("h") == "x5")
-            #expect(m.key == Array("k5".utf8))
+            #expect(m.key == Array("k5".utf8)[...])
             // Commit only the first half of each partition.
             var offsets: [TopicPartition: Int64] = [:]
             for p in Set(first.map(\.partition)) {
@@ -67,6 +67,42 @@ struct KafkaTests {
         #expect(all.allSatisfy { $0.headers.isEmpty })
         #expect(Set(all.map(\.value)) == Set(first.map(\.value)))
         plain.close()
+    }
+
+    /// A consumed batch's keys and values are slices of one buffer, and the producer names topics
+    /// by handles it keeps: each message must still come back with exactly its own bytes, keyless
+    /// and empty ones included, whichever topic it went to.
+    @Test("messages keep their own bytes: keyless, empty and large, across two topics")
+    func bytesPerMessage() throws {
+        let broker = try DevBroker()
+        for t in ["a", "b"] { try broker.createTopic(t, partitions: 2) }
+        let props: KafkaProperties = ["bootstrap.servers": broker.bootstrapServers]
+        let producer = try KafkaProducer(properties: props)
+        var sent: [String: Set<[UInt8]>] = ["a": [], "b": []]
+        var rng = SystemRandomNumberGenerator()
+        for i in 0..<400 {
+            let topic = i % 3 == 0 ? "b" : "a"
+            let size = i % 10 == 0 ? 0 : Int.random(in: 1...3000, using: &rng)
+            // The message's number leads its value, so each is distinct; its key (or none) follows.
+            let value = size == 0 ? [] : Array("\(i):".utf8) + (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let key: [UInt8]? = i % 4 == 0 ? nil : Array("key-\(i)".utf8)
+            try producer.send(OutgoingMessage(topic: topic, key: key, value: value), token: UInt64(i + 1))
+            sent[topic]!.insert((key.map { [1] + $0 } ?? [0]) + [0xFF] + value)
+        }
+        #expect(producer.flush(timeout: .seconds(10)))
+        #expect(producer.poll().allSatisfy { $0.error == nil })
+        var group = props
+        group["group.id"] = "bytes"
+        let consumer = try KafkaConsumer(properties: group, topics: ["a", "b"], readsHeaders: false)
+        defer { consumer.close() }
+        let got = consumeAll(consumer, count: 400)
+        #expect(got.count == 400)
+        var received: [String: Set<[UInt8]>] = ["a": [], "b": []]
+        for m in got { received[m.topic, default: []].insert((m.key.map { [1] + $0 } ?? [0]) + [0xFF] + m.value) }
+        for topic in ["a", "b"] {
+            let differing = received[topic, default: []].symmetricDifference(sent[topic]!).count
+            #expect(differing == 0, "\(differing) messages on \(topic) not as sent")
+        }
     }
 
     @Test("with the broker down, a waiting commit times out and a close gives up when told to")
