@@ -19,9 +19,9 @@ public final class KafkaProducer: @unchecked Sendable {
     let reports = Reports()
     /// A handle per topic produced to (or prepared), kept for the producer's life: librdkafka
     /// keeps their metadata, and a message names its topic by handle (by name, every message
-    /// took the client's write lock to find it).
-    /// A handful, the last one used first: a caller's topic is then found by comparing one string
-    /// with itself (a dictionary's hashing of the name cost more than librdkafka's own lookup).
+    /// took the client's write lock to find it). A handful, the last one used first, so a
+    /// caller's topic is found by comparing its string with itself (a dictionary's hashing of
+    /// the name cost more than librdkafka's own lookup).
     private let topics = Mutex<[(name: String, address: UInt)]>([])  // rd_kafka_topic_t addresses
 
     /// - Parameter properties: passed through; `bootstrap.servers` is required. Defaults:

@@ -34,9 +34,9 @@ struct BenchKafka: ParsableCommand {
             let topic = "bench-\(getpid())-\(round)"
             // Both topics exist before any clock starts: creating one on first use held the timed
             // loop for the broker's metadata answer (the earlier 11,000 msg/s "pass-through").
-            try producer.prepare(topics: [topic + ".in", topic + ".out"], timeout: .seconds(10))
+            let inTopic = topic + ".in", outTopic = topic + ".out"
+            try producer.prepare(topics: [inTopic, outTopic], timeout: .seconds(10))
             var start = clock.now
-            let inTopic = topic + ".in"
             for i in 0..<messages {
                 try producer.send(OutgoingMessage(topic: inTopic, key: Array("k\(i % 4096)".utf8), value: sample[i % sample.count]), token: 1)
                 if i & 1023 == 0 { _ = producer.poll() }
@@ -50,7 +50,6 @@ struct BenchKafka: ParsableCommand {
             p["fetch.wait.max.ms"] = "10"  // a consumer's property (the producer warns of it)
             // Headers not read, as vigild does not read them (parsing them cost ~1,000 instructions a message).
             let consumer = try KafkaConsumer(properties: p, topics: [inTopic], readsHeaders: false)
-            let outTopic = topic + ".out"
             var pending: [KafkaMessage] = []
             let joinDeadline = clock.now + .seconds(30)
             while pending.isEmpty {  // the group join is not timed
