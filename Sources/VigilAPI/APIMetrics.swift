@@ -11,12 +11,12 @@ public final class APIMetrics: Sendable {
     public init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
         batchSize = registry.makeValueHistogram(
-            name: "vigil_api_batch_size", buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
-            help: "Transactions per micro-batch of the synchronous API")
+            descriptor: .init("vigil_api_batch_size", help: "Transactions per micro-batch of the synchronous API"),
+            buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
         batchRequests = registry.makeValueHistogram(
-            name: "vigil_api_batch_requests", buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
-            help: "Requests gathered into one micro-batch")
-        expired = registry.makeCounter(name: "vigil_api_deadline_exceeded_total", help: "Requests whose budget ran out before their batch started")
+            descriptor: .init("vigil_api_batch_requests", help: "Requests gathered into one micro-batch"),
+            buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256])
+        expired = registry.makeCounter(descriptor: .init("vigil_api_deadline_exceeded_total", help: "Requests whose budget ran out before their batch started"))
     }
 
     static let latencyBuckets: [Duration] = [
@@ -26,10 +26,11 @@ public final class APIMetrics: Sendable {
 
     /// Counts a request and records its latency. `outcome`: `ok` or a problem code.
     func request(_ endpoint: String, outcome: String, duration: Duration) {
-        registry.makeCounter(name: "vigil_api_requests_total", labels: [("endpoint", endpoint), ("outcome", outcome)],
-                             help: "Synchronous API requests by endpoint and outcome").increment()
-        registry.makeDurationHistogram(name: "vigil_api_request_seconds", labels: [("endpoint", endpoint)], buckets: Self.latencyBuckets,
-                                       help: "Synchronous API request latency, from request received to response ready").record(duration)
+        registry.makeCounter(descriptor: .init("vigil_api_requests_total", help: "Synchronous API requests by endpoint and outcome"),
+                             labels: [("endpoint", endpoint), ("outcome", outcome)]).increment()
+        registry.makeDurationHistogram(
+            descriptor: .init("vigil_api_request_seconds", help: "Synchronous API request latency, from request received to response ready"),
+            labels: [("endpoint", endpoint)], buckets: Self.latencyBuckets).record(duration)
     }
 
     func record(_ batch: MicroBatcher.BatchReport) {
@@ -37,4 +38,10 @@ public final class APIMetrics: Sendable {
         batchRequests.record(Double(batch.requests))
         if batch.expired > 0 { expired.increment(by: Int64(batch.expired)) }
     }
+}
+
+extension MetricNameDescriptor {
+    /// A metric named `name` exactly: no namespace, subsystem or unit joined to it (the
+    /// descriptor form of the registry's factories, whose `name:` forms are deprecated).
+    package init(_ name: String, help: String) { self.init(metricName: name, unitName: "", helpText: help) }
 }

@@ -41,45 +41,45 @@ public final class DaemonMetrics: Sendable {
         let ms: [Duration] = [.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
                               .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
                               .milliseconds(250), .milliseconds(1000), .seconds(5)]
-        transactions = r.makeCounter(name: "vigil_transactions_total", help: "Transactions consumed (valid and dead-lettered)")
-        labels = r.makeCounter(name: "vigil_labels_total", help: "Fraud labels applied to the store")
-        labelsPending = r.makeGauge(name: "vigil_labels_pending", help: "Labels waiting for the store to come back")
-        batches = r.makeCounter(name: "vigil_batches_total", help: "Batches scored")
-        degraded = r.makeCounter(name: "vigil_degraded_verdicts_total", help: "Verdicts scored degraded (store or model member unavailable)")
+        transactions = r.makeCounter(descriptor: .init("vigil_transactions_total", help: "Transactions consumed (valid and dead-lettered)"))
+        labels = r.makeCounter(descriptor: .init("vigil_labels_total", help: "Fraud labels applied to the store"))
+        labelsPending = r.makeGauge(descriptor: .init("vigil_labels_pending", help: "Labels waiting for the store to come back"))
+        batches = r.makeCounter(descriptor: .init("vigil_batches_total", help: "Batches scored"))
+        degraded = r.makeCounter(descriptor: .init("vigil_degraded_verdicts_total", help: "Verdicts scored degraded (store or model member unavailable)"))
         verdictCounters = Dictionary(uniqueKeysWithValues: Action.allCases.map {
-            ($0, r.makeCounter(name: "vigil_verdicts_total", labels: [("action", $0.rawValue)], help: "Verdicts published, by action"))
+            ($0, r.makeCounter(descriptor: .init("vigil_verdicts_total", help: "Verdicts published, by action"), labels: [("action", $0.rawValue)]))
         })
         stages = ["features", "rules", "model", "decide"].map {
-            ($0, r.makeDurationHistogram(name: "vigil_stage_seconds", labels: [("stage", $0)], buckets: ms, help: "Time per batch in each pipeline stage"))
+            ($0, r.makeDurationHistogram(descriptor: .init("vigil_stage_seconds", help: "Time per batch in each pipeline stage"), labels: [("stage", $0)], buckets: ms))
         }
-        batchLatency = r.makeDurationHistogram(name: "vigil_batch_seconds", buckets: ms, help: "From a batch consumed to its verdicts acknowledged by the broker")
-        age = r.makeDurationHistogram(name: "vigil_transaction_age_seconds", buckets: ms, help: "From the transaction's Kafka timestamp to its verdict being sent")
-        score = r.makeValueHistogram(name: "vigil_score", buckets: [0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99], help: "Fraud probability of scored transactions")
-        batchSize = r.makeValueHistogram(name: "vigil_batch_size", buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], help: "Messages per consumed batch")
-        consumerLag = r.makeGauge(name: "vigil_consumer_lag", help: "Messages behind the high watermark on assigned partitions")
-        inFlight = r.makeGauge(name: "vigil_inflight_batches", help: "Batches whose verdicts are not yet acknowledged")
-        paused = r.makeGauge(name: "vigil_paused", help: "1 while fetching is paused for backpressure")
-        pauses = r.makeCounter(name: "vigil_pauses_total", help: "Times fetching was paused for backpressure")
-        deliveryRetries = r.makeCounter(name: "vigil_delivery_retries_total", help: "Verdicts or dead letters re-sent after a failed delivery")
-        commitFailures = r.makeCounter(name: "vigil_commit_failures_total", help: "Offset commits that failed (the next commit covers them)")
-        reloadsOK = r.makeCounter(name: "vigil_reloads_total", labels: [("result", "ok")], help: "Hot reloads")
-        reloadsFailed = r.makeCounter(name: "vigil_reloads_total", labels: [("result", "failed")], help: "Hot reloads")
-        ready = r.makeGauge(name: "vigil_ready", help: "1 when the daemon has joined its group and is scoring")
-        cacheEntities = r.makeGauge(name: "vigil_store_cache_entities", help: "Entities whose windows this instance caches (Redis store)")
-        cacheBytes = r.makeGauge(name: "vigil_store_cache_bytes", help: "Approximate bytes of the entity cache (bounded by store.cache_mb)")
-        cacheEvictions = r.makeGauge(name: "vigil_store_cache_evictions", help: "Entities evicted from the cache so far")
-        storeColdReads = r.makeGauge(name: "vigil_store_cold_reads", help: "Entity logs read whole so far (not cached, evicted or expired)")
+        batchLatency = r.makeDurationHistogram(descriptor: .init("vigil_batch_seconds", help: "From a batch consumed to its verdicts acknowledged by the broker"), buckets: ms)
+        age = r.makeDurationHistogram(descriptor: .init("vigil_transaction_age_seconds", help: "From the transaction's Kafka timestamp to its verdict being sent"), buckets: ms)
+        score = r.makeValueHistogram(descriptor: .init("vigil_score", help: "Fraud probability of scored transactions"), buckets: [0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99])
+        batchSize = r.makeValueHistogram(descriptor: .init("vigil_batch_size", help: "Messages per consumed batch"), buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])
+        consumerLag = r.makeGauge(descriptor: .init("vigil_consumer_lag", help: "Messages behind the high watermark on assigned partitions"))
+        inFlight = r.makeGauge(descriptor: .init("vigil_inflight_batches", help: "Batches whose verdicts are not yet acknowledged"))
+        paused = r.makeGauge(descriptor: .init("vigil_paused", help: "1 while fetching is paused for backpressure"))
+        pauses = r.makeCounter(descriptor: .init("vigil_pauses_total", help: "Times fetching was paused for backpressure"))
+        deliveryRetries = r.makeCounter(descriptor: .init("vigil_delivery_retries_total", help: "Verdicts or dead letters re-sent after a failed delivery"))
+        commitFailures = r.makeCounter(descriptor: .init("vigil_commit_failures_total", help: "Offset commits that failed (the next commit covers them)"))
+        reloadsOK = r.makeCounter(descriptor: .init("vigil_reloads_total", help: "Hot reloads"), labels: [("result", "ok")])
+        reloadsFailed = r.makeCounter(descriptor: .init("vigil_reloads_total", help: "Hot reloads"), labels: [("result", "failed")])
+        ready = r.makeGauge(descriptor: .init("vigil_ready", help: "1 when the daemon has joined its group and is scoring"))
+        cacheEntities = r.makeGauge(descriptor: .init("vigil_store_cache_entities", help: "Entities whose windows this instance caches (Redis store)"))
+        cacheBytes = r.makeGauge(descriptor: .init("vigil_store_cache_bytes", help: "Approximate bytes of the entity cache (bounded by store.cache_mb)"))
+        cacheEvictions = r.makeGauge(descriptor: .init("vigil_store_cache_evictions", help: "Entities evicted from the cache so far"))
+        storeColdReads = r.makeGauge(descriptor: .init("vigil_store_cold_reads", help: "Entity logs read whole so far (not cached, evicted or expired)"))
         storeConflicts = r.makeGauge(
-            name: "vigil_store_append_conflicts", help: "Appends that found other instances' frames before their own (read in one more round trip), so far")
-        storeCompactions = r.makeGauge(name: "vigil_store_compactions", help: "Entity logs this instance compacted, so far")
-        journalBytes = r.makeGauge(name: "vigil_store_journal_bytes", help: "Bytes of the in-memory store's journal on disk (store.journal)")
+            descriptor: .init("vigil_store_append_conflicts", help: "Appends that found other instances' frames before their own (read in one more round trip), so far"))
+        storeCompactions = r.makeGauge(descriptor: .init("vigil_store_compactions", help: "Entity logs this instance compacted, so far"))
+        journalBytes = r.makeGauge(descriptor: .init("vigil_store_journal_bytes", help: "Bytes of the in-memory store's journal on disk (store.journal)"))
         cpu = Stage.allCases.map {
-            r.makeCounter(name: "vigil_cpu_seconds_total", labels: [("stage", $0.name)], help: "CPU time of the pipeline's threads by stage (librdkafka's own threads not included)")
+            r.makeCounter(descriptor: .init("vigil_cpu_seconds_total", help: "CPU time of the pipeline's threads by stage (librdkafka's own threads not included)"), labels: [("stage", $0.name)])
         }
     }
 
     func deadLetter(reason: String) -> Counter {
-        registry.makeCounter(name: "vigil_dead_letters_total", labels: [("reason", reason)], help: "Messages sent to the dead-letter topic, by reason")
+        registry.makeCounter(descriptor: .init("vigil_dead_letters_total", help: "Messages sent to the dead-letter topic, by reason"), labels: [("reason", reason)])
     }
 
     func record(_ verdicts: [Verdict]) {

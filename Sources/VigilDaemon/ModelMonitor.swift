@@ -223,33 +223,33 @@ struct MonitorMetrics {
 
     init(registry r: PrometheusCollectorRegistry) {
         registry = r
-        skippedBatches = r.makeCounter(name: "vigil_monitor_skipped_batches_total", help: "Batches not monitored (shadow, drift, outcomes) because the monitor was behind")
-        deliveryFailures = r.makeCounter(name: "vigil_shadow_delivery_failures_total", help: "Shadow decisions the broker did not take")
-        scorePSI = r.makeGauge(name: "vigil_drift_score_psi", help: "Population stability index of the champion's score, live window against its training reference")
-        driftRows = r.makeGauge(name: "vigil_drift_rows", help: "Transactions in the drift window")
+        skippedBatches = r.makeCounter(descriptor: .init("vigil_monitor_skipped_batches_total", help: "Batches not monitored (shadow, drift, outcomes) because the monitor was behind"))
+        deliveryFailures = r.makeCounter(descriptor: .init("vigil_shadow_delivery_failures_total", help: "Shadow decisions the broker did not take"))
+        scorePSI = r.makeGauge(descriptor: .init("vigil_drift_score_psi", help: "Population stability index of the champion's score, live window against its training reference"))
+        driftRows = r.makeGauge(descriptor: .init("vigil_drift_rows", help: "Transactions in the drift window"))
     }
 
     func shadowTransactions(_ c: String) -> Counter {
-        registry.makeCounter(name: "vigil_shadow_transactions_total", labels: [("challenger", c)], help: "Transactions a challenger scored in shadow")
+        registry.makeCounter(descriptor: .init("vigil_shadow_transactions_total", help: "Transactions a challenger scored in shadow"), labels: [("challenger", c)])
     }
     func skipped(_ c: String, reason: String) -> Counter {
-        registry.makeCounter(name: "vigil_shadow_skipped_total", labels: [("challenger", c), ("reason", reason)],
-                             help: "Batches a challenger skipped: over its budget, or failed")
+        registry.makeCounter(descriptor: .init("vigil_shadow_skipped_total", help: "Batches a challenger skipped: over its budget, or failed"),
+                             labels: [("challenger", c), ("reason", reason)])
     }
     func agreement(_ c: String, champion: String, challenger: String) -> Counter {
-        registry.makeCounter(name: "vigil_shadow_decisions_total", labels: [("challenger", c), ("champion_action", champion), ("challenger_action", challenger)],
-                             help: "Decisions of a challenger against the champion's: the agreement matrix")
+        registry.makeCounter(descriptor: .init("vigil_shadow_decisions_total", help: "Decisions of a challenger against the champion's: the agreement matrix"),
+                             labels: [("challenger", c), ("champion_action", champion), ("challenger_action", challenger)])
     }
     func correlation(_ c: String) -> Gauge {
-        registry.makeGauge(name: "vigil_shadow_score_correlation", labels: [("challenger", c)], help: "Pearson correlation of the challenger's and the champion's scores (1 h half-life)")
+        registry.makeGauge(descriptor: .init("vigil_shadow_score_correlation", help: "Pearson correlation of the challenger's and the champion's scores (1 h half-life)"), labels: [("challenger", c)])
     }
     func featurePSI(_ f: String) -> Gauge {
-        registry.makeGauge(name: "vigil_drift_psi", labels: [("feature", f)], help: "Population stability index of a feature, live window against the champion's training reference")
+        registry.makeGauge(descriptor: .init("vigil_drift_psi", help: "Population stability index of a feature, live window against the champion's training reference"), labels: [("feature", f)])
     }
     func missingShare(_ f: String) -> Gauge {
-        registry.makeGauge(name: "vigil_drift_missing_share", labels: [("feature", f)], help: "Share of live transactions where the feature is missing")
+        registry.makeGauge(descriptor: .init("vigil_drift_missing_share", help: "Share of live transactions where the feature is missing"), labels: [("feature", f)])
     }
     func outcome(_ name: String, _ model: String, _ help: String) -> Gauge {
-        registry.makeGauge(name: name, labels: [("model", model)], help: help)
+        registry.makeGauge(descriptor: .init(name, help: help), labels: [("model", model)])
     }
 }
