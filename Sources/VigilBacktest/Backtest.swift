@@ -106,8 +106,8 @@ public enum Backtest {
         var lastProgress = 0
         // Nothing after the period can reach a transaction in it: stop there.
         let transactions = Array(transactions.prefix { $0.timestamp < options.to })
-        try Replay.batches(transactions, size: options.batchSize, labelDelay: options.labelDelay,
-                           apply: { labels in _ = try? scorer.apply(labels: labels) }) { batch in
+        Replay.batches(transactions, size: options.batchSize, labelDelay: options.labelDelay,
+                       apply: { labels in _ = try? scorer.apply(labels: labels) }) { batch in
             let txs = Array(batch)
             let verdicts = scorer.score(txs)
             for (tx, v) in zip(txs, verdicts) where tx.timestamp >= options.from && tx.timestamp < options.to {

@@ -15,7 +15,7 @@ struct VerdictEncodingTests {
     static func samples() -> [Verdict] {
         var rng = Lehmer(state: 2026)
         func unit() -> Double { Double(rng.next() >> 11) / Double(1 << 53) }
-        let specials: [Double] = [0, -0.0, 1, 0.1, 1e-7, 5e-324, 2.2250738585072014e-308, 123456789.0, 1e21, 1e-5, 0.30000000000000004,
+        let specials: [Double] = [0, -0.0, 1, 0.1, 1e-7, .leastNonzeroMagnitude, 2.2250738585072014e-308, 123456789.0, 1e21, 1e-5, 0.30000000000000004,
                                   .nan, .infinity, -.infinity, Double.greatestFiniteMagnitude, -42.5, 1e16, 123456.789]
         let strings = ["tx-1", "", "quote\"back\\slash", "line\nbreak\ttab\rcr", "ctl\u{01}\u{1f}", "café ✓ 支付", "emoji 🚀", "/slash/", "\u{7f}del"]
         let actions = Action.allCases
@@ -121,7 +121,7 @@ struct VerdictEncodingTests {
             values.append(Double(n % 1_000_000) / 1000 + 0.0005)  // halfway: not thousandths
             values.append(Double(bitPattern: rng.next()))  // any double at all
         }
-        values += [0.001, 0.0009999999, 9_999_999.999, 10_000_000, 1e7 - 0.0005, 0.1 + 0.2, 315.849, 1, 100, -0.0, 0, 5e-324]
+        values += [0.001, 0.0009999999, 9_999_999.999, 10_000_000, 1e7 - 0.0005, 0.1 + 0.2, 315.849, 1, 100, -0.0, 0, .leastNonzeroMagnitude]
         var checked = 0, fast = 0
         for v in values where v.isFinite {
             if JSONWriter.thousandths(v) != nil { fast += 1 }
