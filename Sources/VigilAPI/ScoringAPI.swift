@@ -120,7 +120,7 @@ public final class ScoringAPI: Sendable {
         var slots: [Int] = []
         for (i, json) in jsons.enumerated() {
             do {
-                let t = try json.withUnsafeBufferPointer { (b) throws(TransactionDecodingError) in try decoder.decode(bytes: b) }
+                let t = try decoder.decode(json)
                 valid.append(t)
                 slots.append(i)
             } catch {

@@ -44,6 +44,10 @@ public struct KeyedHasher: Sendable, Hashable {
         bytes.withUnsafeBufferPointer { hash(bytes: $0, domain: domain) }
     }
 
+    public func hash(_ bytes: ArraySlice<UInt8>, domain: UInt8 = 0) -> UInt64 {
+        bytes.withUnsafeBufferPointer { hash(bytes: $0, domain: domain) }
+    }
+
     /// SipHash-2-4 of `bytes`; a non-zero `domain` is mixed into the key so that derived keys differ.
     public func hash(bytes: UnsafeBufferPointer<UInt8>, domain: UInt8 = 0) -> UInt64 {
         var v0: UInt64 = 0x736f_6d65_7073_6575 ^ k0

@@ -67,6 +67,11 @@ public struct TransactionDecoder: Sendable {
         try bytes.withUnsafeBufferPointer { (buf) throws(TransactionDecodingError) in try decode(bytes: buf) }
     }
 
+    /// `bytes`, a slice of a buffer others share (a consumed Kafka batch's values), decoded in place.
+    public func decode(_ bytes: ArraySlice<UInt8>) throws(TransactionDecodingError) -> Transaction {
+        try bytes.withUnsafeBufferPointer { (buf) throws(TransactionDecodingError) in try decode(bytes: buf) }
+    }
+
     public func decode(bytes: UnsafeBufferPointer<UInt8>) throws(TransactionDecodingError) -> Transaction {
         guard bytes.count <= limits.maxBytes else {
             throw TransactionDecodingError(problems: [

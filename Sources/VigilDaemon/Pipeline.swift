@@ -232,7 +232,7 @@ final class Pipeline: @unchecked Sendable {
                 }
                 consumed += 1
                 do throws(TransactionDecodingError) {
-                    batch.transactions.append(try messages[i].value.withUnsafeBufferPointer { (b) throws(TransactionDecodingError) in try decoder.decode(bytes: b) })
+                    batch.transactions.append(try decoder.decode(messages[i].value))
                     batch.sources.append(messages[i])
                 } catch {
                     batch.outputs.append(deadLetter(messages[i], reason: error.description, category: Self.category(of: error)))
@@ -363,7 +363,7 @@ final class Pipeline: @unchecked Sendable {
             ASCIINumbers.appendDecimal(m.offset, to: &bytes)
             source = start..<bytes.count
             guard let key = m.key else { return }
-            ASCIINumbers.appendHexTrimmed(key.withUnsafeBufferPointer { hasher.hash(bytes: $0, domain: 0xFF) }, to: &bytes)
+            ASCIINumbers.appendHexTrimmed(hasher.hash(key, domain: 0xFF), to: &bytes)
             keyHash = source.upperBound..<bytes.count
         }
 
